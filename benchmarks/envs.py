@@ -1,0 +1,190 @@
+"""Environment throughput: agent and environment steps per second, printed as one JSON object.
+
+    python benchmarks/envs.py [--steps 2000] [--pixel-steps 200] [--envs 2] [--only proprio,pixels]
+
+An agent step applies one action for `action_repeat` environment (physics control) steps, so
+env steps/s = agent steps/s x action_repeat. Rates count steps summed over all environments of a
+batch; the auto-reset steps (which run no physics) are excluded from both counts. Process start-up
+is reported separately (`startup_s`) and excluded from the rates, as are a few warm-up steps
+(the first render creates the OpenGL context).
+
+The output is assembled from section functions (`SECTIONS`): each takes the parsed arguments and
+returns a JSON-able dict, or None to be left out. Add a section by writing a function and
+listing it in `SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from experiments.envs import make_envs
+
+WARMUP_STEPS = 10
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, platform and library versions, with the load average (machines are shared)."""
+    from importlib.metadata import version
+
+    import mujoco
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "mujoco": mujoco.__version__,
+        "dm_control": version("dm-control"),
+        "mujoco_gl": os.environ.get("MUJOCO_GL"),
+        "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def measure_env_throughput(
+    task: str,
+    obs: str,
+    num_envs: int,
+    parallel: bool,
+    steps: int,
+    fast_render: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Step ``num_envs`` environments ``steps`` times with uniform random actions [steps, N, A].
+
+    agent_steps = number of non-reset transitions over all environments;
+    env_steps = agent_steps x action_repeat; rates are these divided by the timed seconds.
+    """
+    start = time.perf_counter()
+    envs = make_envs(task, obs, num_envs, seed, parallel, fast_render=fast_render)
+    with envs:
+        startup = time.perf_counter() - start
+        rng = np.random.default_rng(seed)
+        shape = (WARMUP_STEPS + steps, num_envs, envs.act_dim)
+        actions = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+        envs.reset()
+        for action in actions[:WARMUP_STEPS]:
+            envs.step(action)
+        transitions = 0
+        start = time.perf_counter()
+        for action in actions[WARMUP_STEPS:]:
+            out = envs.step(action)
+            transitions += int(num_envs - out["is_first"].sum())
+        seconds = time.perf_counter() - start
+        repeat = envs.action_repeat
+    return {
+        "task": task,
+        "obs": obs,
+        "num_envs": num_envs,
+        "parallel": parallel,
+        "fast_render": fast_render,
+        "action_repeat": repeat,
+        "agent_steps": transitions,
+        "env_steps": transitions * repeat,
+        "seconds": round(seconds, 3),
+        "agent_steps_per_s": round(transitions / seconds, 1),
+        "env_steps_per_s": round(transitions * repeat / seconds, 1),
+        "startup_s": round(startup, 3),
+    }
+
+
+def _configs(n: int) -> list[tuple[str, int, bool]]:
+    """(label, num_envs, parallel): one in-process environment, then n in parallel."""
+    return [("1_env", 1, False), (f"{n}_envs_parallel", n, True)]
+
+
+def proprio_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """State observations: walker-walk (repeat 2) and cartpole-swingup (repeat 8)."""
+    results = {}
+    for task in ("walker-walk", "cartpole-swingup"):
+        for label, n, parallel in _configs(args.envs):
+            results[f"{task}/{label}"] = measure_env_throughput(
+                task, "proprio", n, parallel, args.steps, seed=args.seed
+            )
+    return results
+
+
+def pixel_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """64x64 walker-walk images with dm-control's default visuals and with `fast_render`."""
+    steps = args.pixel_steps if args.pixel_steps is not None else max(args.steps // 10, 1)
+    results = {}
+    for fast, look in ((False, "default"), (True, "fast_render")):
+        for label, n, parallel in _configs(args.envs):
+            results[f"walker-walk/{look}/{label}"] = measure_env_throughput(
+                "walker-walk", "pixels", n, parallel, steps, fast_render=fast, seed=args.seed
+            )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay sampling (slot for a later section)
+
+
+def replay_throughput(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Replay sampling throughput. Not measured yet: returns None, so it is left out."""
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any] | None]] = {
+    "proprio": proprio_throughput,
+    "pixels": pixel_throughput,
+    "replay": replay_throughput,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--steps", type=int, default=2000, help="timed agent steps per environment (proprio)"
+    )
+    parser.add_argument(
+        "--pixel-steps",
+        type=int,
+        default=None,
+        help="timed agent steps per environment for pixel sections (default: steps // 10)",
+    )
+    parser.add_argument("--envs", type=int, default=2, help="environments in the parallel runs")
+    parser.add_argument("--seed", type=int, default=0, help="environment and action seed")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, from: {', '.join(SECTIONS)}",
+    )
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.envs < 1 or (args.pixel_steps is not None and args.pixel_steps < 1):
+        parser.error("--steps, --pixel-steps and --envs must be >= 1")
+    unknown = set(args.only.split(",")) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    report: dict[str, Any] = {"benchmark": "envs", "machine": machine_info(), "args": vars(args)}
+    start = time.perf_counter()
+    for name in args.only.split(","):
+        result = SECTIONS[name](args)
+        if result is not None:
+            report[name] = result
+    report["total_s"] = round(time.perf_counter() - start, 1)
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return report
+
+
+if __name__ == "__main__":
+    # The guard matters: parallel environments start with 'spawn', which re-imports this file.
+    main()

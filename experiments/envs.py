@@ -1,0 +1,614 @@
+"""DeepMind Control Suite environments with the conventions of PlaNet and Dreamer.
+
+One environment (`DMCEnv`) returns a dict per step::
+
+    {'vector': [D] float32}  or  {'image': [H, W, 3] uint8}   the observation
+    'reward': float32       summed over the action repeat (0.0 on reset)
+    'is_first': bool        True only on the observation returned by reset
+    'is_last': bool         the episode ended (time limit or termination)
+    'is_terminal': bool     the episode ended with discount 0 (a true terminal state)
+
+A batch of them (`make_envs` -> `VecEnv`) returns the same keys stacked to `[N, ...]` and resets
+finished environments automatically on the following `step`.
+
+Conventions:
+
+- Task names are ``'domain-task'`` (``'walker-walk'``, ``'ball_in_cup-catch'``); ``'cup-catch'``
+  is accepted as PlaNet's and DreamerV3's name for ``'ball_in_cup-catch'``.
+- Actions are float32 in [-1, 1]; they are clipped, then mapped linearly onto the task's action
+  bounds: ``a_env = low + (a + 1) / 2 * (high - low)``.
+- An episode lasts ``time_limit`` (default 1000) environment steps, i.e.
+  ``ceil(time_limit / action_repeat)`` agent steps. The last agent step repeats the action only as
+  often as the limit allows, so an episode never runs past ``time_limit`` environment steps.
+  Reaching the limit sets ``is_last=True, is_terminal=False``; dm-control's own time limit is
+  switched off so this module alone decides where episodes end.
+- ``'proprio'`` observations concatenate the task's state observations in dm-control's own
+  (``OrderedDict``) order, which is fixed per task; `DMCEnv.vector_layout` names the slices.
+- Pixels come from MuJoCo's OpenGL renderer. ``MUJOCO_GL`` defaults to ``egl`` (set below, before
+  dm_control is imported, because dm_control picks its backend at import time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import pickle
+import traceback
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from types import TracebackType
+from typing import Any
+
+# dm_control chooses (and initialises) its OpenGL backend when it is first imported.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+
+_PACKAGES_HELP = (
+    "Headless rendering needs an OpenGL backend. For EGL (MUJOCO_GL=egl, the default) install "
+    "the Debian packages `libegl1 libegl-mesa0 libgl1-mesa-dri`; or install `libosmesa6` and "
+    "set MUJOCO_GL=osmesa. State-only ('proprio') use can set MUJOCO_GL=disable."
+)
+
+try:
+    from dm_control import suite
+except ImportError as _err:
+    raise ImportError(
+        f"dm_control failed to import with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: {_err!r}. "
+        f"If this is a rendering backend error: {_PACKAGES_HELP}"
+    ) from _err
+
+Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
+
+OBS_MODES = ("proprio", "pixels")
+
+# Names used by PlaNet and DreamerV3 that differ from dm-control's.
+TASK_ALIASES: dict[str, tuple[str, str]] = {"cup-catch": ("ball_in_cup", "catch")}
+
+# Every valid name: dm-control's suite as 'domain-task', then the aliases.
+TASKS: tuple[str, ...] = tuple(f"{d}-{t}" for d, t in suite.ALL_TASKS) + tuple(TASK_ALIASES)
+
+# PlaNet's action repeats (Hafner et al. 2019, Table 1); other domains use DreamerV3's 2.
+DEFAULT_ACTION_REPEAT: dict[str, int] = {
+    "cartpole": 8,
+    "finger": 2,
+    "cheetah": 4,
+    "ball_in_cup": 4,
+    "walker": 2,
+    "reacher": 4,
+}
+FALLBACK_ACTION_REPEAT = 2
+
+# Camera 0 of these domains shows little of the body; DreamerV3 renders quadruped from camera 2.
+DEFAULT_CAMERA: dict[str, int] = {"quadruped": 2}
+
+DEFAULT_TIME_LIMIT = 1000
+
+
+def parse_task(name: str) -> tuple[str, str]:
+    """Split ``'domain-task'`` into dm-control's ``(domain, task)``, resolving aliases.
+
+    Raises ValueError, listing every valid name, when ``name`` is not a suite task.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"task must be a str like 'walker-walk', got {type(name).__name__}")
+    if name in TASK_ALIASES:
+        return TASK_ALIASES[name]
+    domain, sep, task = name.partition("-")
+    if not sep or (domain, task) not in suite.ALL_TASKS:
+        raise ValueError(
+            f"unknown dm-control task {name!r}; expected 'domain-task', one of: {', '.join(TASKS)}"
+        )
+    return domain, task
+
+
+def default_action_repeat(task: str) -> int:
+    """PlaNet's action repeat for the task's domain (cartpole 8, cheetah 4, ...), else 2."""
+    domain, _ = parse_task(task)
+    return DEFAULT_ACTION_REPEAT.get(domain, FALLBACK_ACTION_REPEAT)
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    # bool is an int subclass; `action_repeat=True` is a mistake, not a repeat of 1.
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < low or (high is not None and value >= high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+class DMCEnv:
+    """One dm-control suite task with action repeat, a time limit and dict observations.
+
+    Args:
+        task: ``'domain-task'`` name, e.g. ``'walker-walk'`` (see `TASKS`).
+        obs: ``'proprio'`` -> ``{'vector': [D] float32}``; ``'pixels'`` -> ``{'image': [H, W, 3]
+            uint8}``.
+        seed: seeds dm-control's task (``task_kwargs={'random': seed}``): the same seed gives
+            the same initial states and, for the same actions, identical trajectories.
+        action_repeat: environment steps per agent step; None means `default_action_repeat`.
+        size: ``(height, width)`` of rendered images.
+        camera: MuJoCo camera id for pixels; None means `DEFAULT_CAMERA` or 0 (-1 is the free
+            camera).
+        fast_render: render through a framebuffer of exactly ``size``, without multisampling
+            and without shadows (about 6x faster pixel steps on a CPU's software renderer).
+            The images look different from dm-control's defaults, so results are not
+            comparable with published pixel results; the default keeps dm-control's look.
+        time_limit: episode length in environment steps (the agent sees
+            ``ceil(time_limit / action_repeat)`` steps).
+    """
+
+    def __init__(
+        self,
+        task: str,
+        obs: str = "proprio",
+        seed: int = 0,
+        action_repeat: int | None = None,
+        size: tuple[int, int] = (64, 64),
+        camera: int | None = None,
+        fast_render: bool = False,
+        time_limit: int = DEFAULT_TIME_LIMIT,
+    ) -> None:
+        domain, task_name = parse_task(task)
+        if obs not in OBS_MODES:
+            raise ValueError(f"obs must be one of {OBS_MODES}, got {obs!r}")
+        seed = _check_int("seed", seed, 0, 2**32)
+        if action_repeat is None:
+            action_repeat = DEFAULT_ACTION_REPEAT.get(domain, FALLBACK_ACTION_REPEAT)
+        self.action_repeat = _check_int("action_repeat", action_repeat, 1)
+        self.time_limit = _check_int("time_limit", time_limit, 1)
+        if len(tuple(size)) != 2:
+            raise ValueError(f"size must be (height, width), got {size!r}")
+        height, width = (_check_int("size", s, 1) for s in size)
+
+        self.task = f"{domain}-{task_name}"
+        self.domain = domain
+        self.obs_mode = obs
+        self.seed = seed
+        self.size = (height, width)
+        self.fast_render = bool(fast_render)
+        # dm-control's limit is off: this class ends episodes after `time_limit` steps.
+        self._env = suite.load(
+            domain, task_name, task_kwargs={"random": seed, "time_limit": float("inf")}
+        )
+
+        action_spec = self._env.action_spec()
+        if len(action_spec.shape) != 1:
+            raise ValueError(f"{self.task}: expected a flat action spec, got {action_spec.shape}")
+        self.act_dim = int(action_spec.shape[0])
+        self._act_low = np.broadcast_to(action_spec.minimum, action_spec.shape).astype(np.float64)
+        self._act_high = np.broadcast_to(action_spec.maximum, action_spec.shape).astype(np.float64)
+
+        # Slices of the flat vector, in dm-control's observation order.
+        layout, start = {}, 0
+        for key, spec in self._env.observation_spec().items():
+            n = int(np.prod(spec.shape, dtype=np.int64))
+            layout[key] = slice(start, start + n)
+            start += n
+        self.vector_layout: dict[str, slice] = layout
+
+        ncam = int(self._env.physics.model.ncam)
+        if camera is None:
+            camera = DEFAULT_CAMERA.get(domain, 0)
+        self.camera = _check_int("camera", camera, -1, ncam)
+
+        if obs == "proprio":
+            self.obs_spec: Spec = {"vector": ((start,), np.dtype(np.float32))}
+        else:
+            self.obs_spec = {"image": ((height, width, 3), np.dtype(np.uint8))}
+            self._configure_rendering()
+
+        self._env_steps = 0
+        self._needs_reset = True
+        self._rendered = False
+
+    @property
+    def max_agent_steps(self) -> int:
+        """Agent steps per episode without termination: ceil(time_limit / action_repeat)."""
+        return math.ceil(self.time_limit / self.action_repeat)
+
+    @property
+    def dm_env(self) -> Any:
+        """The wrapped `dm_control.rl.control.Environment`."""
+        return self._env
+
+    def _configure_rendering(self) -> None:
+        # The OpenGL and MuJoCo render contexts are created on the first render from these
+        # fields, so they must be set before anything renders.
+        vis = self._env.physics.model.vis
+        height, width = self.size
+        if self.fast_render:
+            vis.global_.offwidth = width
+            vis.global_.offheight = height
+            vis.quality.offsamples = 0
+            vis.quality.shadowsize = 0
+        else:
+            # A larger framebuffer than the model's renders the same scene; only a smaller one
+            # would fail, so grow it for sizes beyond it.
+            vis.global_.offwidth = max(int(vis.global_.offwidth), width)
+            vis.global_.offheight = max(int(vis.global_.offheight), height)
+
+    def _render(self) -> np.ndarray:
+        height, width = self.size
+        try:
+            frame = self._env.physics.render(height=height, width=width, camera_id=self.camera)
+        except Exception as err:
+            if self._rendered:
+                raise
+            raise RuntimeError(
+                f"rendering {self.task} failed with MUJOCO_GL="
+                f"{os.environ.get('MUJOCO_GL')!r}: {err!r}. {_PACKAGES_HELP}"
+            ) from err
+        self._rendered = True
+        # dm-control returns a flipped view; a contiguous copy is safe to keep and to send.
+        return np.ascontiguousarray(frame, dtype=np.uint8)
+
+    def _observe(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
+        if self.obs_mode == "pixels":
+            return {"image": self._render()}
+        parts = [np.asarray(observation[key], np.float64).ravel() for key in self.vector_layout]
+        return {"vector": np.concatenate(parts).astype(np.float32)}
+
+    def reset(self) -> dict[str, Any]:
+        """Start an episode. Returns the observation with reward 0 and is_first=True."""
+        time_step = self._env.reset()
+        self._env_steps = 0
+        self._needs_reset = False
+        out: dict[str, Any] = self._observe(time_step.observation)
+        out.update(reward=np.float32(0.0), is_first=True, is_last=False, is_terminal=False)
+        return out
+
+    def step(self, action: np.ndarray | Sequence[float]) -> dict[str, Any]:
+        """Apply ``action`` ([A] in [-1, 1]) for up to `action_repeat` environment steps.
+
+        reward = sum of the per-step rewards r_1 + ... + r_k, where k = action_repeat unless the
+        episode ends earlier (termination, or the time limit cutting the last repeat short).
+        """
+        if self._needs_reset:
+            raise RuntimeError(
+                f"{self.task}: step() called before reset() or after is_last; call reset()"
+            )
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (self.act_dim,):
+            raise ValueError(
+                f"{self.task}: action must have shape ({self.act_dim},), got {action.shape}"
+            )
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"{self.task}: action must be finite, got {action}")
+        action = np.clip(action, -1.0, 1.0)
+        env_action = self._act_low + (action + 1.0) * 0.5 * (self._act_high - self._act_low)
+
+        reward = 0.0
+        is_last = is_terminal = False
+        repeats = min(self.action_repeat, self.time_limit - self._env_steps)
+        for _ in range(repeats):
+            time_step = self._env.step(env_action)
+            self._env_steps += 1
+            reward += float(time_step.reward or 0.0)
+            if time_step.last():
+                # With dm-control's time limit off, LAST means the task terminated.
+                is_last = True
+                is_terminal = time_step.discount == 0.0
+                break
+        is_last = is_last or self._env_steps >= self.time_limit
+        self._needs_reset = is_last
+        out: dict[str, Any] = self._observe(time_step.observation)
+        out.update(
+            reward=np.float32(reward), is_first=False, is_last=is_last, is_terminal=is_terminal
+        )
+        return out
+
+    def close(self) -> None:
+        """Free dm-control's resources (its render contexts)."""
+        self._env.close()
+
+    def __enter__(self) -> DMCEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches of environments
+
+
+class _RemoteTraceback(Exception):
+    """Carries a worker's formatted traceback as the cause of the re-raised exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f"\n\nin the worker process:\n{self.tb}"
+
+
+def _error_reply(err: BaseException) -> tuple[str, tuple[bytes | None, str]]:
+    tb = "".join(traceback.format_exception(err))
+    try:
+        payload: bytes | None = pickle.dumps(err)
+    except Exception:
+        payload = None
+    return ("error", (payload, tb))
+
+
+def _describe(env: DMCEnv) -> tuple[Spec, int, int, int]:
+    return env.obs_spec, env.act_dim, env.action_repeat, env.max_agent_steps
+
+
+def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
+    """Serve ('reset' | 'step' | 'close', arg) requests for one `DMCEnv` over ``conn``.
+
+    Runs in a process started with the 'spawn' context: importing this module (to unpickle this
+    function) sets MUJOCO_GL before dm_control is imported, and no OpenGL context is inherited.
+    """
+    env = None
+    try:
+        try:
+            env = DMCEnv(**env_kwargs)
+        except Exception as err:
+            conn.send(_error_reply(err))
+            return
+        conn.send(("ok", _describe(env)))
+        while True:
+            command, arg = conn.recv()
+            if command == "close":
+                conn.send(("ok", None))
+                return
+            try:
+                result = env.reset() if command == "reset" else env.step(arg)
+            except Exception as err:
+                conn.send(_error_reply(err))
+            else:
+                conn.send(("ok", result))
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        # Parent interrupted or gone: exit quietly, it reports the failure.
+        pass
+    finally:
+        if env is not None:
+            env.close()
+        conn.close()
+
+
+class _InProcessWorker:
+    """Runs a `DMCEnv` in this process behind the same request/reply interface as a process."""
+
+    pid = None
+
+    def __init__(self, env_kwargs: dict[str, Any]) -> None:
+        self._env = DMCEnv(**env_kwargs)
+        self._reply: tuple[str, Any] = ("ok", _describe(self._env))
+
+    def request(self, command: str, arg: Any = None) -> None:
+        try:
+            result = self._env.reset() if command == "reset" else self._env.step(arg)
+        except Exception as err:
+            self._reply = ("error", (err, ""))
+        else:
+            self._reply = ("ok", result)
+
+    def reply(self) -> tuple[str, Any]:
+        return self._reply
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class _ProcessWorker:
+    """Runs a `DMCEnv` in a spawned process; requests and replies travel over a pipe."""
+
+    def __init__(self, ctx: Any, env_kwargs: dict[str, Any]) -> None:
+        self._conn, child_conn = ctx.Pipe()
+        self._process = ctx.Process(target=_worker_main, args=(child_conn, env_kwargs), daemon=True)
+        self._process.start()
+        child_conn.close()
+        self.pid: int | None = self._process.pid
+
+    def request(self, command: str, arg: Any = None) -> None:
+        self._conn.send((command, arg))
+
+    def reply(self) -> tuple[str, Any]:
+        try:
+            status, payload = self._conn.recv()
+        except (EOFError, ConnectionError) as err:
+            self._process.join(timeout=1.0)
+            raise RuntimeError(
+                f"environment worker pid {self.pid} exited unexpectedly "
+                f"(exit code {self._process.exitcode})"
+            ) from err
+        if status == "error":
+            data, tb = payload
+            try:
+                err = pickle.loads(data) if data is not None else RuntimeError(tb)
+            except Exception:
+                err = RuntimeError(tb)
+            return ("error", (err, tb))
+        return status, payload
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(("close", None))
+                if self._conn.poll(timeout):
+                    self._conn.recv()
+            except (EOFError, OSError):
+                pass
+        # Joining also reaps a worker that already exited, so none stays a zombie.
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+class VecEnv:
+    """``N`` `DMCEnv`s stepped together; outputs are the single-env dicts stacked to ``[N, ...]``.
+
+    Auto-reset (DreamerV3's convention): after environment i returned ``is_last``, the next
+    `step` ignores ``actions[i]`` and returns environment i's reset observation (``is_first=True``,
+    reward 0), so the caller keeps stepping. `step` before `reset` returns reset observations.
+
+    Build with `make_envs`. With ``parallel=True`` each environment lives in its own process and
+    all step at once; with ``parallel=False`` they step in turn in this process. Both give the
+    same outputs for the same seeds and actions. An exception inside an environment is re-raised
+    here with its original type, chained to the worker's traceback.
+    """
+
+    def __init__(self, env_kwargs: Sequence[dict[str, Any]], parallel: bool) -> None:
+        self.parallel = bool(parallel)
+        self._workers: list[_InProcessWorker | _ProcessWorker] = []
+        self._closed = False
+        try:
+            if self.parallel:
+                ctx = mp.get_context("spawn")
+                self._workers = [_ProcessWorker(ctx, kwargs) for kwargs in env_kwargs]
+            else:
+                self._workers = [_InProcessWorker(kwargs) for kwargs in env_kwargs]
+            specs = self._gather()
+        except BaseException:
+            self.close()
+            raise
+        self.obs_spec: Spec
+        self.obs_spec, self.act_dim, self.action_repeat, self.max_agent_steps = specs[0]
+        self.num_envs = len(self._workers)
+        self._needs_reset = np.ones(self.num_envs, dtype=bool)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers (empty when stepping in this process)."""
+        return [w.pid for w in self._workers if w.pid is not None]
+
+    def _gather(self) -> list[Any]:
+        # Read every reply before raising so that no pipe holds a stale reply afterwards.
+        replies = [worker.reply() for worker in self._workers]
+        for status, payload in replies:
+            if status == "error":
+                err, tb = payload
+                if tb and self.parallel:
+                    raise err from _RemoteTraceback(tb)
+                raise err
+        return [payload for _, payload in replies]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("VecEnv is closed; create a new one with make_envs()")
+
+    @staticmethod
+    def _stack(results: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        return {key: np.stack([np.asarray(r[key]) for r in results]) for key in results[0]}
+
+    def reset(self) -> dict[str, np.ndarray]:
+        """Reset every environment. Returns the observation keys plus flags, each ``[N, ...]``."""
+        self._check_open()
+        for worker in self._workers:
+            worker.request("reset")
+        results = self._gather()
+        self._needs_reset[:] = False
+        return self._stack(results)
+
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """Step every environment with ``actions: [N, A]``; returns dicts of ``[N, ...]`` arrays.
+
+        Environments that ended on the previous call are reset instead (their action is ignored).
+        """
+        self._check_open()
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != (self.num_envs, self.act_dim):
+            raise ValueError(
+                f"actions must have shape [num_envs, act_dim] = ({self.num_envs}, "
+                f"{self.act_dim}), got {actions.shape}"
+            )
+        for i, worker in enumerate(self._workers):
+            if self._needs_reset[i]:
+                worker.request("reset")
+            else:
+                worker.request("step", actions[i])
+        results = self._gather()
+        out = self._stack(results)
+        self._needs_reset[:] = out["is_last"]
+        return out
+
+    def close(self) -> None:
+        """Stop the workers (joined, so none is left as a zombie) and free the environments."""
+        if self._closed:
+            return
+        self._closed = True
+        for worker in self._workers:
+            worker.close()
+
+    def __enter__(self) -> VecEnv:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Interpreter shutdown may already have torn down what close() needs.
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def make_envs(
+    task: str,
+    obs: str = "proprio",
+    num_envs: int = 1,
+    seed: int = 0,
+    parallel: bool = False,
+    action_repeat: int | None = None,
+    size: tuple[int, int] = (64, 64),
+    camera: int | None = None,
+    fast_render: bool = False,
+    time_limit: int = DEFAULT_TIME_LIMIT,
+) -> VecEnv:
+    """Build ``num_envs`` copies of a task as one `VecEnv`; environment i is seeded ``seed + i``.
+
+    Arguments other than ``num_envs`` and ``parallel`` are those of `DMCEnv`. ``parallel=True``
+    gives each environment its own process (started with 'spawn': forking a process that holds
+    an OpenGL context is unsafe). Scripts that use it need an ``if __name__ == '__main__':``
+    guard, as for any spawned multiprocessing.
+    """
+    num_envs = _check_int("num_envs", num_envs, 1)
+    seed = _check_int("seed", seed, 0, 2**32 - num_envs + 1)
+    # Fail here, not inside the workers, on a bad name.
+    parse_task(task)
+    kwargs = [
+        dict(
+            task=task,
+            obs=obs,
+            seed=seed + i,
+            action_repeat=action_repeat,
+            size=tuple(size),
+            camera=camera,
+            fast_render=fast_render,
+            time_limit=time_limit,
+        )
+        for i in range(num_envs)
+    ]
+    return VecEnv(kwargs, parallel=parallel)
+
+
+__all__ = [
+    "DEFAULT_ACTION_REPEAT",
+    "DEFAULT_CAMERA",
+    "DEFAULT_TIME_LIMIT",
+    "OBS_MODES",
+    "TASKS",
+    "TASK_ALIASES",
+    "DMCEnv",
+    "VecEnv",
+    "default_action_repeat",
+    "make_envs",
+    "parse_task",
+]

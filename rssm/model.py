@@ -1,0 +1,322 @@
+"""The recurrent state-space model (RSSM) of PlaNet and Dreamer.
+
+State at time t: a deterministic part h_t (a GRU state) and a stochastic part s_t.
+
+    h_t = f(h_{t-1}, s_{t-1}, a_{t-1})          deterministic path (block GRU)
+    p(s_t | h_t)                                 prior (transition), used to imagine
+    q(s_t | h_t, e_t),  e_t = enc(o_t)           posterior (representation), used to observe
+
+A state is a dict ``{'deter': [B, H], 'stoch': [B, S], **latent stats}``; sequences of states
+are the same dict with a time axis, ``[B, T, ...]``. Features for the heads are
+concat(h_t, s_t), ``[..., H + S]``.
+
+Action convention: in ``observe``, ``action[:, t]`` is a_{t-1}, the action that led to o_t
+(zeros where ``is_first``). In ``imagine``, ``actions[:, t]`` is the action taken in
+``states[:, t]``, and ``states[:, t + 1]`` is the prior step from both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rssm.latent import CategoricalLatent, GaussianLatent, Latent
+from rssm.nets import DenseNormAct, Norm
+
+Array = jax.Array
+State = dict[str, Array]
+Policy = Callable[[State, Array], Array]
+
+
+class BlockDense(nn.Module):
+    """Block-diagonal dense layer: ``[..., G, I] -> [..., G, O]``, one weight matrix per block."""
+
+    features: int
+    blocks: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param(
+            "kernel",
+            nn.initializers.lecun_normal(batch_axis=(0,)),
+            (self.blocks, x.shape[-1], self.features),
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.blocks, self.features))
+        return jnp.einsum("...gi,gio->...go", x.astype(self.dtype), kernel.astype(self.dtype)) + (
+            bias.astype(self.dtype)
+        )
+
+
+class RSSM(nn.Module):
+    """Recurrent state-space model with a pluggable latent family.
+
+    Methods (call through ``apply(..., method=...)``):
+      initial_state(batch) -> State [B]
+      img_step(prev, prev_action, key) -> prior State [B]
+      obs_step(prev, prev_action, embed, is_first, key) -> (posterior, prior) [B]
+      observe(embed [B,T,E], action [B,T,A], is_first [B,T], key, state=None) -> (post, prior) [B,T]
+      imagine(policy, start [B], horizon, key) -> (states [B,H+1], actions [B,H+1,A])
+
+    The deterministic update is a GRU whose state is split into ``blocks`` groups with
+    block-diagonal weights (DreamerV3): the recurrent weights shrink by ``blocks`` while every
+    block still sees the full input. ``blocks=1`` is a plain (layer-normed) GRU.
+    """
+
+    latent: Latent = dataclasses.field(default_factory=CategoricalLatent)
+    action_dim: int = 1  # size of the action vector (one-hot for discrete actions)
+    deter: int = 512  # size of h_t
+    hidden: int = 64  # width of the input and head layers
+    blocks: int = 8  # GRU blocks; must divide deter
+    img_layers: int = 2  # layers of the prior head p(s_t | h_t)
+    obs_layers: int = 1  # layers of the posterior head q(s_t | h_t, e_t)
+    dyn_layers: int = 1  # block layers before the GRU gates
+    norm: str = "rms"
+    act: str = "silu"
+    learned_initial: bool = True  # h_0 = tanh(w) learned, else zeros
+    dtype: Any = jnp.float32  # compute dtype; latent statistics stay float32
+
+    def setup(self) -> None:
+        if self.deter % self.blocks:
+            raise ValueError(f"deter={self.deter} must be divisible by blocks={self.blocks}")
+        mk = lambda: DenseNormAct(self.hidden, self.norm, self.act, self.dtype)
+        self.in_deter, self.in_stoch, self.in_action = mk(), mk(), mk()
+        self.dyn = [
+            BlockDense(self.deter // self.blocks, self.blocks, self.dtype)
+            for _ in range(self.dyn_layers)
+        ]
+        self.dyn_norm = [Norm(self.norm) for _ in range(self.dyn_layers)]
+        self.gates = BlockDense(3 * self.deter // self.blocks, self.blocks, self.dtype)
+        self.img_net = [mk() for _ in range(self.img_layers)]
+        self.img_out = nn.Dense(self.latent.param_size, dtype=self.dtype)
+        self.obs_net = [mk() for _ in range(self.obs_layers)]
+        self.obs_out = nn.Dense(self.latent.param_size, dtype=self.dtype)
+        if self.learned_initial:
+            self.init_deter = self.param("init_deter", nn.initializers.zeros, (self.deter,))
+
+    # --- single steps -------------------------------------------------------------------------
+
+    def initial_state(self, batch_size: int) -> State:
+        """The state before the first observation: h_0 and the prior's mode at h_0."""
+        if self.learned_initial:
+            deter = jnp.tanh(self.init_deter).astype(jnp.float32)
+        else:
+            deter = jnp.zeros((self.deter,), jnp.float32)
+        deter = jnp.broadcast_to(deter, (batch_size, self.deter))
+        stats = self._prior_stats(deter)
+        # s_0 is a constant given h_0: without stop_gradient the representation loss would
+        # reach the prior head through s_0, blurring the split that KL balancing relies on.
+        return {"deter": deter, "stoch": jax.lax.stop_gradient(self.latent.mode(stats)), **stats}
+
+    def img_step(self, prev: State, prev_action: Array, key: Array) -> State:
+        """Prior step: h_t = f(h_{t-1}, s_{t-1}, a_{t-1}); s_t ~ p(s_t | h_t)."""
+        self._check_action(prev_action, prev["deter"].shape[:-1])
+        deter = self._gru(prev["deter"], prev["stoch"], prev_action)
+        stats = self._prior_stats(deter)
+        return {"deter": deter, "stoch": self.latent.sample(stats, key), **stats}
+
+    def obs_step(
+        self,
+        prev: State,
+        prev_action: Array,
+        embed: Array,
+        is_first: Array,
+        key: Array,
+        init: State | None = None,
+    ) -> tuple[State, State]:
+        """Posterior step from o_t: reset where ``is_first``, then prior and posterior at t.
+
+        Shapes: prev [B], prev_action [B, A], embed [B, E], is_first [B]. ``init`` is the state
+        to reset to (``initial_state(B)`` if None; ``observe`` computes it once per sequence).
+        Returns (posterior state with s_t ~ q(s_t | h_t, e_t), prior state at the same h_t).
+        Both share h_t; the prior's ``stoch`` is its mode (it is only used for its statistics).
+        """
+        batch = embed.shape[:-1]
+        if len(batch) != 1:
+            raise ValueError(f"obs_step expects embed [B, E], got {embed.shape}")
+        self._check_action(prev_action, batch)
+        first = is_first.astype(bool)
+        if init is None:
+            init = self.initial_state(batch[0])
+        prev = jax.tree.map(lambda i, p: jnp.where(_expand(first, p), i, p), init, prev)
+        prev_action = jnp.where(first[:, None], 0.0, prev_action)
+        deter = self._gru(prev["deter"], prev["stoch"], prev_action)
+        prior_stats = self._prior_stats(deter)
+        x = jnp.concatenate([deter.astype(self.dtype), embed.astype(self.dtype)], -1)
+        for layer in self.obs_net:
+            x = layer(x)
+        post_stats = self.latent.stats(self.obs_out(x))
+        post = {"deter": deter, "stoch": self.latent.sample(post_stats, key), **post_stats}
+        prior = {"deter": deter, "stoch": self.latent.mode(prior_stats), **prior_stats}
+        return post, prior
+
+    # --- sequences ----------------------------------------------------------------------------
+
+    def observe(
+        self,
+        embed: Array,
+        action: Array,
+        is_first: Array,
+        key: Array,
+        state: State | None = None,
+    ) -> tuple[State, State]:
+        """Posterior over a sequence, by ``lax.scan`` over ``obs_step``.
+
+        Args:
+          embed: ``[B, T, E]`` encoder outputs e_t.
+          action: ``[B, T, A]`` a_{t-1}, the action that led to o_t.
+          is_first: ``[B, T]`` True where an episode starts; the state resets there.
+          key: PRNG key for the posterior samples.
+          state: state before the sequence, ``[B]``; defaults to ``initial_state``.
+        Returns:
+          (posterior, prior), each a State ``[B, T, ...]``.
+        """
+        check_sequence(embed, action, is_first, self.action_dim)
+        b, t = is_first.shape
+        init = self.initial_state(b)
+        if state is None:
+            state = init
+        keys = jax.random.split(key, t)
+        xs = (jnp.swapaxes(embed, 0, 1), jnp.swapaxes(action, 0, 1), is_first.T, keys)
+
+        def step(mdl: RSSM, carry: State, x):
+            e, a, f, k = x
+            post, prior = mdl.obs_step(carry, a, e, f, k, init)
+            return post, (post, prior)
+
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
+        _, (post, prior) = scan(self, state, xs)
+        swap = lambda x: jnp.swapaxes(x, 0, 1)
+        return jax.tree.map(swap, post), jax.tree.map(swap, prior)
+
+    def imagine(
+        self, policy: Policy, start: State, horizon: int, key: Array
+    ) -> tuple[State, Array]:
+        """Roll the prior forward from ``start`` with actions from ``policy``.
+
+        policy(state [B], key) -> action [B, A] must be a pure function (it may close over its
+        own parameters). Returns states ``[B, H + 1]`` with states[:, 0] = start, and actions
+        ``[B, H + 1, A]`` where actions[:, t] = policy(states[:, t]) and
+        states[:, t + 1] = img_step(states[:, t], actions[:, t]).
+        """
+        keys = jax.random.split(key, horizon + 1)
+
+        def step(mdl: RSSM, carry: tuple[State, Array], k: Array):
+            state, action = carry
+            k1, k2 = jax.random.split(k)
+            nxt = mdl.img_step(state, action, k1)
+            act = policy(nxt, k2)
+            return (nxt, act), (nxt, act)
+
+        first_action = policy(start, keys[0])
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
+        _, (states, actions) = scan(self, (start, first_action), keys[1:])
+        swap = lambda x: jnp.swapaxes(x, 0, 1)
+        states = jax.tree.map(lambda s, x: jnp.concatenate([s[:, None], swap(x)], 1), start, states)
+        actions = jnp.concatenate([first_action[:, None], swap(actions)], 1)
+        return states, actions
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _gru(self, deter: Array, stoch: Array, action: Array) -> Array:
+        """Block GRU: reset r, candidate c, update u; h' = u * c + (1 - u) * h."""
+        g, d = self.blocks, self.deter // self.blocks
+        x = jnp.concatenate(
+            [self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1
+        )
+        x = jnp.broadcast_to(x[..., None, :], (*x.shape[:-1], g, x.shape[-1]))
+        x = jnp.concatenate([deter.reshape(*deter.shape[:-1], g, d).astype(x.dtype), x], -1)
+        for layer, norm in zip(self.dyn, self.dyn_norm, strict=True):
+            x = layer(x)
+            x = nn.silu(norm(x.reshape(*x.shape[:-2], g * d))).reshape(*x.shape[:-2], g, d)
+        parts = self.gates(x).astype(jnp.float32)
+        reset, cand, update = [p.reshape(*p.shape[:-2], g * d) for p in jnp.split(parts, 3, -1)]
+        reset = jax.nn.sigmoid(reset)
+        cand = jnp.tanh(reset * cand)
+        # The -1 bias makes the update gate start mostly closed, so h carries over by default.
+        update = jax.nn.sigmoid(update - 1.0)
+        return update * cand + (1 - update) * deter.astype(jnp.float32)
+
+    def _prior_stats(self, deter: Array) -> dict[str, Array]:
+        x = deter.astype(self.dtype)
+        for layer in self.img_net:
+            x = layer(x)
+        return self.latent.stats(self.img_out(x))
+
+    def _check_action(self, action: Array, batch: tuple[int, ...]) -> None:
+        if action.shape != (*batch, self.action_dim):
+            raise ValueError(
+                f"action has shape {action.shape}; expected {(*batch, self.action_dim)} "
+                f"(batch {batch}, action_dim={self.action_dim})"
+            )
+
+
+def _expand(mask: Array, like: Array) -> Array:
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+def features(state: State) -> Array:
+    """concat(h_t, s_t): the input of every head, ``[..., H + S]``."""
+    return jnp.concatenate([state["deter"], state["stoch"]], -1)
+
+
+def check_sequence(embed: Array, action: Array, is_first: Array, action_dim: int) -> None:
+    """Validate ``embed [B, T, E]``, ``action [B, T, A]``, ``is_first [B, T]`` with clear errors."""
+    got = f"embed {embed.shape}, action {action.shape}, is_first {is_first.shape}"
+    if embed.ndim != 3 or action.ndim != 3 or is_first.ndim != 2:
+        raise ValueError(f"expected embed [B, T, E], action [B, T, A], is_first [B, T]; got {got}")
+    if not (embed.shape[:2] == action.shape[:2] == is_first.shape):
+        raise ValueError(f"batch and time axes disagree: {got}; all must share [B, T]")
+    if action.shape[-1] != action_dim:
+        raise ValueError(
+            f"action dimension {action.shape[-1]} != the model's action_dim {action_dim} ({got})"
+        )
+    if not jnp.issubdtype(embed.dtype, jnp.floating):
+        raise ValueError(f"embed must be floating, got dtype {embed.dtype}")
+    if not jnp.issubdtype(action.dtype, jnp.floating):
+        raise ValueError(
+            f"action must be floating, got dtype {action.dtype}; one-hot encode discrete actions"
+        )
+
+
+# --- presets ----------------------------------------------------------------------------------
+
+
+def planet(action_dim: int, **overrides: Any) -> RSSM:
+    """PlaNet (Hafner et al. 2019): Gaussian latent of 30, GRU of 200, hidden 200, ELU."""
+    kw = dict(
+        latent=GaussianLatent(30, 0.1),
+        deter=200,
+        hidden=200,
+        blocks=1,
+        img_layers=1,
+        obs_layers=1,
+        dyn_layers=0,
+        norm="layer",
+        act="elu",
+    )
+    return RSSM(action_dim=action_dim, **{**kw, **overrides})
+
+
+# DreamerV3 model sizes as in its 2024 release (danijar/dreamerv3, configs.yaml: size1m ...
+# size50m): (deter, hidden, classes) with 32 categorical groups and 8 GRU blocks.
+DREAMER_SIZES = {
+    "size1m": (512, 64, 4),
+    "size12m": (2048, 256, 16),
+    "size25m": (3072, 384, 24),
+    "size50m": (4096, 512, 32),
+}
+
+
+def dreamer(size: str, action_dim: int, **overrides: Any) -> RSSM:
+    """DreamerV3-style RSSM of a named size (see ``DREAMER_SIZES``)."""
+    if size not in DREAMER_SIZES:
+        raise ValueError(f"unknown size {size!r}; expected one of {sorted(DREAMER_SIZES)}")
+    deter, hidden, classes = DREAMER_SIZES[size]
+    kw = dict(latent=CategoricalLatent(32, classes, 0.01), deter=deter, hidden=hidden, blocks=8)
+    return RSSM(action_dim=action_dim, **{**kw, **overrides})

@@ -376,7 +376,9 @@ def test_gradient_ascent_on_mc_elbo_finds_the_exact_posterior():
     assert s**2 == pytest.approx(0.5, abs=0.02)
     out = _closed_forms(X, m, s)
     gap = float(out["log_evidence"] - out["elbo"])
-    assert 0 <= gap < 1e-3
+    # At the optimum the float32 gap is a few ulps of |log p(x)| = 1.5, possibly of either sign.
+    assert -1e-6 < gap < 1e-3
+    assert 0 <= float(out["kl_posterior"]) < 1e-3
     assert gap == pytest.approx(float(out["kl_posterior"]), abs=1e-6)
 
 

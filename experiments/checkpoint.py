@@ -1,0 +1,348 @@
+"""Checkpoints with orbax: atomic saves, keep-last-k, exact resume.
+
+One checkpoint step is one orbax step directory holding two items:
+
+- ``state``: the training-state pytree (a ``flax.struct.dataclass`` of params, optax states,
+  RNG key and counters), written by ``StandardSave``;
+- ``meta``: a JSON dict (resolved config, host-side counters, replay state, wandb run id),
+  written by ``JsonSave``.
+
+Atomicity comes from orbax: a step is written into ``<step>.orbax-checkpoint-tmp`` and renamed to
+``<step>`` only once every file is on disk, so a process killed mid-save leaves a temporary
+directory that is never listed as a step (and is removed when the next ``Checkpointer`` opens the
+directory). Saves are asynchronous by default: ``save`` returns once the arrays are copied to host
+memory, and the write continues in a background thread; ``wait`` blocks until it is done.
+
+Typed PRNG keys (``jax.random.key``) are stored by orbax as their raw ``uint32`` key data and
+come back as typed keys of the target's implementation; raw ``jax.random.PRNGKey`` arrays are
+plain ``uint32`` arrays. Both round-trip bit-exactly.
+
+Restoring needs a target of the same structure (concrete arrays, or ``jax.ShapeDtypeStruct``
+from ``jax.eval_shape``): without one orbax returns optax's NamedTuple states as plain lists.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["MISSING", "Checkpointer", "check_config", "config_diff"]
+
+_STATE = "state"
+_META = "meta"
+
+
+class _Missing:
+    """Marks a config field that exists on one side of a comparison only."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()
+
+
+class Checkpointer:
+    """Saves and restores (state pytree, meta dict) pairs under one directory.
+
+    Args:
+      directory: where the step directories live (created if absent).
+      keep: how many of the most recent steps to keep; older ones are deleted after each save.
+      async_save: write in a background thread (``save`` returns after the device-to-host copy).
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, async_save: bool = True):
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be a positive int (steps to keep), got {keep!r}")
+        self.directory = os.path.abspath(os.fspath(directory))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            # Leftovers of an interrupted save are never steps; removing them keeps the
+            # directory tidy and frees the step number for the next save.
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={
+                _STATE: ocp.StandardCheckpointHandler(),
+                _META: ocp.JsonCheckpointHandler(),
+            },
+        )
+        self._closed = False
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Saves ``state`` (pytree of arrays) and ``meta`` (JSON-able dict) as step ``step``.
+
+        Raises:
+          TypeError: ``meta`` is not a JSON-serializable dict.
+          ValueError: ``step`` is not newer than the latest saved step (orbax would skip it).
+        """
+        self._check_open()
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a dict of JSON values, got {type(meta).__name__}")
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"meta must be JSON-serializable (convert arrays with .tolist(), dataclasses "
+                f"with dataclasses.asdict): {e}"
+            ) from e
+        step = int(step)
+        saved = self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(dict(meta))}
+            ),
+        )
+        if not saved:
+            raise ValueError(
+                f"checkpoint step {step} was not saved: {self.directory} already holds step "
+                f"{self._manager.latest_step()}, and steps must increase. Save a later step, or "
+                f"use a new directory."
+            )
+
+    def latest_step(self) -> int | None:
+        """The newest complete step, or None when the directory holds none."""
+        self._check_open()
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Every complete step on disk, ascending."""
+        self._check_open()
+        return sorted(self._manager.all_steps())
+
+    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restores ``(state, meta)`` of ``step`` (default: the latest) into ``target``'s structure.
+
+        Args:
+          target: a pytree with the saved structure; leaves are arrays or ``jax.ShapeDtypeStruct``
+            (e.g. ``jax.eval_shape(init_fn, key)``). Only shapes, dtypes and shardings are read.
+
+        Raises:
+          FileNotFoundError: the directory holds no complete step, or not ``step``.
+          ValueError: the target's tree paths, shapes or dtypes differ from the checkpoint's.
+        """
+        step = self._resolve_step(step)
+        self._check_target(target, step)
+        abstract = jax.tree.map(_abstract_leaf, target)
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardRestore(abstract), _META: ocp.args.JsonRestore()}
+                ),
+            )
+        except ValueError as e:
+            raise ValueError(
+                f"checkpoint step {step} in {self.directory} does not match the restore target: "
+                f"{e}\nBuild the target from the configuration the checkpoint was saved with "
+                f"(restore_meta() returns it), or start in a new directory."
+            ) from e
+        return restored[_STATE], restored[_META]
+
+    def restore_meta(self, step: int | None = None) -> dict:
+        """Restores only the meta dict of ``step`` (default: the latest); no state is read."""
+        step = self._resolve_step(step)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
+        )
+        return restored[_META]
+
+    def wait(self) -> None:
+        """Blocks until every asynchronous save has been committed to disk."""
+        self._check_open()
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases orbax's threads; safe to call twice."""
+        if self._closed:
+            return
+        self._manager.wait_until_finished()
+        self._manager.close()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"Checkpointer for {self.directory} is closed; create a new one")
+
+    def _resolve_step(self, step: int | None) -> int:
+        self._check_open()
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(
+                f"no complete checkpoint in {self.directory}: nothing to restore. Check the "
+                f"directory, or start from scratch (Checkpointer.latest_step() is None)."
+            )
+        if step is None:
+            return steps[-1]
+        if int(step) not in steps:
+            raise FileNotFoundError(
+                f"checkpoint step {step} not found in {self.directory}; available steps: {steps}"
+            )
+        return int(step)
+
+    def _check_target(self, target: Any, step: int) -> None:
+        """Compares the target's leaves with the on-disk metadata and names every difference.
+
+        Orbax would otherwise cast a dtype mismatch silently, which breaks exact resumption.
+        """
+        metadata = self._manager.item_metadata(step)[_STATE]
+        tree = getattr(metadata, "tree", metadata)
+        if tree is None:
+            return  # No metadata written (older format): orbax's own checks still apply.
+        saved = {
+            _path_name(path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(
+                tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
+            )[0]
+        }
+        wanted = {
+            _path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]
+        }
+        problems = []
+        for name in sorted(saved.keys() - wanted.keys()):
+            problems.append(f"  {name}: in the checkpoint, missing from the target")
+        for name in sorted(wanted.keys() - saved.keys()):
+            problems.append(f"  {name}: in the target, missing from the checkpoint")
+        for name in sorted(saved.keys() & wanted.keys()):
+            expected = _stored_shape_dtype(wanted[name])
+            if expected is None:
+                continue  # Python scalars: orbax restores their saved value and type.
+            have = (tuple(saved[name].shape), np.dtype(saved[name].dtype))
+            if have != expected:
+                problems.append(
+                    f"  {name}: checkpoint has shape {have[0]} dtype {have[1]}, "
+                    f"target has shape {expected[0]} dtype {expected[1]}"
+                )
+        if problems:
+            raise ValueError(
+                f"checkpoint step {step} in {self.directory} does not match the restore target "
+                f"({len(problems)} difference(s)):\n"
+                + "\n".join(problems)
+                + "\nBuild the target from the configuration the checkpoint was saved with "
+                "(restore_meta() returns it), or start in a new directory."
+            )
+
+
+def _path_name(path: tuple) -> str:
+    """Dotted name of a jax key path: ``.opt[0].mu['w']`` -> ``opt.0.mu.w``."""
+    parts = []
+    for key in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return ".".join(parts)
+
+
+def _is_prng_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _stored_shape_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype] | None:
+    """(shape, dtype) a target leaf has on disk; typed keys are stored as their key data."""
+    if _is_prng_key(leaf):
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
+        return tuple(data.shape), np.dtype(data.dtype)
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        return tuple(leaf.shape), np.dtype(leaf.dtype)
+    return None
+
+
+def _abstract_leaf(leaf: Any) -> Any:
+    """Replaces a jax array with its ShapeDtypeStruct, so donated (deleted) buffers are fine."""
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    return leaf
+
+
+def _normalize(value: Any) -> Any:
+    # A JSON round trip turns tuples into lists; both spell the same config value.
+    if isinstance(value, tuple | list):
+        return [_normalize(v) for v in value]
+    return value
+
+
+def _equal(a: Any, b: Any) -> bool:
+    a, b = _normalize(a), _normalize(b)
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, bool) or isinstance(b, bool):
+        # True == 1 in Python, but a flag turned into a number is a changed config.
+        return type(a) is type(b) and a == b
+    return a == b
+
+
+def config_diff(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Fields whose values differ between two nested config dicts.
+
+    Returns ``[(dotted_name, saved_value, current_value), ...]`` sorted by name; nested dicts are
+    walked (``model.rssm.deter``), a field present on one side only has ``MISSING`` on the other,
+    and tuples equal lists with the same items (JSON stores tuples as lists).
+    """
+    diffs: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(saved) | set(current), key=str):
+        name = f"{prefix}{key}"
+        a = saved.get(key, MISSING)
+        b = current.get(key, MISSING)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs.extend(config_diff(dict(a), dict(b), prefix=f"{name}."))
+        elif a is MISSING or b is MISSING or not _equal(a, b):
+            diffs.append((name, a, b))
+    return diffs
+
+
+def _ignored(name: str, patterns: Collection[str]) -> bool:
+    return any(
+        name == p or name.startswith(p.rstrip(".") + ".") or fnmatch.fnmatchcase(name, p)
+        for p in patterns
+    )
+
+
+def check_config(saved: dict, current: dict, ignore: Collection[str] = ()) -> None:
+    """Raises ValueError naming every field that differs between a checkpoint's config and now.
+
+    Args:
+      saved: the config stored with the checkpoint.
+      current: the config of the run that wants to resume.
+      ignore: dotted fields allowed to change on resume: an exact name (``run.steps``), a prefix
+        covering a whole section (``logging``), or a glob (``logging.*``).
+    """
+    if isinstance(ignore, str):
+        raise TypeError(f"ignore must be a collection of field names, got the string {ignore!r}")
+    diffs = [d for d in config_diff(saved, current) if not _ignored(d[0], ignore)]
+    if not diffs:
+        return
+    lines = [f"  {name}: saved {a!r}, current {b!r}" for name, a, b in diffs]
+    raise ValueError(
+        f"the checkpoint was written with a different config ({len(diffs)} field(s) differ):\n"
+        + "\n".join(lines)
+        + "\nResume with the same config (drop these overrides), or start a new run in a new "
+        "logdir."
+    )

@@ -1,0 +1,398 @@
+"""The training runner: collect -> replay -> train -> evaluate -> log -> checkpoint.
+
+    python -m experiments.train --preset debug --task cartpole-balance --steps 4000 --logdir runs/x
+
+Re-running with the same ``--logdir`` resumes from the last checkpoint: the training state,
+counters and replay come back exactly, and the wandb run continues under the same id.
+
+Counting: an *agent step* is one policy decision of one environment; an *environment step* is
+one physics control step, so env_steps = agent_steps x action_repeat (the x axis of published
+dm-control curves). ``run.train_ratio`` is replayed steps per agent step (DreamerV3), i.e. one
+update of B x T replayed steps every B x T / train_ratio agent steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.baselines import RandomAgent, random_actions
+from experiments import envs as envs_lib
+from experiments.checkpoint import Checkpointer, check_config
+from experiments.config import RESUMABLE_FIELDS, Config, parse_args, to_dict
+from experiments.logging import Logger, openloop_grid
+from experiments.replay import Replay
+
+# Saved with every checkpoint. 'credit' is the fractional number of updates owed under
+# run.train_ratio (the ratio schedule's state); the 'next_*' fields are when each periodic
+# action is due next, so a resumed run keeps the same rhythm.
+COUNTERS = (
+    "agent_steps",
+    "updates",
+    "episodes",
+    "stored_steps",
+    "credit",
+    "next_log",
+    "next_eval",
+    "next_save",
+    "next_video",
+)
+
+
+def make_agent(cfg: Config, obs_shapes, action_dim: int):
+    if cfg.agent == "random":
+        return RandomAgent(cfg.model, obs_shapes, action_dim)
+    raise ValueError(f"agent={cfg.agent!r} is not available")
+
+
+def _record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarray]:
+    """What replay stores per env step: o_t, a_{t-1} (zeros at a reset), r_t and the flags."""
+    rec = {k: v for k, v in obs.items() if k not in ("reward",)}
+    first = obs["is_first"].astype(bool)
+    rec["action"] = np.where(first[:, None], 0.0, action).astype(np.float32)
+    rec["reward"] = obs["reward"].astype(np.float32)
+    return rec
+
+
+def _policy_obs(obs: dict[str, np.ndarray], keys: tuple[str, ...]) -> dict[str, jax.Array]:
+    return {k: jnp.asarray(obs[k]) for k in (*keys, "is_first")}
+
+
+class Progress:
+    """One console line: steps, env steps/s, updates/s and ETA; newline-terminated off a TTY."""
+
+    def __init__(self, total: int, start: int, updates: int):
+        self.total, self.start, self.t0 = total, start, time.time()
+        self.updates0, self.last = updates, 0.0
+        self.tty = sys.stderr.isatty()
+
+    def show(self, env_steps: int, updates: int, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self.last < (1.0 if self.tty else 30.0):
+            return
+        self.last = now
+        dt = max(now - self.t0, 1e-6)
+        sps = (env_steps - self.start) / dt
+        ups = (updates - self.updates0) / dt
+        eta = (self.total - env_steps) / sps if sps > 0 else float("inf")
+        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+        pct = 100.0 * env_steps / self.total
+        line = (
+            f"{env_steps}/{self.total} env steps ({pct:.0f}%) | {sps:.0f} env steps/s | "
+            f"{ups:.2f} updates/s | ETA {eta_s}"
+        )
+        print(
+            ("\r" + line) if self.tty else line,
+            end="" if self.tty else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+class ConfigMismatch(ValueError):
+    """The logdir holds a checkpoint written under a different config."""
+
+
+def evaluate(agent, state, cfg: Config, env, key: jax.Array, keys: tuple[str, ...]) -> float:
+    """Mean return of ``cfg.run.eval_episodes`` episodes with the deterministic policy."""
+    returns = []
+    for ep in range(cfg.run.eval_episodes):
+        obs = {k: np.asarray(v)[None] for k, v in env.reset().items()}
+        carry = agent.init_carry(1)
+        total, t = 0.0, 0
+        while True:
+            act, carry = agent.policy(
+                state,
+                carry,
+                _policy_obs(obs, keys),
+                jax.random.fold_in(key, ep * 100_000 + t),
+                False,
+            )
+            obs = {k: np.asarray(v)[None] for k, v in env.step(np.asarray(act)[0]).items()}
+            total += float(obs["reward"][0])
+            t += 1
+            if obs["is_last"][0]:
+                break
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
+    """Run (or resume) an experiment in ``logdir``; returns the final counters and returns."""
+    logdir = Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    cfg_dict = to_dict(cfg)
+    run = cfg.run
+    ckpt = Checkpointer(logdir / "checkpoints", keep=run.keep_checkpoints, async_save=True)
+    resume_step = ckpt.latest_step()
+    meta = None
+    if resume_step is not None:
+        meta = ckpt.restore_meta(resume_step)
+        try:
+            check_config(meta["config"], cfg_dict, ignore=RESUMABLE_FIELDS)
+        except ValueError as err:
+            ckpt.close()
+            raise ConfigMismatch(f"{logdir}: {err}") from None
+    (logdir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
+    print(json.dumps(cfg_dict, indent=2))
+
+    key = jax.random.key(run.seed)
+    init_key, policy_key, eval_key, video_key = jax.random.split(key, 4)
+    env_kw = dict(
+        action_repeat=cfg.env.action_repeat or None,
+        size=(cfg.env.size, cfg.env.size),
+        camera=None if cfg.env.camera < 0 else cfg.env.camera,
+        fast_render=cfg.env.fast_render,
+        time_limit=cfg.env.time_limit,
+    )
+    vec = envs_lib.make_envs(
+        cfg.env.task, cfg.env.obs, cfg.env.envs, run.seed, cfg.env.parallel, **env_kw
+    )
+    eval_env = None
+    stack = contextlib.ExitStack()
+    stack.enter_context(vec)
+    stack.callback(ckpt.close)
+    try:
+        obs_keys = tuple(vec.obs_spec)
+        obs_shapes = tuple((k, tuple(vec.obs_spec[k][0])) for k in obs_keys)
+        agent = make_agent(cfg, obs_shapes, vec.act_dim)
+        replay_dir = logdir / "replay"
+        if meta is None and replay_dir.exists() and any(replay_dir.iterdir()):
+            # Chunks without any checkpoint come from a run killed before its first save:
+            # nothing refers to them, and a fresh start collects that data again.
+            print(
+                f"no checkpoint in {logdir}: discarding replay chunks of an unfinished earlier run",
+                file=sys.stderr,
+            )
+            shutil.rmtree(replay_dir)
+        replay = Replay(run.replay_capacity, replay_dir, run.replay_chunk, run.seed)
+        state = agent.init(init_key)
+        counters = dict.fromkeys(COUNTERS, 0)
+        counters.update(
+            next_log=run.log_every,
+            next_eval=run.eval_every,
+            next_save=run.save_every,
+            next_video=run.video_every,
+        )
+        run_id = None
+        if meta is not None:
+            state, meta = ckpt.restore(state, resume_step)
+            counters.update(meta["counters"])
+            replay.load(meta["replay"])
+            run_id = meta["wandb_run_id"]
+            print(
+                f"resumed from checkpoint at agent step {resume_step}: {counters}", file=sys.stderr
+            )
+        lg = cfg.logging
+        logger = Logger(
+            logdir,
+            cfg_dict,
+            wandb_mode=lg.wandb,
+            project=lg.project,
+            entity=lg.entity or None,
+            group=lg.group or None,
+            name=lg.name or logdir.name,
+            tags=lg.tags,
+            run_id=run_id,
+        )
+        stack.callback(logger.close)
+
+        repeat = vec.action_repeat
+        n = vec.num_envs
+        per_update = run.batch_size * run.batch_length / run.train_ratio if run.train_ratio else 0
+        params = sum(x.size for x in jax.tree.leaves(state.params))
+        step_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in vec.obs_spec.values())
+        step_bytes += 4 * vec.act_dim + 4 + 3
+        train_agent_steps = max(0, (run.steps - run.prefill) // repeat)
+        planned = int(train_agent_steps / per_update) if per_update else 0
+        print(
+            f"pre-flight: {params:,} parameters | replay at capacity {run.replay_capacity:,} "
+            f"steps x {step_bytes:,} B = {run.replay_capacity * step_bytes / 2**30:.2f} GiB | "
+            f"{run.steps:,} env steps = {math.ceil(run.steps / repeat):,} agent steps "
+            f"(repeat {repeat}, {n} envs) | ~{planned:,} updates planned",
+            file=sys.stderr,
+        )
+
+        def save(final: bool = False) -> None:
+            if final and ckpt.latest_step() == counters["agent_steps"]:
+                return
+            meta = {
+                "config": cfg_dict,
+                "counters": dict(counters),
+                "replay": replay.save(),
+                "wandb_run_id": logger.run_id,
+            }
+            ckpt.save(counters["agent_steps"], state, meta)
+
+        obs = vec.reset()
+        carry = agent.init_carry(n)
+        replay.add_batch(_record(obs, np.zeros((n, vec.act_dim), np.float32)))
+        counters["stored_steps"] += n
+        ep_return = np.zeros(n)
+        ep_length = np.zeros(n, np.int64)
+        metrics: dict[str, Any] = {}
+        pending_loss = None
+        progress = Progress(run.steps, counters["agent_steps"] * repeat, counters["updates"])
+        healthy = True
+        try:
+            while counters["agent_steps"] * repeat < run.steps:
+                t = counters["agent_steps"]
+                k = jax.random.fold_in(policy_key, t)
+                action, carry = agent.policy(state, carry, _policy_obs(obs, obs_keys), k, True)
+                if t * repeat < run.prefill:
+                    action = random_actions(jax.random.fold_in(k, 1), n, vec.act_dim)
+                action = np.asarray(action, np.float32)
+                obs = vec.step(action)
+                replay.add_batch(_record(obs, action))
+                counters["stored_steps"] += n
+                counters["agent_steps"] += n
+                ep_return += obs["reward"]
+                ep_length += 1
+                for i in np.flatnonzero(obs["is_first"]):
+                    ep_return[i], ep_length[i] = 0.0, 0  # auto-reset: a new episode began
+                episode_stats = []
+                for i in np.flatnonzero(obs["is_last"]):
+                    counters["episodes"] += 1
+                    episode_stats.append((ep_return[i], ep_length[i]))
+                if episode_stats:
+                    ret, length = np.mean(episode_stats, axis=0)
+                    logger.scalars(
+                        counters["agent_steps"] * repeat,
+                        {
+                            "episode/return": ret,
+                            "episode/length": length * repeat,
+                            "episode/count": counters["episodes"],
+                        },
+                    )
+
+                if t * repeat >= run.prefill and per_update:  # this step came from the policy
+                    counters["credit"] += n / per_update
+                    while counters["credit"] >= 1.0:
+                        batch = replay.sample(run.batch_size, run.batch_length)
+                        if pending_loss is not None and not np.isfinite(float(pending_loss)):
+                            raise NonFiniteLoss(counters["updates"], metrics)
+                        state, metrics = agent.train(state, batch)
+                        pending_loss = metrics["wm/loss"]
+                        counters["updates"] += 1
+                        counters["credit"] -= 1.0
+                        if run.video_every and counters["updates"] >= counters["next_video"]:
+                            counters["next_video"] += run.video_every
+                            _log_video(
+                                agent,
+                                state,
+                                batch,
+                                obs_keys,
+                                logger,
+                                jax.random.fold_in(video_key, counters["updates"]),
+                                counters["agent_steps"] * repeat,
+                            )
+
+                env_steps = counters["agent_steps"] * repeat
+                if env_steps >= counters["next_log"]:
+                    counters["next_log"] += run.log_every
+                    scalars = {k: float(v) for k, v in metrics.items()}
+                    if scalars and not np.isfinite(scalars.get("wm/loss", 0.0)):
+                        raise NonFiniteLoss(counters["updates"], metrics)
+                    scalars.update(
+                        {"replay/steps": len(replay), "run/updates": counters["updates"]}
+                    )
+                    logger.scalars(env_steps, scalars)
+                if run.eval_every and env_steps >= counters["next_eval"]:
+                    counters["next_eval"] += run.eval_every
+                    if eval_env is None:
+                        eval_env = stack.enter_context(
+                            envs_lib.DMCEnv(
+                                cfg.env.task, cfg.env.obs, seed=run.seed + 1_000_000, **env_kw
+                            )
+                        )
+                    ret = evaluate(
+                        agent,
+                        state,
+                        cfg,
+                        eval_env,
+                        jax.random.fold_in(eval_key, env_steps),
+                        obs_keys,
+                    )
+                    logger.scalars(env_steps, {"eval/return": ret})
+                if env_steps >= counters["next_save"]:
+                    counters["next_save"] += run.save_every
+                    save()
+                progress.show(env_steps, counters["updates"])
+            if pending_loss is not None and not np.isfinite(float(pending_loss)):
+                raise NonFiniteLoss(counters["updates"], metrics)
+        except NonFiniteLoss as err:
+            healthy = False
+            last = ckpt.latest_step()
+            raise FloatingPointError(
+                f"non-finite world-model loss at update {err.args[0]} "
+                f"({ {k: float(v) for k, v in err.args[1].items()} }). Training stopped; the "
+                f"last checkpoint (agent step {last}) is kept unchanged. Lower model.lr, check "
+                f"the observations for NaN/inf, or resume from it with a changed config in a "
+                f"new logdir."
+            ) from None
+        finally:
+            if healthy:
+                save(final=True)
+                ckpt.wait()
+            progress.show(counters["agent_steps"] * repeat, counters["updates"], force=True)
+            if progress.tty:
+                print(file=sys.stderr)
+        return {
+            "counters": dict(counters),
+            "replay_steps": len(replay),
+            "env_steps": counters["agent_steps"] * repeat,
+        }
+    finally:
+        stack.close()
+
+
+def _log_video(agent, state, batch, obs_keys, logger: Logger, key, step: int) -> None:
+    if "image" not in obs_keys:
+        return
+    sub = {k: v[:4] for k, v in batch.items()}
+    pred = agent.openloop(state, sub, key)["image"]
+    truth = sub["image"].astype(np.float32) / 255.0
+    frames = openloop_grid(truth, np.clip(np.asarray(pred) + 0.5, 0.0, 1.0))
+    logger.video(step, "openloop", frames)
+
+
+def _raise_keyboard_interrupt(signum, frame):  # SIGTERM -> the same clean exit as Ctrl-C
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, args = parse_args(argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        summary = train(cfg, args.logdir)
+    except ConfigMismatch as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: checkpoint saved; re-run the same command to resume", file=sys.stderr)
+        return 130
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The runner end to end: CLI, resume after SIGKILL, wandb offline, bad input, pixels."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import config as config_lib
+from experiments.checkpoint import Checkpointer
+from experiments.logging import read_jsonl, read_offline_run
+from experiments.replay import Replay
+from experiments.train import ConfigMismatch, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(
+        MUJOCO_GL="egl",
+        WANDB_MODE="offline",
+        PYTHONUNBUFFERED="1",
+        JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    return env
+
+
+def test_cli_overrides_and_errors():
+    cfg, args = config_lib.parse_args(
+        [
+            "--preset",
+            "debug",
+            "--logdir",
+            "x",
+            "--task",
+            "walker-walk",
+            "--steps",
+            "1e4",
+            "--model.deter",
+            "64",
+            "--env.fast_render",
+            "true",
+            "--logging.tags",
+            "a,b",
+        ]
+    )
+    assert cfg.env.task == "walker-walk" and cfg.run.steps == 10_000
+    assert cfg.model.deter == 64 and cfg.env.fast_render is True
+    assert cfg.logging.tags == ("a", "b") and args.logdir == "x"
+    assert config_lib.to_dict(cfg) == json.loads(json.dumps(config_lib.to_dict(cfg)))
+    with pytest.raises(ValueError, match="unknown config field 'model.detr'"):
+        config_lib.parse_args(["--logdir", "x", "--model.detr", "3"])
+    with pytest.raises(ValueError, match=r"cannot parse .big. as int"):
+        config_lib.parse_args(["--logdir", "x", "--model.deter", "big"])
+    with pytest.raises(ValueError, match="cartpole-swingup"):
+        config_lib.parse_args(["--logdir", "x", "--task", "walker-walkk"])
+    with pytest.raises(ValueError, match="batch_length"):
+        config_lib.parse_args(["--logdir", "x", "--run.batch_length", "1"])
+    for name, preset in config_lib.PRESETS.items():
+        assert config_lib.validate(preset()) is not None, name
+
+
+def _ckpt_steps(logdir: Path) -> list[int]:
+    d = logdir / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
+
+
+def _run(logdir: Path, *extra: str, kill_when=None, timeout: float = 240.0):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--preset",
+        "debug",
+        "--logdir",
+        str(logdir),
+        "--steps",
+        "4800",
+        "--run.save_every",
+        "400",
+        "--run.eval_every",
+        "0",
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + timeout
+    killed = False
+    while proc.poll() is None and time.time() < deadline:
+        if kill_when is not None and kill_when(logdir):
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.005)
+    out = proc.communicate(timeout=60)[0]
+    if not killed:
+        assert proc.returncode == 0, out[-3000:]
+    return killed, out
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
+    logdir = tmp_path / "run"
+    # 1) Kill while a checkpoint is being written (orbax's temporary directory exists).
+    killed, out = _run(
+        logdir,
+        kill_when=lambda d: (
+            any(p.name.endswith("orbax-checkpoint-tmp") for p in (d / "checkpoints").glob("*"))
+            if (d / "checkpoints").exists()
+            else False
+        ),
+    )
+    assert killed, out[-2000:]
+    first = _ckpt_steps(logdir)
+    # 2) Resume, and kill again once a newer checkpoint is complete.
+    killed, out = _run(
+        logdir,
+        kill_when=lambda d: (
+            len(_ckpt_steps(d)) and _ckpt_steps(d)[-1] >= (first[-1] if first else 0) + 100
+        ),
+    )
+    assert killed, out[-2000:]
+    resumes = int("resumed from checkpoint" in out)
+    assert resumes or not first
+    # 3) Resume to the end.
+    _, out = _run(logdir)
+    assert "resumed from checkpoint" in out
+    resumes += 1
+    summary = json.loads(out.strip().splitlines()[-1])
+    counters = summary["counters"]
+    assert summary["env_steps"] == 4800 and counters["agent_steps"] == 600
+    # Updates continue from the checkpointed count, at the configured ratio (1 per agent step
+    # after 100 prefill agent steps), whatever the interruptions.
+    assert counters["updates"] == 500
+    # The replay on disk holds exactly the steps the counters say were stored, no more, no
+    # less: one step per agent step, plus the first reset and one reset per resume.
+    with Checkpointer(logdir / "checkpoints") as ck:
+        meta = ck.restore_meta()
+    replay = Replay(100_000, logdir / "replay", 128, 0)
+    replay.load(meta["replay"])
+    assert len(replay) == counters["stored_steps"]
+    assert counters["stored_steps"] == 600 + 1 + resumes
+    steps = replay.stream_steps(0)
+    assert steps["is_first"][0]
+    assert np.all(steps["action"][steps["is_first"]] == 0)
+    # No episode in replay is longer than the time limit (125 agent steps + its reset step):
+    # a duplicated stretch of steps would make one too long.
+    starts = np.flatnonzero(np.append(steps["is_first"], True))
+    assert np.diff(starts).max() <= 126
+
+
+def test_train_in_process_wandb_offline_and_resume_same_run(tmp_path):
+    cfg, _ = config_lib.parse_args(
+        [
+            "--logdir",
+            str(tmp_path),
+            "--steps",
+            "1600",
+            "--wandb",
+            "offline",
+            "--run.eval_every",
+            "800",
+            "--run.log_every",
+            "400",
+        ]
+    )
+    summary = train(cfg, tmp_path)
+    assert summary["env_steps"] == 1600
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    record = read_offline_run(runs[0])
+    assert record["config"]["run"]["steps"] == 1600
+    assert record["config"]["model"]["deter"] == 32
+    logged = {k for row in record["history"] for k in row}
+    assert {"wm/loss", "wm/elbo", "eval/return", "episode/return"} <= logged
+    jsonl = read_jsonl(tmp_path / "metrics.jsonl")
+    evals = [r["eval/return"] for r in jsonl if "eval/return" in r]
+    assert len(evals) == 2 and all(0 <= e <= 1000 for e in evals)
+    # Extending the run resumes the same wandb run id.
+    cfg2 = config_lib.replace(cfg, {"run.steps": 2400})
+    summary = train(cfg2, tmp_path)
+    assert summary["env_steps"] == 2400
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    ids = {read_offline_run(r)["run_id"] for r in runs}
+    assert len(runs) == 2 and len(ids) == 1
+    # A changed model is refused with the differing field named, and nothing is lost.
+    before = _ckpt_steps(tmp_path)
+    with pytest.raises(ConfigMismatch, match=r"model\.deter: saved 32, current 48"):
+        train(config_lib.replace(cfg2, {"model.deter": 48}), tmp_path)
+    assert _ckpt_steps(tmp_path) == before
+
+
+def test_non_finite_loss_stops_training_and_keeps_checkpoint(tmp_path):
+    cfg, _ = config_lib.parse_args(
+        [
+            "--logdir",
+            str(tmp_path),
+            "--steps",
+            "1600",
+            "--run.eval_every",
+            "0",
+            "--run.save_every",
+            "800",
+            "--model.lr",
+            "1e30",
+            "--model.clip",
+            "1e30",
+        ]
+    )
+    with pytest.raises(FloatingPointError, match="non-finite world-model loss"):
+        train(cfg, tmp_path)
+    steps = _ckpt_steps(tmp_path)
+    # Only the checkpoint from before the blow-up exists (prefill ends at 800 env steps).
+    assert steps == [100]
+
+
+def test_pixels_run_writes_openloop_video(tmp_path):
+    cfg, _ = config_lib.parse_args(
+        [
+            "--logdir",
+            str(tmp_path),
+            "--obs",
+            "pixels",
+            "--env.fast_render",
+            "true",
+            "--steps",
+            "1200",
+            "--run.prefill",
+            "400",
+            "--run.video_every",
+            "20",
+            "--run.eval_every",
+            "0",
+            "--run.batch_length",
+            "8",
+        ]
+    )
+    summary = train(cfg, tmp_path)
+    assert summary["counters"]["updates"] > 20
+    videos = sorted((tmp_path / "videos").glob("openloop_*.gif"))
+    assert videos
+    from PIL import Image
+
+    with Image.open(videos[0]) as im:
+        assert im.size == (3 * 64, 4 * 64)  # truth | prediction | error, 4 sequences

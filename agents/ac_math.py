@@ -267,11 +267,9 @@ class UniformPrior:
         event_size = math.prod(policy.event_shape)
         if isinstance(base, distrax.Categorical):
             classes = base.num_categories
-            variables = (
-                event_size // classes
-                if isinstance(base, distrax.OneHotCategorical)
-                else (event_size)
-            )
+            # A one-hot event holds its classes in the last axis; an index event does not.
+            one_hot = isinstance(base, distrax.OneHotCategorical)
+            variables = event_size // classes if one_hot else event_size
             return variables * math.log(classes)
         return event_size * math.log(self.high - self.low)
 
@@ -535,7 +533,7 @@ def unimix_categorical(logits: Array, unimix: float = 0.01) -> distrax.OneHotCat
     logits = logits.astype(jnp.float32)
     probs = jax.nn.softmax(logits, -1)
     if unimix > 0:
-        probs = probs
+        probs = (1.0 - unimix) * probs + unimix / logits.shape[-1]
     return distrax.OneHotCategorical(logits=jnp.log(probs), dtype=jnp.float32)
 
 

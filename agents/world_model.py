@@ -172,6 +172,10 @@ class WorldModel(nn.Module):
     def initial_state(self, batch_size: int):
         return self.rssm.initial_state(batch_size)
 
+    def imagine(self, policy, start, horizon: int, key: Array):
+        """``RSSM.imagine``: states ``[N, H + 1]``, actions taken in them ``[N, H + 1, A]``."""
+        return self.rssm.imagine(policy, start, horizon, key)
+
     # --- loss ---------------------------------------------------------------------------------
 
     def loss(self, batch: Batch, key: Array):

@@ -15,6 +15,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from agents.dreamer import DreamerConfig
 from agents.world_model import WorldModelConfig
 
 
@@ -61,14 +62,15 @@ class LoggingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    agent: str = "random"  # 'random' (world model only, uniform actions)
+    agent: str = "dreamer"  # 'dreamer', or 'random' (world model only, uniform actions)
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
+    dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
 
 
-AGENTS = ("random",)
+AGENTS = ("dreamer", "random")
 
 # Fields that may change when a run resumes: how long to run and where to log.
 RESUMABLE_FIELDS = (
@@ -185,6 +187,7 @@ def validate(cfg: Config) -> Config:
         cfg.logging.wandb in ("online", "offline", "disabled"),
         f"logging.wandb={cfg.logging.wandb!r}; expected 'online', 'offline' or 'disabled'",
     )
+    cfg.dreamer.validate()
     cfg.model.make_latent()
     _ = cfg.model.compute_dtype
     return cfg

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents.baselines import RandomAgent, random_actions
+from agents.dreamer import Dreamer
 from experiments import envs as envs_lib
 from experiments.checkpoint import Checkpointer, check_config
 from experiments.config import RESUMABLE_FIELDS, Config, parse_args, to_dict
@@ -51,6 +52,8 @@ COUNTERS = (
 
 
 def make_agent(cfg: Config, obs_shapes, action_dim: int):
+    if cfg.agent == "dreamer":
+        return Dreamer(cfg.model, cfg.dreamer, obs_shapes, action_dim)
     if cfg.agent == "random":
         return RandomAgent(cfg.model, obs_shapes, action_dim)
     raise ValueError(f"agent={cfg.agent!r} is not available")
@@ -251,6 +254,12 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         healthy = True
         try:
             while counters["agent_steps"] * repeat < run.steps:
+                # Before acting with freshly updated parameters: the policy step waits for the
+                # update anyway, so checking its loss here costs no extra synchronization.
+                if pending_loss is not None:
+                    if not np.isfinite(float(pending_loss)):
+                        raise NonFiniteLoss(counters["updates"], metrics)
+                    pending_loss = None
                 t = counters["agent_steps"]
                 k = jax.random.fold_in(policy_key, t)
                 action, carry = agent.policy(state, carry, _policy_obs(obs, obs_keys), k, True)
@@ -287,7 +296,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                         if pending_loss is not None and not np.isfinite(float(pending_loss)):
                             raise NonFiniteLoss(counters["updates"], metrics)
                         state, metrics = agent.train(state, batch)
-                        pending_loss = metrics["wm/loss"]
+                        pending_loss = _total_loss(metrics)
                         counters["updates"] += 1
                         counters["credit"] -= 1.0
                         if run.video_every and counters["updates"] >= counters["next_video"]:
@@ -306,7 +315,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 if env_steps >= counters["next_log"]:
                     counters["next_log"] += run.log_every
                     scalars = {k: float(v) for k, v in metrics.items()}
-                    if scalars and not np.isfinite(scalars.get("wm/loss", 0.0)):
+                    if scalars and not np.isfinite(float(_total_loss(metrics))):
                         raise NonFiniteLoss(counters["updates"], metrics)
                     scalars.update(
                         {"replay/steps": len(replay), "run/updates": counters["updates"]}
@@ -339,7 +348,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             healthy = False
             last = ckpt.latest_step()
             raise FloatingPointError(
-                f"non-finite world-model loss at update {err.args[0]} "
+                f"non-finite loss at update {err.args[0]} "
                 f"({ {k: float(v) for k, v in err.args[1].items()} }). Training stopped; the "
                 f"last checkpoint (agent step {last}) is kept unchanged. Lower model.lr, check "
                 f"the observations for NaN/inf, or resume from it with a changed config in a "
@@ -359,6 +368,11 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         }
     finally:
         stack.close()
+
+
+def _total_loss(metrics: dict) -> jax.Array:
+    """Sum of every loss term (on device): non-finite iff one of them is."""
+    return sum(v for k, v in metrics.items() if k.endswith("loss"))
 
 
 def _log_video(agent, state, batch, obs_keys, logger: Logger, key, step: int) -> None:

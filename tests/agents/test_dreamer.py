@@ -1,0 +1,121 @@
+"""The Dreamer agent: imagination plumbing, and learning on a tiny control problem."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rssm
+from agents import ac_math
+from agents.dreamer import Dreamer, DreamerConfig
+from agents.world_model import WorldModel, WorldModelConfig
+
+WM = WorldModelConfig(
+    deter=32, hidden=32, blocks=2, units=32, layers=1, groups=4, classes=4, reward_bins=31, lr=3e-3
+)
+ITERS = 36  # rounds of (16 episodes collected, 12 updates)
+AC = DreamerConfig(
+    horizon=8, layers=1, units=32, value_bins=31, actor_lr=1e-3, critic_lr=1e-3, gamma=0.95
+)
+
+
+@pytest.fixture(scope="module")
+def agent():
+    return Dreamer(WM, AC, (("vector", (1,)),), 1)
+
+
+def test_imagination_starts_at_posterior_states_and_aligns_actions(agent):
+    state = agent.init(jax.random.key(0))
+    batch = agent.dummy_batch(2, 5)
+    batch["vector"] = jax.random.normal(jax.random.key(1), (2, 5, 1))
+    batch["action"] = jax.random.uniform(jax.random.key(2), (2, 5, 1), minval=-1, maxval=1)
+    params = state.params
+    post, _ = agent.wm.apply(params["wm"], batch, jax.random.key(3), method=WorldModel.observe)
+    start = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), post)
+    traj, actions = agent.imagine(
+        params["wm"], params["actor"], start, jax.random.key(4), sample=False
+    )
+    assert traj["deter"].shape == (10, AC.horizon + 1, WM.deter)
+    assert actions.shape == (10, AC.horizon + 1, 1)
+    # Row b * T + t starts at the posterior state of batch element b at time t.
+    for name in start:
+        np.testing.assert_array_equal(traj[name][:, 0], start[name])
+        np.testing.assert_array_equal(traj[name][3, 0], post[name][0, 3])
+    # actions[:, t] is the actor's action in states[:, t], not in states[:, t +/- 1].
+    pi = agent.actor.apply(params["actor"], rssm.features(traj))
+    np.testing.assert_allclose(actions, ac_math.mode_action(pi), rtol=1e-5, atol=1e-6)
+    shifted = ac_math.mode_action(pi)[:, 1:]
+    assert not np.allclose(actions[:, :-1], shifted, atol=1e-4)
+
+
+class Reach:
+    """x' = clip(x + 0.3 a, -1, 1), r = -|x' - 0.6|, 16 steps from x_0 ~ U(-1, 1)."""
+
+    length = 16
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.rng = n, np.random.default_rng(seed)
+
+    def reset(self):
+        self.x = self.rng.uniform(-1, 1, self.n).astype(np.float32)
+        return self.x
+
+    def step(self, a):
+        self.x = np.clip(self.x + 0.3 * np.clip(a[:, 0], -1, 1), -1, 1).astype(np.float32)
+        return self.x, (-np.abs(self.x - 0.6)).astype(np.float32)
+
+
+def run_episodes(agent, state, env, key, explore):
+    """One episode in each of env.n envs; returns (returns [n], episodes as [n, L+1] arrays)."""
+    x = env.reset()
+    carry = agent.init_carry(env.n)
+    obs = {"vector": x[:, None], "is_first": np.ones(env.n, bool)}
+    rec = {
+        "vector": [x[:, None]],
+        "action": [np.zeros((env.n, 1), np.float32)],
+        "reward": [np.zeros(env.n, np.float32)],
+    }
+    total = np.zeros(env.n)
+    for t in range(env.length):
+        a, carry = agent.policy(
+            state,
+            carry,
+            {k: jnp.asarray(v) for k, v in obs.items()},
+            jax.random.fold_in(key, t),
+            explore,
+        )
+        a = np.asarray(a)
+        x, r = env.step(a)
+        total += r
+        obs = {"vector": x[:, None], "is_first": np.zeros(env.n, bool)}
+        rec["vector"].append(x[:, None])
+        rec["action"].append(a.astype(np.float32))
+        rec["reward"].append(r)
+    episodes = {k: np.stack(v, 1) for k, v in rec.items()}
+    episodes["is_first"] = np.zeros(episodes["reward"].shape, bool)
+    episodes["is_first"][:, 0] = True
+    episodes["is_terminal"] = np.zeros_like(episodes["is_first"])
+    return total, episodes
+
+
+def test_dreamer_improves_on_a_tiny_control_problem(agent):
+    state = agent.init(jax.random.key(0))
+    eval_env = Reach(64, seed=123)
+    before, _ = run_episodes(agent, state, eval_env, jax.random.key(1), explore=False)
+    env = Reach(16, seed=0)
+    data = []
+    rng = np.random.default_rng(0)
+    for it in range(ITERS):
+        _, episodes = run_episodes(agent, state, env, jax.random.key(100 + it), explore=True)
+        data.append(episodes)
+        pool = {k: np.concatenate([d[k] for d in data]) for k in data[0]}
+        for _ in range(12):
+            idx = rng.integers(0, pool["reward"].shape[0], 16)
+            state, metrics = agent.train(state, {k: v[idx] for k, v in pool.items()})
+        assert np.isfinite(float(metrics["wm/loss"]))
+    after, _ = run_episodes(agent, state, Reach(64, seed=123), jax.random.key(1), explore=False)
+    # Staying still scores about -12.5 and the optimum about -2; the untrained actor drifts.
+    # Measured: -16.7 -> -5.9 with these seeds.
+    print(f"eval return {before.mean():.2f} -> {after.mean():.2f}")
+    assert after.mean() > before.mean() + 5.0
+    assert after.mean() > -9.0

@@ -1,0 +1,25 @@
+"""The README's commands and example are the ones that work."""
+
+import re
+from pathlib import Path
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+CI = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+
+
+def test_readme_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    loss, elbo, kl = map(float, re.findall(r"-?\d+\.\d+", out))
+    assert elbo < 0 and kl >= 0 and loss > 0
+
+
+def test_ci_runs_the_readme_test_command():
+    bash = re.findall(r"```bash\n(.*?)```", README, re.S)
+    test_cmd = next(b.strip() for b in bash if "pytest" in b)
+    assert test_cmd in CI
+    install = next(b.strip() for b in bash if "apt-get" in b)
+    for pkg in re.search(r'APT_PACKAGES="([^"]+)"', CI).group(1).split():
+        assert pkg in install, pkg

@@ -131,8 +131,50 @@ def pixel_throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def replay_throughput(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Replay sampling throughput. Not measured yet: returns None, so it is left out."""
-    return None
+    """Replay: sequences/s of sample(16, 64) over stored 64x64x3 pixel steps, and add steps/s.
+
+    Steps come from 4 worker streams written to a temporary directory in chunks, as in a run.
+    """
+    import tempfile
+
+    from experiments.replay import Replay
+
+    rng = np.random.default_rng(args.seed)
+    stored, workers, batch, length = 20_000, 4, 16, 64
+    frames = rng.integers(0, 256, (64, 64, 64, 3), dtype=np.uint8)  # reused image content
+    with tempfile.TemporaryDirectory() as tmp:
+        replay = Replay(stored, tmp, chunk_size=1024, seed=args.seed)
+        start = time.perf_counter()
+        for i in range(stored // workers):
+            replay.add_batch(
+                {
+                    "image": frames[(i + np.arange(workers)) % len(frames)],
+                    "action": rng.uniform(-1, 1, (workers, 6)).astype(np.float32),
+                    "reward": np.zeros(workers, np.float32),
+                    "is_first": np.full(workers, i % 500 == 0),
+                    "is_last": np.zeros(workers, bool),
+                    "is_terminal": np.zeros(workers, bool),
+                }
+            )
+        add_s = time.perf_counter() - start
+        replay.sample(batch, length)  # warm-up
+        times = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            replay.sample(batch, length)
+            times.append(time.perf_counter() - t0)
+    median = float(np.median(times))
+    return {
+        "stored_steps": stored,
+        "workers": workers,
+        "batch": [batch, length],
+        "bytes_per_step": replay.bytes_per_step,
+        "add_steps_per_s_with_disk": round(stored / add_s, 1),
+        "sample_median_s": round(median, 5),
+        "sample_p10_p90_s": [round(float(np.percentile(times, q)), 5) for q in (10, 90)],
+        "sequences_per_s": round(batch / median, 1),
+        "batches_per_s": round(1 / median, 1),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

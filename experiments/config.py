@@ -201,6 +201,26 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def from_dict(data: dict, cls: type | None = None) -> Any:
+    """Inverse of ``to_dict``: nested dict -> frozen dataclasses (lists become tuples)."""
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, typ = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            value = from_dict(value, typ)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
+    return cls(**kwargs)
+
+
 def fields(cls: type, prefix: str = "") -> dict[str, tuple[type, Any]]:
     """Dotted field name -> (type, default) for every leaf field of a config dataclass."""
     out = {}

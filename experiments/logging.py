@@ -164,20 +164,8 @@ class Logger:
             raise ValueError(f"frames must have shape [T, H, W, 3] with T >= 1, got {frames.shape}")
         if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
             raise ValueError(f"fps must be a positive int, got {fps!r}")
-        if frames.shape[-1] == 1:
-            frames = np.repeat(frames, 3, axis=-1)
-        from PIL import Image
-
         path = self.logdir / "videos" / f"{name.replace('/', '_')}_{int(step):09d}.gif"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        images = [Image.fromarray(frame) for frame in frames]
-        images[0].save(
-            path,
-            save_all=True,
-            append_images=images[1:],
-            duration=max(10, round(1000 / fps)),
-            loop=0,
-        )
+        write_gif(path, frames, fps)
         if self._run is not None:
             self._run.log({name: self._wandb.Video(str(path), format="gif")}, step=int(step))
         return str(path)
@@ -202,6 +190,24 @@ class Logger:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"Logger for {self.logdir} is closed; create a new one")
+
+
+def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: int = 10) -> Path:
+    """Writes ``frames [T, H, W, 3 or 1]`` (uint8, or floats in [0, 1]) as a looping GIF."""
+    frames = _to_uint8(np.asarray(frames), "frames")
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or frames.shape[0] < 1:
+        raise ValueError(f"frames must have shape [T, H, W, 3] with T >= 1, got {frames.shape}")
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(
+        path, save_all=True, append_images=images[1:], duration=max(10, round(1000 / fps)), loop=0
+    )
+    return path
 
 
 def _console_line(step: int, values: Mapping[str, float]) -> str:

@@ -32,6 +32,7 @@ from agents.dreamer import Dreamer
 from experiments import envs as envs_lib
 from experiments.checkpoint import Checkpointer, check_config
 from experiments.config import RESUMABLE_FIELDS, Config, parse_args, to_dict
+from experiments.evaluate import env_kwargs
 from experiments.logging import Logger, openloop_grid
 from experiments.replay import Replay
 
@@ -156,13 +157,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
 
     key = jax.random.key(run.seed)
     init_key, policy_key, eval_key, video_key = jax.random.split(key, 4)
-    env_kw = dict(
-        action_repeat=cfg.env.action_repeat or None,
-        size=(cfg.env.size, cfg.env.size),
-        camera=None if cfg.env.camera < 0 else cfg.env.camera,
-        fast_render=cfg.env.fast_render,
-        time_limit=cfg.env.time_limit,
-    )
+    env_kw = env_kwargs(cfg)
     vec = envs_lib.make_envs(
         cfg.env.task, cfg.env.obs, cfg.env.envs, run.seed, cfg.env.parallel, **env_kw
     )

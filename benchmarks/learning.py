@@ -1,0 +1,102 @@
+"""Learning curve of an agent on a dm-control task, as JSON.
+
+    python benchmarks/learning.py --task cartpole-balance --steps 100000 [--preset dmc-proprio]
+        [--logdir runs/learning] [--set run.eval_every=5000 --set dreamer.horizon=15 ...]
+
+Runs the real runner (``experiments.train``) and prints one JSON object: the evaluation-return
+curve (deterministic policy) against environment steps, episode returns during training, wall
+time, env steps/s and updates/s. Re-running with the same ``--logdir`` resumes the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import jax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import config as config_lib
+from experiments.logging import read_jsonl
+from experiments.train import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="cartpole-balance")
+    parser.add_argument("--steps", type=int, default=100_000, help="environment steps")
+    parser.add_argument("--preset", default="dmc-proprio", choices=sorted(config_lib.PRESETS))
+    parser.add_argument("--agent", default="dreamer", choices=config_lib.AGENTS)
+    parser.add_argument("--logdir", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any config override, e.g. run.train_ratio=256",
+    )
+    args = parser.parse_args()
+    logdir = Path(args.logdir or f"runs/learning-{args.task}-{args.agent}-s{args.seed}")
+    argv = [
+        "--preset",
+        args.preset,
+        "--logdir",
+        str(logdir),
+        "--task",
+        args.task,
+        "--steps",
+        str(args.steps),
+        "--seed",
+        str(args.seed),
+        "--agent",
+        args.agent,
+        "--run.eval_every",
+        str(max(1000, args.steps // 20)),
+        "--run.eval_episodes",
+        "5",
+    ]
+    for item in args.set:
+        name, _, value = item.partition("=")
+        argv += [f"--{name}", value]
+    cfg, _ = config_lib.parse_args(argv)
+    start = time.time()
+    summary = train(cfg, logdir)
+    wall = time.time() - start
+    rows = read_jsonl(logdir / "metrics.jsonl")
+    evals = [(r["step"], r["eval/return"]) for r in rows if "eval/return" in r]
+    episodes = [(r["step"], r["episode/return"]) for r in rows if "episode/return" in r]
+    result = {
+        "benchmark": "learning",
+        "task": args.task,
+        "agent": args.agent,
+        "preset": args.preset,
+        "seed": args.seed,
+        "overrides": args.set,
+        "device": {
+            "backend": jax.default_backend(),
+            "kind": jax.devices()[0].device_kind,
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "env_steps": summary["env_steps"],
+        "updates": summary["counters"]["updates"],
+        "wall_s_this_invocation": round(wall, 1),
+        "eval_return": [{"env_steps": s, "return": round(v, 1)} for s, v in evals],
+        "train_episode_return": [{"env_steps": s, "return": round(v, 1)} for s, v in episodes],
+        "best_eval_return": max((v for _, v in evals), default=None),
+        "logdir": str(logdir),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Load a trained agent from a run directory and act with it.
+
+    python -m experiments.evaluate --logdir runs/x --episodes 10 [--video] [--step N]
+
+Python API::
+
+    from experiments.evaluate import LoadedPolicy
+    policy = LoadedPolicy("runs/x")              # latest checkpoint, config from the run
+    env = policy.make_env(seed=123)
+    obs = env.reset()
+    policy.reset()
+    while not obs["is_last"]:
+        obs = env.step(policy.act(obs))          # the recurrent state is carried inside
+
+``act`` takes one observation dict as the environment returns it (or a batch with a leading
+axis) and returns the action; ``is_first`` in the observation resets the recurrent state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import envs as envs_lib
+from experiments.checkpoint import Checkpointer
+from experiments.config import Config, from_dict
+from experiments.logging import write_gif
+
+
+def env_kwargs(cfg: Config) -> dict[str, Any]:
+    """Keyword arguments of ``envs.DMCEnv`` / ``envs.make_envs`` implied by a config."""
+    e = cfg.env
+    return dict(
+        action_repeat=e.action_repeat or None,
+        size=(e.size, e.size),
+        camera=None if e.camera < 0 else e.camera,
+        fast_render=e.fast_render,
+        time_limit=e.time_limit,
+    )
+
+
+class LoadedPolicy:
+    """A trained agent restored from ``logdir``'s checkpoint, acting step by step."""
+
+    def __init__(self, logdir: str | Path, step: int | None = None, seed: int = 0):
+        from experiments.train import make_agent  # the runner builds agents one way
+
+        self.logdir = Path(logdir)
+        if not (self.logdir / "checkpoints").is_dir():
+            raise FileNotFoundError(
+                f"{self.logdir} holds no checkpoints/ directory; pass the "
+                "logdir of a run started by experiments.train"
+            )
+        with Checkpointer(self.logdir / "checkpoints") as ckpt:
+            if ckpt.latest_step() is None:
+                raise FileNotFoundError(
+                    f"no checkpoint in {self.logdir / 'checkpoints'}; "
+                    "train first or pass the run's logdir"
+                )
+            meta = ckpt.restore_meta(step)
+            self.cfg: Config = from_dict(meta["config"])
+            with self.make_env(seed=0) as probe:
+                self.obs_spec, self.act_dim = probe.obs_spec, probe.act_dim
+            obs_shapes = tuple((k, tuple(v[0])) for k, v in self.obs_spec.items())
+            self.agent = make_agent(self.cfg, obs_shapes, self.act_dim)
+            target = jax.eval_shape(self.agent.init, jax.random.key(0))
+            self.state, meta = ckpt.restore(target, step)
+        self.step = meta["counters"]["agent_steps"]
+        self.obs_keys = tuple(self.obs_spec)
+        self._key = jax.random.key(seed)
+        self._t = 0
+        self.carry = None
+
+    def make_env(self, seed: int) -> envs_lib.DMCEnv:
+        """An environment like the run's (task, observations, repeat), with its own seed."""
+        return envs_lib.DMCEnv(
+            self.cfg.env.task, self.cfg.env.obs, seed=seed, **env_kwargs(self.cfg)
+        )
+
+    def reset(self, num_envs: int = 1) -> None:
+        self.carry = self.agent.init_carry(num_envs)
+
+    def act(self, obs: dict[str, Any], explore: bool = False) -> np.ndarray:
+        """Action for one observation dict (``[A]``) or a batch of them (``[N, A]``)."""
+        single = np.ndim(obs["is_first"]) == 0
+        batch = {
+            k: jnp.asarray(np.asarray(obs[k]))[None] if single else jnp.asarray(obs[k])
+            for k in (*self.obs_keys, "is_first")
+        }
+        if self.carry is None:
+            self.reset(batch["is_first"].shape[0])
+        key = jax.random.fold_in(self._key, self._t)
+        self._t += 1
+        action, self.carry = self.agent.policy(self.state, self.carry, batch, key, explore)
+        action = np.asarray(action)
+        return action[0] if single else action
+
+
+def evaluate(
+    logdir: str | Path,
+    episodes: int = 10,
+    seed: int = 10_000,
+    step: int | None = None,
+    video: bool = False,
+) -> dict[str, Any]:
+    """Returns of ``episodes`` episodes with the deterministic policy (and a GIF of the first)."""
+    policy = LoadedPolicy(logdir, step, seed)
+    returns, frames, video_path = [], [], None
+    with policy.make_env(seed) as env:
+        for ep in range(episodes):
+            obs = env.reset()
+            policy.reset()
+            total = 0.0
+            while True:
+                if video and ep == 0:
+                    frames.append(_frame(env, obs))
+                obs = env.step(policy.act(obs))
+                total += float(obs["reward"])
+                if obs["is_last"]:
+                    break
+            returns.append(total)
+    if video:
+        video_path = str(
+            write_gif(
+                policy.logdir / "videos" / f"eval_{policy.step:09d}.gif", np.stack(frames), fps=25
+            )
+        )
+    return {
+        "logdir": str(logdir),
+        "agent_steps": policy.step,
+        "env_steps": policy.step * env.action_repeat,
+        "episodes": episodes,
+        "returns": [round(r, 2) for r in returns],
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "video": video_path,
+    }
+
+
+def _frame(env: envs_lib.DMCEnv, obs: dict[str, Any]) -> np.ndarray:
+    if "image" in obs:
+        return np.asarray(obs["image"])
+    return env.dm_env.physics.render(height=128, width=128, camera_id=env.camera)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.evaluate", description="Evaluate a trained run's policy."
+    )
+    parser.add_argument("--logdir", required=True)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=10_000)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint (default: latest)")
+    parser.add_argument("--video", action="store_true", help="write a GIF of the first episode")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate(args.logdir, args.episodes, args.seed, args.step, args.video)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

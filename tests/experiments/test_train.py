@@ -251,3 +251,39 @@ def test_pixels_run_writes_openloop_video(tmp_path):
 
     with Image.open(videos[0]) as im:
         assert im.size == (3 * 64, 4 * 64)  # truth | prediction | error, 4 sequences
+
+
+def test_sigterm_saves_a_final_checkpoint(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--preset",
+        "debug",
+        "--logdir",
+        str(tmp_path),
+        "--steps",
+        "100000",
+        "--run.save_every",
+        "100000",
+        "--run.eval_every",
+        "0",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        rows = (
+            read_jsonl(tmp_path / "metrics.jsonl") if (tmp_path / "metrics.jsonl").exists() else []
+        )
+        if any("wm/loss" in r for r in rows):  # training is under way
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert "checkpoint saved" in out
+    # No periodic save was due: the checkpoint is the one written on the way out.
+    steps = _ckpt_steps(tmp_path)
+    assert len(steps) == 1 and steps[0] > 100

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents.world_model import ObsShapes, WorldModel, WorldModelConfig
+from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch
 
 Array = jax.Array
 
@@ -67,17 +67,7 @@ class RandomAgent:
         self.openloop = jax.jit(self._openloop)
 
     def dummy_batch(self, batch: int = 1, length: int = 2) -> dict[str, Array]:
-        data = {
-            name: jnp.zeros((batch, length, *shape), jnp.uint8 if name == "image" else jnp.float32)
-            for name, shape in self.obs_shapes
-        }
-        data.update(
-            action=jnp.zeros((batch, length, self.action_dim)),
-            reward=jnp.zeros((batch, length)),
-            is_first=jnp.ones((batch, length), bool),
-            is_terminal=jnp.zeros((batch, length), bool),
-        )
-        return data
+        return dummy_batch(self.obs_shapes, self.action_dim, batch, length)
 
     def init(self, key: Array) -> WorldModelState:
         k1, k2, k3 = jax.random.split(key, 3)

@@ -32,7 +32,7 @@ import optax
 import rssm
 from agents import ac_math
 from agents.baselines import adam_chain
-from agents.world_model import ObsShapes, WorldModel, WorldModelConfig
+from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -132,17 +132,7 @@ class Dreamer:
     # --- construction -------------------------------------------------------------------------
 
     def dummy_batch(self, batch: int = 1, length: int = 2) -> dict[str, Array]:
-        data = {
-            name: jnp.zeros((batch, length, *shape), jnp.uint8 if name == "image" else jnp.float32)
-            for name, shape in self.obs_shapes
-        }
-        data.update(
-            action=jnp.zeros((batch, length, self.action_dim)),
-            reward=jnp.zeros((batch, length)),
-            is_first=jnp.ones((batch, length), bool),
-            is_terminal=jnp.zeros((batch, length), bool),
-        )
-        return data
+        return dummy_batch(self.obs_shapes, self.action_dim, batch, length)
 
     def init(self, key: Array) -> DreamerState:
         k_wm, k_wm2, k_actor, k_critic, k_state = jax.random.split(key, 5)

@@ -83,6 +83,21 @@ def preprocess(name: str, x: Array) -> Array:
     return x.astype(jnp.float32)
 
 
+def dummy_batch(obs_shapes: ObsShapes, action_dim: int, batch: int = 1, length: int = 2) -> Batch:
+    """A zero batch ``[batch, length, ...]`` with the keys and dtypes of a replayed one."""
+    data = {
+        name: jnp.zeros((batch, length, *shape), jnp.uint8 if name == "image" else jnp.float32)
+        for name, shape in obs_shapes
+    }
+    data.update(
+        action=jnp.zeros((batch, length, action_dim)),
+        reward=jnp.zeros((batch, length)),
+        is_first=jnp.ones((batch, length), bool),
+        is_terminal=jnp.zeros((batch, length), bool),
+    )
+    return data
+
+
 class WorldModel(nn.Module):
     """Encoders, RSSM and heads for observations given by ``obs_shapes``.
 

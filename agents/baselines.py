@@ -4,11 +4,15 @@ An agent is a bundle of pure, jit-compiled functions over one training-state pyt
 
     init(key) -> state
     init_carry(num_envs) -> carry                     recurrent policy state
-    policy(state, carry, obs, key, explore) -> (action [N, A], carry)
+    policy(state, carry, obs, key, mode) -> (action [N, A], carry)
+                                                      mode: 'explore', 'eval' or 'random'
     train(state, batch) -> (state, metrics)           one update; donates ``state``
     openloop(state, batch, key) -> {name: [B, T, ...]}  world-model predictions for videos
 
-``obs`` holds ``[N, ...]`` observation arrays and ``is_first [N]``. ``RandomAgent`` trains the
+``obs`` holds ``[N, ...]`` observation arrays and ``is_first [N]``. ``mode`` is static: 'explore'
+while collecting, 'eval' for the deterministic policy, 'random' for uniform actions in [-1, 1]
+that still advance the recurrent state (prefill), so the carried previous action is always
+the action that was executed. ``RandomAgent`` trains the
 world model alone (the negative ELBO) and acts uniformly at random in [-1, 1]: it measures how
 well the model learns from exploration-free data and is the runner's ``--agent random``.
 """
@@ -30,7 +34,7 @@ Array = jax.Array
 class Agent(Protocol):
     def init(self, key: Array) -> Any: ...
     def init_carry(self, num_envs: int) -> Any: ...
-    def policy(self, state: Any, carry: Any, obs: dict, key: Array, explore: bool): ...
+    def policy(self, state: Any, carry: Any, obs: dict, key: Array, mode: str): ...
     def train(self, state: Any, batch: dict) -> tuple[Any, dict]: ...
     def openloop(self, state: Any, batch: dict, key: Array) -> dict: ...
 
@@ -46,6 +50,14 @@ class WorldModelState:
     opt_state: Any  # optimizer state
     key: Array  # RNG key, split once per update
     updates: Array  # number of updates done, int32 scalar
+
+
+POLICY_MODES = ("explore", "eval", "random")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in POLICY_MODES:
+        raise ValueError(f"policy mode {mode!r}; expected one of {POLICY_MODES}")
 
 
 def random_actions(key: Array, num: int, action_dim: int) -> Array:
@@ -77,8 +89,9 @@ class RandomAgent:
     def init_carry(self, num_envs: int) -> Any:
         return jnp.zeros((num_envs,), jnp.float32)
 
-    def _policy(self, state, carry, obs, key, explore: bool):
-        del state, explore
+    def _policy(self, state, carry, obs, key, mode: str):
+        check_mode(mode)
+        del state
         return random_actions(key, obs["is_first"].shape[0], self.action_dim), carry
 
     def _train(self, state: WorldModelState, batch: dict) -> tuple[WorldModelState, dict]:

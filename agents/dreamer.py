@@ -31,7 +31,7 @@ import optax
 
 import rssm
 from agents import ac_math
-from agents.baselines import adam_chain
+from agents.baselines import adam_chain, check_mode, random_actions
 from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch
 
 Array = jax.Array
@@ -168,14 +168,20 @@ class Dreamer:
 
     # --- acting -------------------------------------------------------------------------------
 
-    def _policy(self, state: DreamerState, carry, obs, key, explore: bool):
-        """Posterior step on o_t from the carried (h, s, a_{t-1}), then a_t ~ pi(. | h_t, s_t)."""
+    def _policy(self, state: DreamerState, carry, obs, key, mode: str):
+        """Posterior step on o_t from the carried (h, s, a_{t-1}), then a_t ~ pi(. | h_t, s_t)
+        ('explore'), its mode ('eval'), or uniform in [-1, 1] ('random', prefill)."""
+        check_mode(mode)
         k1, k2 = jax.random.split(key)
         post = self.wm.apply(
             state.params["wm"], carry["state"], carry["action"], obs, k1, method=WorldModel.obs_step
         )
-        dist = self.actor.apply(state.params["actor"], rssm.features(post))
-        action = ac_math.sample_action(dist, k2) if explore else ac_math.mode_action(dist)
+        if mode == "random":
+            action = random_actions(k2, post["deter"].shape[0], self.action_dim)
+        else:
+            dist = self.actor.apply(state.params["actor"], rssm.features(post))
+            explore = mode == "explore"
+            action = ac_math.sample_action(dist, k2) if explore else ac_math.mode_action(dist)
         action = jnp.clip(action, -1.0, 1.0)
         return action, {"state": post, "action": action}
 

@@ -35,6 +35,7 @@ import math
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -345,7 +346,10 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
 
     Runs in a process started with the 'spawn' context: importing this module (to unpickle this
     function) sets MUJOCO_GL before dm_control is imported, and no OpenGL context is inherited.
+    Ctrl-C in a terminal reaches the whole process group; workers ignore it so that the parent
+    can finish its step, save, and close them.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = None
     try:
         try:

@@ -87,8 +87,11 @@ class LoadedPolicy:
     def reset(self, num_envs: int = 1) -> None:
         self.carry = self.agent.init_carry(num_envs)
 
-    def act(self, obs: dict[str, Any], explore: bool = False) -> np.ndarray:
-        """Action for one observation dict (``[A]``) or a batch of them (``[N, A]``)."""
+    def act(self, obs: dict[str, Any], mode: str = "eval") -> np.ndarray:
+        """Action for one observation dict (``[A]``) or a batch of them (``[N, A]``).
+
+        mode: 'eval' (deterministic, the default), 'explore' (as while collecting) or 'random'.
+        """
         single = np.ndim(obs["is_first"]) == 0
         batch = {
             k: jnp.asarray(np.asarray(obs[k]))[None] if single else jnp.asarray(obs[k])
@@ -98,7 +101,7 @@ class LoadedPolicy:
             self.reset(batch["is_first"].shape[0])
         key = jax.random.fold_in(self._key, self._t)
         self._t += 1
-        action, self.carry = self.agent.policy(self.state, self.carry, batch, key, explore)
+        action, self.carry = self.agent.policy(self.state, self.carry, batch, key, mode)
         action = np.asarray(action)
         return action[0] if single else action
 

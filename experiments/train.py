@@ -19,6 +19,7 @@ import math
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.baselines import RandomAgent, random_actions
+from agents.baselines import RandomAgent
 from agents.dreamer import Dreamer
+from agents.planet import PlanetAgent
 from experiments import envs as envs_lib
 from experiments.checkpoint import Checkpointer, check_config
 from experiments.config import RESUMABLE_FIELDS, Config, parse_args, to_dict
@@ -55,6 +57,8 @@ COUNTERS = (
 def make_agent(cfg: Config, obs_shapes, action_dim: int):
     if cfg.agent == "dreamer":
         return Dreamer(cfg.model, cfg.dreamer, obs_shapes, action_dim)
+    if cfg.agent == "planet":
+        return PlanetAgent(cfg.model, cfg.planet, obs_shapes, action_dim)
     if cfg.agent == "random":
         return RandomAgent(cfg.model, obs_shapes, action_dim)
     raise ValueError(f"agent={cfg.agent!r} is not available")
@@ -104,6 +108,34 @@ class Progress:
         )
 
 
+class StopRequest:
+    """SIGINT/SIGTERM handler. The first signal asks the loop to stop after the current step,
+    so that replay and counters stay consistent and a final checkpoint is written; a second
+    signal stops at once (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # handlers can only be installed from the main thread
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class NonFiniteLoss(FloatingPointError):
     pass
 
@@ -125,7 +157,7 @@ def evaluate(agent, state, cfg: Config, env, key: jax.Array, keys: tuple[str, ..
                 carry,
                 _policy_obs(obs, keys),
                 jax.random.fold_in(key, ep * 100_000 + t),
-                False,
+                "eval",
             )
             obs = {k: np.asarray(v)[None] for k, v in env.step(np.asarray(act)[0]).items()}
             total += float(obs["reward"][0])
@@ -163,6 +195,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
     )
     eval_env = None
     stack = contextlib.ExitStack()
+    stop = stack.enter_context(stop_on_signals())
     stack.enter_context(vec)
     stack.callback(ckpt.close)
     try:
@@ -248,7 +281,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         progress = Progress(run.steps, counters["agent_steps"] * repeat, counters["updates"])
         healthy = True
         try:
-            while counters["agent_steps"] * repeat < run.steps:
+            while counters["agent_steps"] * repeat < run.steps and stop.signum is None:
                 # Before acting with freshly updated parameters: the policy step waits for the
                 # update anyway, so checking its loss here costs no extra synchronization.
                 if pending_loss is not None:
@@ -257,9 +290,10 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                     pending_loss = None
                 t = counters["agent_steps"]
                 k = jax.random.fold_in(policy_key, t)
-                action, carry = agent.policy(state, carry, _policy_obs(obs, obs_keys), k, True)
-                if t * repeat < run.prefill:
-                    action = random_actions(jax.random.fold_in(k, 1), n, vec.act_dim)
+                # Prefill acts uniformly at random, through the agent so that its recurrent
+                # state follows the executed actions.
+                mode = "random" if t * repeat < run.prefill else "explore"
+                action, carry = agent.policy(state, carry, _policy_obs(obs, obs_keys), k, mode)
                 action = np.asarray(action, np.float32)
                 obs = vec.step(action)
                 replay.add_batch(_record(obs, action))
@@ -360,6 +394,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             "counters": dict(counters),
             "replay_steps": len(replay),
             "env_steps": counters["agent_steps"] * repeat,
+            "interrupted": stop.signum is not None,
         }
     finally:
         stack.close()
@@ -380,26 +415,21 @@ def _log_video(agent, state, batch, obs_keys, logger: Logger, key, step: int) ->
     logger.video(step, "openloop", frames)
 
 
-def _raise_keyboard_interrupt(signum, frame):  # SIGTERM -> the same clean exit as Ctrl-C
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, args = parse_args(argv)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         summary = train(cfg, args.logdir)
     except ConfigMismatch as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: checkpoint saved; re-run the same command to resume", file=sys.stderr)
-        return 130
     print(json.dumps(summary))
+    if summary["interrupted"]:
+        print("interrupted: checkpoint saved; re-run the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -65,7 +65,7 @@ class Reach:
         return self.x, (-np.abs(self.x - 0.6)).astype(np.float32)
 
 
-def run_episodes(agent, state, env, key, explore):
+def run_episodes(agent, state, env, key, mode):
     """One episode in each of env.n envs; returns (returns [n], episodes as [n, L+1] arrays)."""
     x = env.reset()
     carry = agent.init_carry(env.n)
@@ -82,7 +82,7 @@ def run_episodes(agent, state, env, key, explore):
             carry,
             {k: jnp.asarray(v) for k, v in obs.items()},
             jax.random.fold_in(key, t),
-            explore,
+            mode,
         )
         a = np.asarray(a)
         x, r = env.step(a)
@@ -101,21 +101,39 @@ def run_episodes(agent, state, env, key, explore):
 def test_dreamer_improves_on_a_tiny_control_problem(agent):
     state = agent.init(jax.random.key(0))
     eval_env = Reach(64, seed=123)
-    before, _ = run_episodes(agent, state, eval_env, jax.random.key(1), explore=False)
+    before, _ = run_episodes(agent, state, eval_env, jax.random.key(1), mode="eval")
     env = Reach(16, seed=0)
     data = []
     rng = np.random.default_rng(0)
     for it in range(ITERS):
-        _, episodes = run_episodes(agent, state, env, jax.random.key(100 + it), explore=True)
+        _, episodes = run_episodes(agent, state, env, jax.random.key(100 + it), mode="explore")
         data.append(episodes)
         pool = {k: np.concatenate([d[k] for d in data]) for k in data[0]}
         for _ in range(12):
             idx = rng.integers(0, pool["reward"].shape[0], 16)
             state, metrics = agent.train(state, {k: v[idx] for k, v in pool.items()})
         assert np.isfinite(float(metrics["wm/loss"]))
-    after, _ = run_episodes(agent, state, Reach(64, seed=123), jax.random.key(1), explore=False)
+    after, _ = run_episodes(agent, state, Reach(64, seed=123), jax.random.key(1), mode="eval")
     # Staying still scores about -12.5 and the optimum about -2; the untrained actor drifts.
     # Measured: -16.7 -> -5.9 with these seeds.
     print(f"eval return {before.mean():.2f} -> {after.mean():.2f}")
     assert after.mean() > before.mean() + 5.0
     assert after.mean() > -9.0
+
+
+def test_policy_modes_carry_the_executed_action(agent):
+    state = agent.init(jax.random.key(0))
+    obs = {"vector": jnp.ones((3, 1)), "is_first": jnp.ones(3, bool)}
+    carry = agent.init_carry(3)
+    acts = {}
+    for mode in ("random", "explore", "eval"):
+        a, c = agent.policy(state, carry, obs, jax.random.key(7), mode)
+        assert a.shape == (3, 1) and bool(jnp.all(jnp.abs(a) <= 1))
+        np.testing.assert_array_equal(c["action"], a)  # a_t is what the next step conditions on
+        acts[mode] = a
+    # 'eval' is deterministic given the posterior; 'random' ignores the actor entirely.
+    a2, _ = agent.policy(state, carry, obs, jax.random.key(7), "eval")
+    np.testing.assert_array_equal(a2, acts["eval"])
+    assert not np.allclose(acts["random"], acts["eval"])
+    with pytest.raises(ValueError, match="policy mode"):
+        agent.policy(state, carry, obs, jax.random.key(7), "greedy")

@@ -287,3 +287,18 @@ def test_sigterm_saves_a_final_checkpoint(tmp_path):
     # No periodic save was due: the checkpoint is the one written on the way out.
     steps = _ckpt_steps(tmp_path)
     assert len(steps) == 1 and steps[0] > 100
+
+
+def test_planet_agent_plans_on_the_categorical_dreamer_world_model(tmp_path):
+    cfg, _ = config_lib.parse_args([
+        "--preset", "dmc-proprio", "--agent", "planet", "--logdir", str(tmp_path),
+        "--steps", "116", "--run.prefill", "100", "--run.batch_length", "16",
+        "--run.eval_every", "0",
+    ])
+    assert cfg.model.latent == "categorical" and cfg.planet.candidates == 1000
+    summary = train(cfg, tmp_path)
+    # 50 prefill agent steps (repeat 2), then 8 planned ones, each followed by
+    # 512 / (16 x 16) = 2 updates.
+    assert summary["env_steps"] == 116 and summary["counters"]["updates"] == 16
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert any(np.isfinite(r.get("wm/loss", np.nan)) for r in rows)

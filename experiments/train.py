@@ -270,6 +270,17 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             }
             ckpt.save(counters["agent_steps"], state, meta)
 
+        logged_at = -1
+
+        def log_metrics(env_steps: int) -> None:
+            nonlocal logged_at
+            scalars = {k: float(v) for k, v in metrics.items()}
+            if scalars and not np.isfinite(float(_total_loss(metrics))):
+                raise NonFiniteLoss(counters["updates"], metrics)
+            scalars.update({"replay/steps": len(replay), "run/updates": counters["updates"]})
+            logger.scalars(env_steps, scalars)
+            logged_at = env_steps
+
         obs = vec.reset()
         carry = agent.init_carry(n)
         replay.add_batch(_record(obs, np.zeros((n, vec.act_dim), np.float32)))
@@ -343,13 +354,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 env_steps = counters["agent_steps"] * repeat
                 if env_steps >= counters["next_log"]:
                     counters["next_log"] += run.log_every
-                    scalars = {k: float(v) for k, v in metrics.items()}
-                    if scalars and not np.isfinite(float(_total_loss(metrics))):
-                        raise NonFiniteLoss(counters["updates"], metrics)
-                    scalars.update(
-                        {"replay/steps": len(replay), "run/updates": counters["updates"]}
-                    )
-                    logger.scalars(env_steps, scalars)
+                    log_metrics(env_steps)
                 if run.eval_every and env_steps >= counters["next_eval"]:
                     counters["next_eval"] += run.eval_every
                     if eval_env is None:
@@ -373,6 +378,8 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 progress.show(env_steps, counters["updates"])
             if pending_loss is not None and not np.isfinite(float(pending_loss)):
                 raise NonFiniteLoss(counters["updates"], metrics)
+            if logged_at != counters["agent_steps"] * repeat:  # the run's last metrics
+                log_metrics(counters["agent_steps"] * repeat)
         except NonFiniteLoss as err:
             healthy = False
             last = ckpt.latest_step()

@@ -33,7 +33,7 @@ from agents.dreamer import Dreamer
 from agents.planet import PlanetAgent
 from experiments import envs as envs_lib
 from experiments.checkpoint import Checkpointer, check_config
-from experiments.config import RESUMABLE_FIELDS, Config, parse_args, to_dict
+from experiments.config import RESUMABLE_FIELDS, Config, from_dict, parse_args, to_dict
 from experiments.evaluate import env_kwargs
 from experiments.logging import Logger, openloop_grid
 from experiments.replay import Replay
@@ -180,12 +180,14 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
     if resume_step is not None:
         meta = ckpt.restore_meta(resume_step)
         try:
-            check_config(meta["config"], cfg_dict, ignore=RESUMABLE_FIELDS)
+            # Fields added to the code after the checkpoint was written take their defaults.
+            saved = to_dict(from_dict(meta["config"]))
+            check_config(saved, cfg_dict, ignore=RESUMABLE_FIELDS)
         except ValueError as err:
             ckpt.close()
             raise ConfigMismatch(f"{logdir}: {err}") from None
     (logdir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
-    print(json.dumps(cfg_dict, indent=2))
+    print(json.dumps(cfg_dict, indent=2), file=sys.stderr)
 
     key = jax.random.key(run.seed)
     init_key, policy_key, eval_key, video_key = jax.random.split(key, 4)

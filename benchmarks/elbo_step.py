@@ -36,17 +36,16 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from device import device_info
 
 import rssm
 
@@ -262,27 +261,6 @@ def measure(
         "finite": bool(np.isfinite(loss_first) and np.isfinite(loss_last)),
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": loadavg(),
-    }
-
-
-def device_info() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    dev = jax.devices()[0]
-    return {
-        "backend": jax.default_backend(),
-        "device_kind": dev.device_kind,
-        "device_count": jax.device_count(),
-        "jax": jax.__version__,
-        "jaxlib": version("jaxlib"),
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "xla_flags": os.environ.get("XLA_FLAGS"),
     }
 
 

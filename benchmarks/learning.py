@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+from device import device_info  # benchmarks/ is on sys.path when a script here runs
 
 from experiments import config as config_lib
 from experiments.logging import read_jsonl
@@ -81,12 +82,7 @@ def main() -> None:
         "preset": args.preset,
         "seed": args.seed,
         "overrides": args.set,
-        "device": {
-            "backend": jax.default_backend(),
-            "kind": jax.devices()[0].device_kind,
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "device": device_info(),
         "env_steps": summary["env_steps"],
         "updates": summary["counters"]["updates"],
         "wall_s_this_invocation": round(wall, 1),

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from device import device_info
 
 from agents.planet import PlanetAgent, PlanetConfig
 from agents.world_model import WorldModelConfig
@@ -73,28 +74,6 @@ def stats(seconds: list[float]) -> dict[str, float]:
     s = np.asarray(seconds)
     r = lambda x: round(float(x), 5)
     return {"median": r(np.median(s)), "min": r(s.min()), "max": r(s.max())}
-
-
-def device_info() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    import flax
-
-    dev = jax.devices()[0]
-    return {
-        "backend": jax.default_backend(),
-        "device_kind": dev.device_kind,
-        "device_count": jax.device_count(),
-        "jax": jax.__version__,
-        "jaxlib": version("jaxlib"),
-        "flax": flax.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "xla_flags": os.environ.get("XLA_FLAGS"),
-    }
 
 
 def measure(name: str, cfg: PlanetConfig, envs: int, calls: int, seed: int) -> dict[str, Any]:

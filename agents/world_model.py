@@ -41,6 +41,9 @@ class WorldModelConfig:
     deter: int = 512  # GRU state size
     hidden: int = 64  # RSSM layer width
     blocks: int = 8  # GRU blocks (block-diagonal recurrent weights)
+    img_layers: int = 2  # layers of the prior head p(s_t | h_t)
+    obs_layers: int = 1  # layers of the posterior head q(s_t | h_t, e_t)
+    dyn_layers: int = 1  # block layers before the GRU gates
     units: int = 64  # encoder/decoder/head MLP width
     layers: int = 2  # encoder/decoder MLP layers
     head_layers: int = 1  # reward/continue head layers
@@ -131,6 +134,9 @@ class WorldModel(nn.Module):
             deter=c.deter,
             hidden=c.hidden,
             blocks=c.blocks,
+            img_layers=c.img_layers,
+            obs_layers=c.obs_layers,
+            dyn_layers=c.dyn_layers,
             norm=c.norm,
             act=c.act,
             dtype=dt,

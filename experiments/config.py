@@ -164,6 +164,8 @@ def planet() -> Config:
             deter=200,
             hidden=200,
             blocks=1,
+            img_layers=1,
+            dyn_layers=0,
             units=200,
             layers=2,
             head_layers=2,

@@ -35,7 +35,7 @@ from experiments.logging import write_gif
 
 
 def env_kwargs(cfg: Config) -> dict[str, Any]:
-    """Keyword arguments of ``envs.DMCEnv`` / ``envs.make_envs`` implied by a config."""
+    """Keyword arguments of ``envs.DMCEnv`` / ``vecenv.make_envs`` implied by a config."""
     e = cfg.env
     return dict(
         action_repeat=e.action_repeat or None,

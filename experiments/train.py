@@ -32,6 +32,7 @@ from agents.baselines import RandomAgent
 from agents.dreamer import Dreamer
 from agents.planet import PlanetAgent
 from experiments import envs as envs_lib
+from experiments import vecenv
 from experiments.checkpoint import Checkpointer, check_config
 from experiments.config import RESUMABLE_FIELDS, Config, from_dict, parse_args, to_dict
 from experiments.evaluate import env_kwargs
@@ -192,7 +193,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
     key = jax.random.key(run.seed)
     init_key, policy_key, eval_key, video_key = jax.random.split(key, 4)
     env_kw = env_kwargs(cfg)
-    vec = envs_lib.make_envs(
+    vec = vecenv.make_envs(
         cfg.env.task, cfg.env.obs, cfg.env.envs, run.seed, cfg.env.parallel, **env_kw
     )
     eval_env = None

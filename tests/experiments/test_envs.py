@@ -11,9 +11,9 @@ from experiments.envs import (
     TASKS,
     DMCEnv,
     default_action_repeat,
-    make_envs,
     parse_task,
 )
+from experiments.vecenv import make_envs
 
 
 def _flatten(observation):

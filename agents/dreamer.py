@@ -32,7 +32,7 @@ import optax
 import rssm
 from agents import ac_math
 from agents.baselines import adam_chain, check_mode, random_actions
-from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch
+from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch, zero_carry
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -149,13 +149,7 @@ class Dreamer:
         )
 
     def init_carry(self, num_envs: int) -> dict[str, Any]:
-        """Zeros; the first observation has is_first=True, which resets to the learned h_0."""
-        wm_shapes = jax.eval_shape(lambda: self.init(jax.random.key(0)).params["wm"])
-        shapes = jax.eval_shape(
-            lambda p: self.wm.apply(p, num_envs, method=WorldModel.initial_state), wm_shapes
-        )
-        state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        return {"state": state, "action": jnp.zeros((num_envs, self.action_dim))}
+        return zero_carry(self.wm, num_envs)
 
     def action_prior(self, like: distrax.Distribution):
         if self.cfg.prior == "uniform":

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 import rssm
 from agents.baselines import RandomAgent, check_mode, random_actions
-from agents.world_model import ObsShapes, WorldModel, WorldModelConfig
+from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, zero_carry
 
 Array = jax.Array
 State = dict[str, Array]
@@ -229,13 +229,7 @@ class PlanetAgent(RandomAgent):
         self.cfg, self.wm_cfg = cfg, wm_cfg
 
     def init_carry(self, num_envs: int) -> dict[str, Any]:
-        """Zeros; the first observation has is_first=True, which resets to the learned h_0."""
-        wm_shapes = jax.eval_shape(lambda: self.init(jax.random.key(0)).params)
-        shapes = jax.eval_shape(
-            lambda p: self.wm.apply(p, num_envs, method=WorldModel.initial_state), wm_shapes
-        )
-        state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        return {"state": state, "action": jnp.zeros((num_envs, self.action_dim))}
+        return zero_carry(self.wm, num_envs)
 
     def _policy(self, state, carry, obs, key, mode: str):
         """Posterior step on o_t, then the first action of a CEM plan from it ('eval'), plus

@@ -101,6 +101,19 @@ def dummy_batch(obs_shapes: ObsShapes, action_dim: int, batch: int = 1, length: 
     return data
 
 
+def zero_carry(wm: WorldModel, num_envs: int) -> dict[str, Any]:
+    """The recurrent policy state before the first step: {'state': zeros, 'action': zeros}.
+
+    Zeros are enough: the first observation has is_first=True, which resets the state to the
+    learned h_0. Only the RSSM's initial state is traced (for its shapes), not the whole model.
+    """
+    shapes = jax.eval_shape(
+        lambda: wm.init_with_output(jax.random.key(0), num_envs, method=WorldModel.initial_state)[0]
+    )
+    state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return {"state": state, "action": jnp.zeros((num_envs, wm.action_dim))}
+
+
 class WorldModel(nn.Module):
     """Encoders, RSSM and heads for observations given by ``obs_shapes``.
 

@@ -11,13 +11,11 @@ settings), batched over the J candidates and ``vmap``-ed over the environments. 
 is freshly initialized: planning cost does not depend on what the weights are.
 
 Models (vector observations of 24 floats and 6 actions, as walker-walk):
-  planet   PlaNet's sizes through ``WorldModelConfig`` (those of ``experiments.config.planet()``,
-           with vector instead of pixel observations): Gaussian latent of 30, GRU of 200 in one
-           block, RSSM width 200, layer norm and ELU, 2-layer heads and encoder 200 wide. The
-           world model's RSSM keeps its default layer counts (2 prior layers, 1 block layer
-           before the gates), one more of each than ``rssm.planet``.
-  size1m   ``WorldModelConfig()``: DreamerV3's size1m, 32 x 4 categorical latent, GRU of 512 in
-           8 blocks, width 64.
+  planet   the world model of the ``planet`` preset (``experiments.config.planet().model``):
+           Gaussian latent of 30, GRU of 200 (one prior layer, no block layer, as
+           ``rssm.planet``), layer norm and ELU, with vector instead of pixel observations.
+  size1m   the world model of the ``dmc-proprio`` preset: DreamerV3's size1m, 32 x 4
+           categorical latent, GRU of 512 in 8 blocks, width 64.
 
 Timing: ``lower_s`` is tracing + lowering, ``compile_s`` the XLA compilation (the persistent
 compilation cache is not used, so both are cold); then one untimed warm-up call, then ``calls``
@@ -45,23 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from device import device_info
 
 from agents.planet import PlanetAgent, PlanetConfig
-from agents.world_model import WorldModelConfig
+from experiments import config as config_lib
 
 VECTOR_DIM = 24  # walker-walk proprioceptive observation size
 ACTION_DIM = 6  # walker-walk
+# The world models of the presets themselves, so the figures follow any change to them.
 MODELS = {
-    "planet": WorldModelConfig(
-        latent="gaussian",
-        stoch=30,
-        deter=200,
-        hidden=200,
-        blocks=1,
-        units=200,
-        head_layers=2,
-        norm="layer",
-        act="elu",
-    ),
-    "size1m": WorldModelConfig(),
+    "planet": config_lib.planet().model,
+    "size1m": config_lib.dmc_proprio().model,
 }
 
 

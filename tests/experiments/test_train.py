@@ -82,7 +82,8 @@ def _ckpt_steps(logdir: Path) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
-def _run(logdir: Path, *extra: str, kill_when=None, timeout: float = 240.0):
+def _start(logdir: Path, *args: str) -> subprocess.Popen:
+    """The runner's CLI on the debug preset in a subprocess, output captured."""
     cmd = [
         sys.executable,
         "-m",
@@ -91,17 +92,17 @@ def _run(logdir: Path, *extra: str, kill_when=None, timeout: float = 240.0):
         "debug",
         "--logdir",
         str(logdir),
-        "--steps",
-        "4800",
-        "--run.save_every",
-        "400",
         "--run.eval_every",
         "0",
-        *extra,
+        *args,
     ]
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+
+
+def _run(logdir: Path, *extra: str, kill_when=None, timeout: float = 240.0):
+    proc = _start(logdir, "--steps", "4800", "--run.save_every", "400", *extra)
     deadline = time.time() + timeout
     killed = False
     while proc.poll() is None and time.time() < deadline:
@@ -263,24 +264,7 @@ def test_pixels_run_writes_openloop_video(tmp_path):
 
 
 def test_sigterm_saves_a_final_checkpoint(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.train",
-        "--preset",
-        "debug",
-        "--logdir",
-        str(tmp_path),
-        "--steps",
-        "100000",
-        "--run.save_every",
-        "100000",
-        "--run.eval_every",
-        "0",
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = _start(tmp_path, "--steps", "100000", "--run.save_every", "100000")
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         rows = (

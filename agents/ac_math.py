@@ -21,9 +21,15 @@ The actor and the critic are trained at s_0 .. s_{H-1}: the H states that have a
     normalization    S = max(L, EMA[Per(R, 95)] - EMA[Per(R, 5)])
     actor            l_t = -w_t sg((R_t - v_t) / S) log pi(a_t | s_t)
                            + beta w_t KL(pi(. | s_t) || prior)              ('reinforce')
-                     l_t = -w_t R_t / S + beta w_t KL(pi(. | s_t) || prior) ('dynamics')
+                     l_t = -w_t (R_t - v_t) / S + beta w_t KL(pi(. | s_t) || prior)
+                                                                            ('dynamics')
     critic           l_t = -w_t [log p_psi(sg R_t | s_t) + slowreg log p_psi(sg vslow_t | s_t)]
     slow critic      psi_slow <- (1 - rate) psi_slow + rate psi
+
+Replay-value loss (DreamerV3 2024): the critic is also trained on the replayed posterior states
+x_1 .. x_T of the batch, toward lambda-returns over the real rewards and flags, bootstrapped at
+every step with b_t, the imagined return R_0 of the trajectory started from x_t
+(``replay_returns``), weighted by 1 - is_last_t.
 
 sg is ``jax.lax.stop_gradient``.
 """
@@ -41,8 +47,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rssm.dists import TwoHotSymlogDist
-from rssm.nets import MLP
+from rssm.dists import TwoHotDist, TwoHotSymlogDist
+from rssm.nets import MLP, kernel_init
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -103,9 +109,17 @@ def lambda_returns(
         )
     _check_unit("gamma", gamma)
     _check_unit("lam", lam)
-    # The part of R_t that does not depend on R_{t+1}; the scan adds gamma lam c_{t+1} R_{t+1}.
-    base = rewards + gamma * conts * (1.0 - lam) * values[..., 1:]
-    decay = gamma * lam * conts
+    return _td_lambda(rewards, gamma * conts, lam, values[..., 1:], values[..., -1])
+
+
+def _td_lambda(rewards: Array, live: Array, lam: Array | float, boot: Array, last: Array) -> Array:
+    """R_t = r_{t+1} + live_{t+1} ((1 - lam_{t+1}) b_{t+1} + lam_{t+1} R_{t+1}), R_H = ``last``.
+
+    All of rewards, live, boot (and lam if an array) hold the column for t + 1 at t: ``[..., H]``.
+    """
+    # The part of R_t that does not depend on R_{t+1}; the scan adds live lam R_{t+1}.
+    base = rewards + live * (1.0 - lam) * boot
+    decay = live * lam * jnp.ones_like(rewards)
 
     def step(nxt: Array, inp: tuple[Array, Array]) -> tuple[Array, Array]:
         b, d = inp
@@ -113,8 +127,52 @@ def lambda_returns(
         return ret, ret
 
     time_major = (jnp.moveaxis(base, -1, 0), jnp.moveaxis(decay, -1, 0))
-    _, rets = jax.lax.scan(step, values[..., -1], time_major, reverse=True)
+    _, rets = jax.lax.scan(step, last, time_major, reverse=True)
     return jnp.moveaxis(rets, 0, -1)
+
+
+def replay_returns(
+    rewards: Array,
+    is_last: Array,
+    is_terminal: Array,
+    boot: Array,
+    gamma: float | Array,
+    lam: float | Array,
+) -> Array:
+    """Lambda-returns along a replayed sequence, bootstrapped with imagined returns (DreamerV3).
+
+        R_t = r_{t+1} + gamma (1 - term_{t+1}) ((1 - lam_{t+1}) b_{t+1} + lam_{t+1} R_{t+1}),
+        lam_{t+1} = lam (1 - last_{t+1}),   R_{T-1} = b_{T-1},            t = 0 .. T-2
+
+    A terminal step t+1 keeps its reward r_{t+1} and cuts everything after it; a step t+1 that
+    ends the episode without terminating (``is_last``, a time limit) bootstraps fully with
+    b_{t+1}, so no return reaches across into the next episode. Returns of ``is_last`` steps
+    themselves do cross it: weight them by 1 - is_last.
+
+    Args:
+      rewards: ``[B, T]``, r_t is the reward received on arriving at step t.
+      is_last, is_terminal: ``[B, T]`` flags of each step.
+      boot: ``[B, T]``, b_t, e.g. the imagined lambda-return R_0 from the posterior state x_t.
+      gamma: discount in [0, 1]; lam: lambda in [0, 1].
+
+    Returns:
+      ``[B, T - 1]`` float32, R_0 .. R_{T-2}.
+    """
+    rewards, boot = (jnp.asarray(x, jnp.float32) for x in (rewards, boot))
+    last = jnp.asarray(is_last, jnp.float32)
+    term = jnp.asarray(is_terminal, jnp.float32)
+    if not (rewards.shape == last.shape == term.shape == boot.shape) or rewards.ndim < 1:
+        raise ValueError(
+            f"replay_returns: rewards {rewards.shape}, is_last {last.shape}, is_terminal "
+            f"{term.shape} and boot {boot.shape} must all be [B, T]"
+        )
+    if rewards.shape[-1] < 2:
+        raise ValueError(f"replay_returns: need T >= 2 steps, got shape {rewards.shape}")
+    _check_unit("gamma", gamma)
+    _check_unit("lam", lam)
+    live = gamma * (1.0 - term[..., 1:])
+    lams = lam * (1.0 - last[..., 1:])
+    return _td_lambda(rewards[..., 1:], live, lams, boot[..., 1:], boot[..., -1])
 
 
 def discount_weights(conts: Array, gamma: float | Array = 1.0) -> Array:
@@ -358,17 +416,23 @@ def actor_loss(
     prior: UniformPrior | distrax.Distribution = UNIFORM,
     key: Array | None = None,
     kl_samples: int = 1,
+    entropy_range: tuple[float, float] | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """Actor loss over the H imagined states s_0 .. s_{H-1}, averaged over ``[B, H]``.
 
         'reinforce'  l_t = -w_t sg((R_t - v_t) / S) log pi(a_t | s_t) + beta w_t KL_t
-        'dynamics'   l_t = -w_t R_t / S + beta w_t KL_t       (DreamerV1: backprop through R)
+        'dynamics'   l_t = -w_t (R_t - v_t) / S + beta w_t KL_t   (backprop through R and v)
 
     with KL_t = KL(pi(. | s_t) || prior) (``policy_prior_kl``); w and S are stop-gradient.
     For 'reinforce' the states, actions, returns and values carry no gradient. For 'dynamics'
-    the caller passes R_t with its gradient through the imagined rewards, continues and values
-    into the world model and the actor's reparameterized actions; only the actor's parameters
+    the caller passes R_t and v_t with their gradients through the imagined rewards, continues
+    and values into the actor's reparameterized actions (the DreamerV3 2023 code's estimator
+    for continuous actions, which differentiates v_t as well); only the actor's parameters
     should be updated from it.
+
+    With the uniform prior, beta KL_t = beta (log|box| - H(pi)): the entropy bonus of DreamerV3
+    plus a constant. Its value is not a KL of two distributions on the same support (see
+    ``UniformPrior``), so it is logged as the entropy, not as a KL.
 
     Args:
       policy: pi(. | s_t) at s_0 .. s_{H-1}, batch shape ``[B, H]``.
@@ -381,10 +445,13 @@ def actor_loss(
       beta: weight of the KL to the action prior (DreamerV3: 3e-4).
       prior: the action prior, ``UNIFORM`` by default.
       key, kl_samples: for a Monte Carlo KL (a prior without a closed form).
+      entropy_range: (H_min, H_max) of the policy family, for the normalized entropy.
 
     Returns:
       (loss ``[]``, metrics): actor_loss, advantage (mean of (R - v) / S), advantage_std,
-      prior_kl, policy_entropy, return_scale.
+      return_scale, policy_entropy, policy_randomness = (H - H_min) / (H_max - H_min) if
+      ``entropy_range`` is given (DreamerV3's normalized entropy), and prior_kl for a proper
+      prior distribution (never for the uniform prior, whose "KL" can be negative).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(
@@ -410,30 +477,35 @@ def actor_loss(
         logp = policy.log_prob(sg(actions))
         objective = sg(adv) * logp
     else:
-        objective = returns / scale
+        objective = adv
     kl = policy_prior_kl(policy, prior, key=key, num_samples=kl_samples)
     loss = (weights * (-objective + beta * kl)).mean()
     metrics = {
         "actor_loss": loss,
         "advantage": sg(adv).mean(),
         "advantage_std": sg(adv).std(),
-        "prior_kl": sg(kl).mean(),
         "return_scale": scale,
     }
-    # A transformed policy may have no closed-form entropy; the KL is logged regardless.
+    if not isinstance(prior, UniformPrior):
+        metrics["prior_kl"] = sg(kl).mean()
+    # A transformed policy may have no closed-form entropy.
     with contextlib.suppress(NotImplementedError):
-        metrics["policy_entropy"] = sg(policy.entropy()).mean()
+        ent = sg(policy.entropy())
+        metrics["policy_entropy"] = ent.mean()
+        if entropy_range is not None:
+            lo, hi = entropy_range
+            metrics["policy_randomness"] = ((ent - lo) / (hi - lo)).mean()
     return loss, metrics
 
 
 def critic_loss(
-    value_dist: TwoHotSymlogDist,
+    value_dist: TwoHotDist | TwoHotSymlogDist,
     returns: Array,
     slow_value_mean: Array,
     weights: Array,
     slowreg: float | Array = 1.0,
 ) -> tuple[Array, dict[str, Array]]:
-    """Two-hot symlog critic loss over s_0 .. s_{H-1}, averaged over ``[B, H]``.
+    """Two-hot critic loss over s_0 .. s_{H-1}, averaged over ``[B, H]``.
 
         l_t = -w_t [log p_psi(sg(R_t) | s_t) + slowreg log p_psi(sg(vslow_t) | s_t)]
 
@@ -450,9 +522,10 @@ def critic_loss(
     Returns:
       (loss ``[]``, metrics): critic_loss, value_mean, return_mean, value_error (mean |E v - R|).
     """
-    if not isinstance(value_dist, TwoHotSymlogDist):
+    if not isinstance(value_dist, TwoHotDist | TwoHotSymlogDist):
         raise TypeError(
-            f"critic_loss: value_dist must be a TwoHotSymlogDist, got {type(value_dist).__name__}"
+            "critic_loss: value_dist must be a TwoHotDist or TwoHotSymlogDist, got "
+            f"{type(value_dist).__name__}"
         )
     shape = tuple(value_dist.logits.shape[:-1])
     for name, x in (
@@ -565,15 +638,32 @@ class ActorHead(nn.Module):
     maxstd: float = 1.0  # continuous: upper bound of the standard deviation
     unimix: float = 0.01  # discrete: weight of the uniform mixture
     dtype: Any = jnp.float32  # compute dtype; the distribution is float32
+    outscale: float = 1.0  # scale of the output layer's initial weights (DreamerV3 2024: 0.01)
+    bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)
+    winit: str = "fan_in"  # weight init: truncated normal over fan_in (2024) or fan_avg (2023)
 
     @nn.compact
     def __call__(self, feat: Array) -> distrax.Distribution:
         if self.action_dim < 1:
             raise ValueError(f"ActorHead: action_dim must be >= 1, got {self.action_dim}")
-        x = MLP(self.layers, self.units, self.norm, self.act, dtype=self.dtype)(feat)
+        x = MLP(
+            self.layers, self.units, self.norm, self.act, False, self.dtype, self.bias, self.winit
+        )(feat)
+        init = kernel_init(self.winit, self.outscale)
         if self.discrete:
-            logits = nn.Dense(self.action_dim, dtype=self.dtype)(x)
+            logits = nn.Dense(self.action_dim, dtype=self.dtype, kernel_init=init)(x)
             return unimix_categorical(logits.astype(jnp.float32), self.unimix)
-        out = nn.Dense(2 * self.action_dim, dtype=self.dtype)(x).astype(jnp.float32)
-        mean_raw, std_raw = jnp.split(out, 2, axis=-1)
-        return bounded_normal(mean_raw, std_raw, self.minstd, self.maxstd)
+        # Mean and std from two output layers, as DreamerV3 (one layer of 2A is the same map).
+        mean_raw = nn.Dense(self.action_dim, dtype=self.dtype, kernel_init=init)(x)
+        std_raw = nn.Dense(self.action_dim, dtype=self.dtype, kernel_init=init)(x)
+        return bounded_normal(
+            mean_raw.astype(jnp.float32), std_raw.astype(jnp.float32), self.minstd, self.maxstd
+        )
+
+    def entropy_range(self) -> tuple[float, float]:
+        """(H_min, H_max) of the policy family: A entropies of N(0, minstd) .. N(0, maxstd), or
+        0 .. log K for the categorical."""
+        if self.discrete:
+            return 0.0, math.log(self.action_dim)
+        per_dim = lambda std: 0.5 * math.log(2 * math.pi * math.e * std**2)
+        return self.action_dim * per_dim(self.minstd), self.action_dim * per_dim(self.maxstd)

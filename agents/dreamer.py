@@ -1,21 +1,26 @@
 """Dreamer: an actor-critic trained purely in imagined latent rollouts of the world model.
 
-One ``train(state, batch)`` update, all inside one jit:
+One ``train(state, batch)`` update, all inside one jit (DreamerV3, 2024 release by default):
 
-1. World model: one Adam step on the negative sequential ELBO of the replayed [B, T] batch.
+1. World model: the negative sequential ELBO of the replayed [B, T] batch, each sequence started
+   from the state stored in replay for the step before it (replay context).
 2. Imagination: from every posterior state of the batch (B * T starts, gradients stopped), roll
-   the prior forward H steps with actions from the actor: s_0 .. s_H, a_0 .. a_H.
+   the prior forward H steps with actions from the actor: s_0 .. s_H, a_0 .. a_H. The RSSM
+   bounds the actions to the box, as the environment does.
 3. Critic targets: lambda-returns R_t from the imagined rewards r_1..r_H, continues c_1..c_H and
-   critic values v_0..v_H; trajectory weights w_t = prod_{i<=t} c_i.
+   critic values v_0..v_H; trajectory weights w_t = prod_{i<=t} c_i. With ``contdisc`` the
+   discount lives in the continue head (its target is (1 - terminal)(1 - 1/horizon)).
 4. Actor: REINFORCE with advantages (R_t - v_t) / S normalized by the 5th-95th percentile range S
-   of returns (EMA), or backpropagation through the dynamics (DreamerV1); the entropy bonus is
+   of returns (EMA), or backpropagation through the dynamics ('dynamics'); the entropy bonus is
    -beta * KL(pi(.|s_t) || prior), with a uniform prior by default (maximum-entropy RL).
-5. Critic: two-hot symlog regression on R_t, regularized toward a slow EMA copy of itself.
+5. Critic: two-hot regression on R_t, regularized toward a slow EMA copy of itself.
+6. Replay value (``repval``): the critic also regresses, on the replayed posterior states,
+   lambda-returns over the real rewards and terminals bootstrapped with the imagined returns.
 
-Optimizers follow the DreamerV3 paper (2023): Adam with lr 1e-4 (world model, clip 1000) and
-3e-5 (actor and critic, eps 1e-5, clip 100). The 2024 release replaced these with one LaProp
-chain with adaptive gradient clipping; the paper's setting is the documented, reproducible one
-and keeps the three learning rates visible and separately tunable.
+``update='joint'`` (2024) takes one gradient of the sum of all losses at the current parameters
+(the world model also receives the replay-value loss's gradient when ``repval_grad``);
+``update='sequential'`` (the 2023 code) first updates the world model, then imagines with the
+updated one for the actor and critic.
 """
 
 from __future__ import annotations
@@ -30,22 +35,36 @@ import jax.numpy as jnp
 import optax
 
 import rssm
-from agents import ac_math
-from agents.baselines import adam_chain, check_mode, random_actions
+from agents import ac_math, optim
+from agents.baselines import (
+    check_mode,
+    context_out,
+    initial_train_carry,
+    last_state,
+    random_actions,
+    start_state,
+)
 from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch, zero_carry
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
+UPDATES = ("joint", "sequential")
+CONTS = ("prob", "mode")
+FIRST_CONTS = ("model", "data")
+
 
 @dataclasses.dataclass(frozen=True)
 class DreamerConfig:
-    """Actor-critic hyperparameters (DreamerV3 paper values unless noted)."""
+    """Actor-critic hyperparameters; defaults are DreamerV3's 2024 release at size1m."""
 
     horizon: int = 15  # imagination steps H
-    gamma: float = 0.997  # discount, an effective horizon of 333 steps
+    discount_horizon: int = 333  # the discount is gamma = 1 - 1 / discount_horizon
     lam: float = 0.95  # lambda of the lambda-returns
-    estimator: str = "reinforce"  # actor gradient: 'reinforce' or 'dynamics' (DreamerV1)
+    contdisc: bool = True  # discount inside the continue head (2024); False: explicit gamma
+    imag_cont: str = "prob"  # imagined c_t: the head's probability (2024) or its mode (2023)
+    first_cont: str = "model"  # c_0: the continue head at the start state (2024) or the data
+    estimator: str = "reinforce"  # actor gradient: 'reinforce' or 'dynamics' (2023 continuous)
     actent: float = 3e-4  # beta, weight of KL(pi || prior)
     prior: str = "uniform"  # action prior: 'uniform' (max-entropy RL) or 'normal'
     prior_mean: float = 0.0  # 'normal' prior: mean of every action dimension
@@ -54,27 +73,48 @@ class DreamerConfig:
     slowreg: float = 1.0  # weight of the slow-critic regularizer
     retnorm_decay: float = 0.99  # EMA decay of the return percentiles
     retnorm_limit: float = 1.0  # lower bound of the return scale S
-    layers: int = 2  # actor and critic MLP layers
+    layers: int = 3  # actor and critic MLP layers
     units: int = 64  # actor and critic MLP width
     minstd: float = 0.1  # actor: lower bound of the action standard deviation
     maxstd: float = 1.0  # actor: upper bound of the action standard deviation
+    outscale: float = 0.01  # actor: scale of the output layer's initial weights
+    value_dist: str = "symexp_twohot"  # critic: 'symexp_twohot' (2024) or 'symlog_twohot'
     value_bins: int = 255  # bins of the two-hot critic
-    actor_lr: float = 3e-5  # actor Adam learning rate
-    critic_lr: float = 3e-5  # critic Adam learning rate
-    ac_eps: float = 1e-5  # actor/critic Adam epsilon
-    ac_clip: float = 100.0  # actor/critic global gradient-norm clip
+    repval: bool = True  # also train the critic on replayed states (2024)
+    repval_scale: float = 0.3  # weight of the replay-value loss
+    repval_grad: bool = True  # the replay-value loss also trains the world model's states
+    update: str = "joint"  # 'joint' (2024: one gradient) or 'sequential' (2023: WM first)
+    eval_sample: bool = True  # the 'eval' policy samples (both references do); False: mode
+
+    @property
+    def gamma(self) -> float:
+        return 1.0 - 1.0 / self.discount_horizon
 
     def validate(self) -> None:
-        if self.estimator not in ac_math.ESTIMATORS:
-            raise ValueError(
-                f"dreamer.estimator={self.estimator!r}; expected one of {ac_math.ESTIMATORS}"
-            )
-        if self.prior not in ("uniform", "normal"):
-            raise ValueError(f"dreamer.prior={self.prior!r}; expected 'uniform' or 'normal'")
+        choices = {
+            "estimator": ac_math.ESTIMATORS,
+            "prior": ("uniform", "normal"),
+            "imag_cont": CONTS,
+            "first_cont": FIRST_CONTS,
+            "value_dist": ("symexp_twohot", "symlog_twohot"),
+            "update": UPDATES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"dreamer.{name}={getattr(self, name)!r}; expected one of {allowed}"
+                )
         if self.prior == "normal" and self.prior_std <= 0:
             raise ValueError(f"dreamer.prior_std={self.prior_std}; must be positive")
         if self.horizon < 1:
             raise ValueError(f"dreamer.horizon={self.horizon}; must be >= 1")
+        if self.discount_horizon < 1:
+            raise ValueError(f"dreamer.discount_horizon={self.discount_horizon}; must be >= 1")
+        if self.repval and self.update != "joint":
+            raise ValueError(
+                "dreamer.repval needs dreamer.update='joint' (its gradient reaches the world "
+                "model and critic together); set dreamer.repval=false for 'sequential'"
+            )
 
 
 @flax.struct.dataclass
@@ -85,46 +125,51 @@ class DreamerState:
     retnorm: ac_math.ReturnNorm  # EMA of the return percentiles
     key: Array  # RNG key, split once per update
     updates: Array  # number of updates done, int32 scalar
+    train_carry: Any = None  # last posterior of the previous batch (model.carry_state)
 
 
 class Dreamer:
     """The Dreamer agent: ``init``, ``init_carry``, ``policy``, ``train``, ``openloop``."""
 
     def __init__(
-        self, wm_cfg: WorldModelConfig, cfg: DreamerConfig, obs_shapes: ObsShapes, action_dim: int
+        self,
+        wm_cfg: WorldModelConfig,
+        cfg: DreamerConfig,
+        obs_shapes: ObsShapes,
+        action_dim: int,
+        opt: optim.OptimConfig | None = None,
+        batch_size: int = 16,
     ):
         cfg.validate()
-        self.cfg, self.wm_cfg = cfg, wm_cfg
+        wm_cfg.validate()
+        opt = opt or optim.OptimConfig()
+        self.cfg, self.wm_cfg, self.opt_cfg = cfg, wm_cfg, opt
         self.action_dim = action_dim
         self.obs_shapes = obs_shapes
-        self.wm = WorldModel(wm_cfg, obs_shapes, action_dim)
-        dt = wm_cfg.compute_dtype
+        self.batch_size = batch_size
+        cont_target = cfg.gamma if cfg.contdisc else 1.0
+        self.wm = WorldModel(wm_cfg, obs_shapes, action_dim, cont_target)
+        common = dict(
+            norm=wm_cfg.norm,
+            act=wm_cfg.act,
+            dtype=wm_cfg.compute_dtype,
+            bias=wm_cfg.bias,
+            winit=wm_cfg.winit,
+        )
         self.actor = ac_math.ActorHead(
             action_dim,
             layers=cfg.layers,
             units=cfg.units,
-            norm=wm_cfg.norm,
-            act=wm_cfg.act,
             minstd=cfg.minstd,
             maxstd=cfg.maxstd,
-            dtype=dt,
+            outscale=cfg.outscale,
+            **common,
         )
         self.critic = rssm.Head(
-            (),
-            "symlog_twohot",
-            cfg.layers,
-            cfg.units,
-            wm_cfg.norm,
-            wm_cfg.act,
-            bins=cfg.value_bins,
-            dtype=dt,
+            (), cfg.value_dist, cfg.layers, cfg.units, bins=cfg.value_bins, outscale=0.0, **common
         )
-        self.opt = {
-            "wm": adam_chain(wm_cfg.lr, wm_cfg.eps, wm_cfg.clip),
-            "actor": adam_chain(cfg.actor_lr, cfg.ac_eps, cfg.ac_clip),
-            "critic": adam_chain(cfg.critic_lr, cfg.ac_eps, cfg.ac_clip),
-        }
-        self.feat_size = wm_cfg.deter + wm_cfg.make_latent().flat_size
+        self.opt = {k: optim.make(opt, k) for k in optim.MODULES}
+        self.feat_size = wm_cfg.feat_size
         self.train = jax.jit(self._train, donate_argnums=0)
         self.policy = jax.jit(self._policy, static_argnums=4)
         self.openloop = jax.jit(self._openloop)
@@ -132,7 +177,8 @@ class Dreamer:
     # --- construction -------------------------------------------------------------------------
 
     def dummy_batch(self, batch: int = 1, length: int = 2) -> dict[str, Array]:
-        return dummy_batch(self.obs_shapes, self.action_dim, batch, length)
+        context = zero_carry(self.wm, 1)["state"] if self.wm_cfg.replay_context else None
+        return dummy_batch(self.obs_shapes, self.action_dim, batch, length, context)
 
     def init(self, key: Array) -> DreamerState:
         k_wm, k_wm2, k_actor, k_critic, k_state = jax.random.split(key, 5)
@@ -145,7 +191,13 @@ class Dreamer:
         opt_state = {k: self.opt[k].init(v) for k, v in params.items()}
         slow = jax.tree.map(jnp.copy, params["critic"])  # own buffers: the state is donated
         return DreamerState(
-            params, opt_state, slow, ac_math.returnnorm_init(), k_state, jnp.zeros((), jnp.int32)
+            params,
+            opt_state,
+            slow,
+            ac_math.returnnorm_init(),
+            k_state,
+            jnp.zeros((), jnp.int32),
+            initial_train_carry(self.wm, params["wm"], self.batch_size),
         )
 
     def init_carry(self, num_envs: int) -> dict[str, Any]:
@@ -164,7 +216,8 @@ class Dreamer:
 
     def _policy(self, state: DreamerState, carry, obs, key, mode: str):
         """Posterior step on o_t from the carried (h, s, a_{t-1}), then a_t ~ pi(. | h_t, s_t)
-        ('explore'), its mode ('eval'), or uniform in [-1, 1] ('random', prefill)."""
+        ('explore'; 'eval' too with ``eval_sample``, else its mode), or uniform in [-1, 1]
+        ('random', prefill). Actions are clipped to the box the environment accepts."""
         check_mode(mode)
         k1, k2 = jax.random.split(key)
         post = self.wm.apply(
@@ -174,8 +227,8 @@ class Dreamer:
             action = random_actions(k2, post["deter"].shape[0], self.action_dim)
         else:
             dist = self.actor.apply(state.params["actor"], rssm.features(post))
-            explore = mode == "explore"
-            action = ac_math.sample_action(dist, k2) if explore else ac_math.mode_action(dist)
+            sample = mode == "explore" or self.cfg.eval_sample
+            action = ac_math.sample_action(dist, k2) if sample else ac_math.mode_action(dist)
         action = jnp.clip(action, -1.0, 1.0)
         return action, {"state": post, "action": action}
 
@@ -185,8 +238,9 @@ class Dreamer:
         """Imagined states ``[N, H + 1]`` from ``start [N]`` and the actions ``[N, H + 1, A]``.
 
         actions[:, t] ~ pi(. | states[:, t]) (the mode if not ``sample``); states[:, t + 1] is the
-        prior step from (states[:, t], actions[:, t]). The actor sees stopped features, so only
-        the dynamics estimator's reparameterized actions carry gradients into the actor.
+        prior step from (states[:, t], actions[:, t]), which bounds the action to the box. The
+        actor sees stopped features, so only the dynamics estimator's reparameterized actions
+        carry gradients into the actor.
         """
         dynamics = self.cfg.estimator == "dynamics"
 
@@ -199,109 +253,162 @@ class Dreamer:
             wm_params, policy, start, self.cfg.horizon, key, method=WorldModel.imagine
         )
 
-    def _train(self, state: DreamerState, batch: dict) -> tuple[DreamerState, dict]:
+    def _imagination_losses(self, wm_p, params, state: DreamerState, post, batch, key):
+        """Actor and critic losses over trajectories imagined from every posterior state.
+
+        ``wm_p`` carries no gradient. Returns (actor loss, critic loss, (metrics, retnorm,
+        returns R_0 of each start ``[B * T]``)).
+        """
         cfg = self.cfg
-        key, k_wm, k_img, k_kl = jax.random.split(state.key, 4)
-        params, opt_state = state.params, state.opt_state
-
-        # 1. World model. The posterior states of this batch seed the imagination.
-        def wm_loss(p):
-            loss, (metrics, post) = self.wm.apply(p, batch, k_wm, method=WorldModel.loss)
-            return loss, (metrics, post)
-
-        (wm_loss_value, (wm_metrics, post)), wm_grads = jax.value_and_grad(wm_loss, has_aux=True)(
-            params["wm"]
-        )
-        wm_updates, wm_opt = self.opt["wm"].update(wm_grads, opt_state["wm"], params["wm"])
-        new_wm = optax.apply_updates(params["wm"], wm_updates)
-        metrics = {f"wm/{k}": v for k, v in wm_metrics.items()}
-        metrics.update({"wm/loss": wm_loss_value, "wm/grad_norm": optax.tree.norm(wm_grads)})
-
-        # 2.-4. Actor objective over imagined trajectories.
-        wm_p = sg(params["wm"])
+        k_img, k_kl = jax.random.split(key)
         start = jax.tree.map(lambda x: sg(x.reshape(-1, *x.shape[2:])), post)
-        start_cont = 1.0 - batch["is_terminal"].reshape(-1).astype(jnp.float32)
         dynamics = cfg.estimator == "dynamics"
-
-        def actor_objective(actor_p):
-            traj, actions = self.imagine(wm_p, actor_p, start, k_img)
-            feat = rssm.features(traj)  # [N, H + 1, F]
-            if not dynamics:
-                feat = sg(feat)
-            rew_dist, con_dist = self.wm.apply(wm_p, feat, method=WorldModel.heads)
-            cont = jnp.concatenate([start_cont[:, None], con_dist.mean()[:, 1:]], 1)
-            values = self.critic.apply(sg(params["critic"]), feat).mean()  # v_0 .. v_H
-            rets = ac_math.lambda_returns(
-                rew_dist.mean()[:, 1:], cont[:, 1:], values, cfg.gamma, cfg.lam
-            )
-            weights = ac_math.discount_weights(cont)
-            retnorm = ac_math.returnnorm_update(state.retnorm, sg(rets), cfg.retnorm_decay)
-            scale = ac_math.returnnorm_scale(retnorm, cfg.retnorm_limit)
-            pi = self.actor.apply(actor_p, sg(feat[:, :-1]))
-            loss, met = ac_math.actor_loss(
-                pi,
-                actions[:, :-1],
-                rets,
-                values[:, :-1],
-                weights[:, :-1],
-                scale,
-                estimator=cfg.estimator,
-                beta=cfg.actent,
-                prior=self.action_prior(pi),
-                key=k_kl,
-            )
-            met.update(
-                imag_reward=rew_dist.mean()[:, 1:].mean(),
-                imag_cont=cont[:, 1:].mean(),
-                imag_return=rets.mean(),
-            )
-            aux = (met, retnorm, sg(feat[:, :-1]), sg(rets), weights[:, :-1])
-            return loss, aux
-
-        (_, (ac_metrics, retnorm, feat, rets, weights)), actor_grads = jax.value_and_grad(
-            actor_objective, has_aux=True
-        )(params["actor"])
-        actor_updates, actor_opt = self.opt["actor"].update(
-            actor_grads, opt_state["actor"], params["actor"]
+        traj, actions = self.imagine(wm_p, params["actor"], start, k_img)
+        feat = rssm.features(traj)  # [N, H + 1, F]
+        if not dynamics:
+            feat = sg(feat)
+        rew_dist, con_dist = self.wm.apply(wm_p, feat, method=WorldModel.heads)
+        cont = con_dist.mean() if cfg.imag_cont == "prob" else (con_dist.mean() > 0.5)
+        cont = cont.astype(jnp.float32)
+        if cfg.first_cont == "data":
+            first = 1.0 - batch["is_terminal"].reshape(-1).astype(jnp.float32)
+            cont = jnp.concatenate([first[:, None], cont[:, 1:]], 1)
+        # With contdisc the continue head already carries the discount.
+        gamma = 1.0 if cfg.contdisc else cfg.gamma
+        values = self.critic.apply(sg(params["critic"]), feat).mean()  # v_0 .. v_H
+        rewards = rew_dist.mean()[:, 1:]
+        rets = ac_math.lambda_returns(rewards, cont[:, 1:], values, gamma, cfg.lam)
+        weights = ac_math.discount_weights(cont, gamma)
+        retnorm = ac_math.returnnorm_update(state.retnorm, sg(rets), cfg.retnorm_decay)
+        scale = ac_math.returnnorm_scale(retnorm, cfg.retnorm_limit)
+        pi = self.actor.apply(params["actor"], sg(feat[:, :-1]))
+        actor_loss, metrics = ac_math.actor_loss(
+            pi,
+            actions[:, :-1],
+            rets,
+            values[:, :-1],
+            weights[:, :-1],
+            scale,
+            estimator=cfg.estimator,
+            beta=cfg.actent,
+            prior=self.action_prior(pi),
+            key=k_kl,
+            entropy_range=self.actor.entropy_range(),
         )
-
-        # 5. Critic on the same trajectories, toward the lambda-returns and the slow critic.
-        slow_mean = self.critic.apply(state.slow_critic, feat).mean()
-
-        def critic_objective(critic_p):
-            return ac_math.critic_loss(
-                self.critic.apply(critic_p, feat), rets, slow_mean, weights, cfg.slowreg
-            )
-
-        (_, critic_metrics), critic_grads = jax.value_and_grad(critic_objective, has_aux=True)(
-            params["critic"]
-        )
-        critic_updates, critic_opt = self.opt["critic"].update(
-            critic_grads, opt_state["critic"], params["critic"]
-        )
-        new_critic = optax.apply_updates(params["critic"], critic_updates)
-
-        metrics.update({f"actor/{k}": v for k, v in ac_metrics.items()})
-        metrics.update({f"critic/{k}": v for k, v in critic_metrics.items()})
+        metrics = {f"actor/{k}": v for k, v in metrics.items()}
         metrics.update(
             {
-                "actor/grad_norm": optax.tree.norm(actor_grads),
-                "critic/grad_norm": optax.tree.norm(critic_grads),
+                "actor/imag_reward": rewards.mean(),
+                "actor/imag_cont": cont[:, 1:].mean(),
+                "actor/imag_return": rets.mean(),
+                "actor/imag_weight": weights.mean(),
             }
         )
+        feat_c = sg(feat[:, :-1])
+        slow_mean = self.critic.apply(state.slow_critic, feat_c).mean()
+        critic_loss, critic_metrics = ac_math.critic_loss(
+            self.critic.apply(params["critic"], feat_c),
+            sg(rets),
+            slow_mean,
+            weights[:, :-1],
+            cfg.slowreg,
+        )
+        metrics.update({f"critic/{k}": v for k, v in critic_metrics.items()})
+        return actor_loss, critic_loss, (metrics, retnorm, sg(rets[:, 0]))
+
+    def _repval_loss(self, critic_p, state: DreamerState, post, batch, boot):
+        """The replay-value loss over the batch's posterior states ``[B, T]``: two-hot
+        regression on ``ac_math.replay_returns`` (bootstrapped with the imagined returns
+        ``boot [B, T]``), weighted by 1 - is_last, plus the slow-critic regularizer."""
+        cfg = self.cfg
+        feat = rssm.features(post)
+        if not cfg.repval_grad:
+            feat = sg(feat)
+        rets = ac_math.replay_returns(
+            batch["reward"], batch["is_last"], batch["is_terminal"], boot, cfg.gamma, cfg.lam
+        )
+        feat = feat[:, :-1]
+        weights = 1.0 - batch["is_last"][:, :-1].astype(jnp.float32)
+        slow_mean = self.critic.apply(state.slow_critic, sg(feat)).mean()
+        loss, metrics = ac_math.critic_loss(
+            self.critic.apply(critic_p, feat), sg(rets), slow_mean, weights, cfg.slowreg
+        )
+        return loss, {f"repval/{k}": v for k, v in metrics.items()}
+
+    def _train(self, state: DreamerState, batch: dict):
+        cfg = self.cfg
+        key, k_wm, k_ac = jax.random.split(state.key, 3)
+        params = state.params
+        start = start_state(self.wm_cfg, batch, state.train_carry)
+        b, t = batch["is_first"].shape
+
+        def wm_loss(wm_p):
+            return self.wm.apply(wm_p, batch, k_wm, start, method=WorldModel.loss)
+
+        if cfg.update == "joint":
+
+            def total_loss(p):
+                loss_wm, (wm_metrics, post) = wm_loss(p["wm"])
+                actor_l, critic_l, (metrics, retnorm, boot) = self._imagination_losses(
+                    sg(p["wm"]), p, state, post, batch, k_ac
+                )
+                total = loss_wm + actor_l + critic_l
+                metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
+                metrics.update({"wm/loss": loss_wm})
+                if cfg.repval:
+                    rep_l, rep_metrics = self._repval_loss(
+                        p["critic"], state, post, batch, boot.reshape(b, t)
+                    )
+                    total = total + cfg.repval_scale * rep_l
+                    metrics.update(rep_metrics)
+                return total, (metrics, retnorm, post)
+
+            (_, (metrics, retnorm, post)), grads = jax.value_and_grad(total_loss, has_aux=True)(
+                params
+            )
+            new_params, opt_state = {}, {}
+            for name in optim.MODULES:
+                updates, opt_state[name] = self.opt[name].update(
+                    grads[name], state.opt_state[name], params[name]
+                )
+                new_params[name] = optax.apply_updates(params[name], updates)
+        else:  # 'sequential': the world model first, then imagination with the updated one.
+            (loss_wm, (wm_metrics, post)), g_wm = jax.value_and_grad(wm_loss, has_aux=True)(
+                params["wm"]
+            )
+            updates, wm_opt = self.opt["wm"].update(g_wm, state.opt_state["wm"], params["wm"])
+            new_wm = optax.apply_updates(params["wm"], updates)
+
+            def ac_loss(p):
+                actor_l, critic_l, aux = self._imagination_losses(
+                    sg(new_wm), p, state, sg(post), batch, k_ac
+                )
+                return actor_l + critic_l, aux
+
+            ac_params = {k: params[k] for k in ("actor", "critic")}
+            (_, (metrics, retnorm, _)), g_ac = jax.value_and_grad(ac_loss, has_aux=True)(ac_params)
+            metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
+            metrics.update({"wm/loss": loss_wm})
+            grads = {"wm": g_wm, **g_ac}
+            new_params, opt_state = {"wm": new_wm}, {"wm": wm_opt}
+            for name in ("actor", "critic"):
+                updates, opt_state[name] = self.opt[name].update(
+                    g_ac[name], state.opt_state[name], params[name]
+                )
+                new_params[name] = optax.apply_updates(params[name], updates)
+
+        for name in optim.MODULES:
+            metrics[f"{name}/grad_norm"] = optax.tree.norm(grads[name])
         new_state = state.replace(
-            params={
-                "wm": new_wm,
-                "actor": optax.apply_updates(params["actor"], actor_updates),
-                "critic": new_critic,
-            },
-            opt_state={"wm": wm_opt, "actor": actor_opt, "critic": critic_opt},
-            slow_critic=ac_math.ema_update(state.slow_critic, new_critic, cfg.slow_rate),
+            params=new_params,
+            opt_state=opt_state,
+            slow_critic=ac_math.ema_update(state.slow_critic, new_params["critic"], cfg.slow_rate),
             retnorm=retnorm,
             key=key,
             updates=state.updates + 1,
+            train_carry=last_state(post) if self.wm_cfg.carry_state else None,
         )
-        return new_state, metrics
+        return new_state, metrics, context_out(self.wm_cfg, post)
 
     def _openloop(self, state: DreamerState, batch, key):
         return self.wm.apply(state.params["wm"], batch, key, method=WorldModel.openloop)

@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 
 import rssm
+from agents import optim
 from agents.baselines import RandomAgent, check_mode, random_actions
-from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, zero_carry
+from agents.world_model import ObsShapes, WorldModel, WorldModelConfig
 
 Array = jax.Array
 State = dict[str, Array]
@@ -222,14 +223,17 @@ class PlanetAgent(RandomAgent):
     """
 
     def __init__(
-        self, wm_cfg: WorldModelConfig, cfg: PlanetConfig, obs_shapes: ObsShapes, action_dim: int
+        self,
+        wm_cfg: WorldModelConfig,
+        cfg: PlanetConfig,
+        obs_shapes: ObsShapes,
+        action_dim: int,
+        opt: optim.OptimConfig | None = None,
+        batch_size: int = 16,
     ):
         cfg.validate()
-        super().__init__(wm_cfg, obs_shapes, action_dim)
+        super().__init__(wm_cfg, obs_shapes, action_dim, opt, batch_size)
         self.cfg, self.wm_cfg = cfg, wm_cfg
-
-    def init_carry(self, num_envs: int) -> dict[str, Any]:
-        return zero_carry(self.wm, num_envs)
 
     def _policy(self, state, carry, obs, key, mode: str):
         """Posterior step on o_t, then the first action of a CEM plan from it ('eval'), plus

@@ -3,12 +3,17 @@
 loss = -ELBO of ``rssm.sequential_elbo`` over a replayed batch, with the likelihood terms
 
     log p(o_t | h_t, s_t)   one decoder per observation key ('vector', 'image')
-    log p(r_t | h_t, s_t)   two-hot symlog reward head
-    log p(c_t | h_t, s_t)   Bernoulli continue head, c_t = 1 - is_terminal_t
+    log p(r_t | h_t, s_t)   two-hot reward head
+    log p(c_t | h_t, s_t)   Bernoulli continue head, c_t = (1 - is_terminal_t) * ``cont_target``
 
 A batch is a dict of ``[B, T, ...]`` arrays: the observation keys, ``action`` (a_{t-1}, the action
 that led to o_t; zeros where ``is_first``), ``reward`` (r_t, received on arriving at o_t),
-``is_first`` and ``is_terminal``. Images arrive as uint8 and are scaled to [-0.5, 0.5] here.
+``is_first``, ``is_last`` and ``is_terminal``. Images arrive as uint8; encoders see
+image / 255 - 0.5 and decoders predict image / 255.
+
+Each sequence starts from ``state`` (``{'deter': [B, H], 'stoch': [B, S]}``) when one is given:
+DreamerV3's replay context, the RSSM state stored in replay for the step before the sequence.
+Without one, or where a sequence's first step is ``is_first``, it starts from h_0.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from rssm import RSSM
 Array = jax.Array
 Batch = dict[str, Array]
 ObsShapes = tuple[tuple[str, tuple[int, ...]], ...]
+CONTEXT_KEYS = ("deter", "stoch")
 
 
 @dataclasses.dataclass(frozen=True)
 class WorldModelConfig:
-    """World-model hyperparameters; defaults are DreamerV3's size1m (2024 release sizes)."""
+    """World-model hyperparameters; defaults are DreamerV3's 2024 release at size1m."""
 
     latent: str = "categorical"  # 'categorical' (DreamerV2/V3) or 'gaussian' (PlaNet/V1)
     groups: int = 32  # categorical: number of categorical variables
@@ -40,27 +46,36 @@ class WorldModelConfig:
     min_std: float = 0.1  # gaussian: lower bound on the standard deviation
     deter: int = 512  # GRU state size
     hidden: int = 64  # RSSM layer width
-    blocks: int = 8  # GRU blocks (block-diagonal recurrent weights)
+    core: str = "block"  # RSSM transition: 'block' (DreamerV3 2024) or 'gru' (2023, DreamerV2)
+    blocks: int = 8  # GRU blocks (block-diagonal recurrent weights, 'block' core)
     img_layers: int = 2  # layers of the prior head p(s_t | h_t)
     obs_layers: int = 1  # layers of the posterior head q(s_t | h_t, e_t)
-    dyn_layers: int = 1  # block layers before the GRU gates
+    dyn_layers: int = 1  # block layers before the GRU gates ('block' core)
+    initial: str = "zeros"  # h_0: 'zeros' (DreamerV3 2024) or 'learned' (2023)
+    action_clip: float = 1.0  # the RSSM bounds actions to [-clip, clip] (DreamerV3); 0: off
     units: int = 64  # encoder/decoder/head MLP width
-    layers: int = 2  # encoder/decoder MLP layers
+    layers: int = 3  # encoder/decoder MLP layers
     head_layers: int = 1  # reward/continue head layers
-    depth: int = 4  # CNN base channels (x mults (2, 3, 4, 4))
+    head_units: int = 0  # reward/continue head width (0: same as units)
+    cnn: str = "dreamerv3"  # image nets: 'dreamerv3' (2024: k5 + max-pool) or 'strided'
+    depth: int = 4  # CNN base channels (x mults)
+    mults: tuple[int, ...] = (2, 3, 4, 4)  # CNN channel multipliers per stage
+    kernel: int = 5  # CNN kernel size
     norm: str = "rms"  # 'rms', 'layer' or 'none'
     act: str = "silu"  # hidden activation
+    bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)
+    winit: str = "fan_in"  # weight init: truncated normal over fan_in (2024) or fan_avg (2023)
     vector_dist: str = "symlog_mse"  # decoder output for vector observations
+    reward_dist: str = "symexp_twohot"  # 'symexp_twohot' (2024, unbiased) or 'symlog_twohot'
     reward_bins: int = 255  # bins of the two-hot reward head
     free_nats: float = 1.0  # KL below this many nats per step is not penalized
-    beta_dyn: float = 0.5  # weight of KL(sg(q) || p)
+    beta_dyn: float = 1.0  # weight of KL(sg(q) || p)
     beta_rep: float = 0.1  # weight of KL(q || sg(p))
     rec_scale: float = 1.0  # weight of the observation log-likelihoods
     rew_scale: float = 1.0  # weight of the reward log-likelihood
     con_scale: float = 1.0  # weight of the continue log-likelihood
-    lr: float = 1e-4  # Adam learning rate
-    eps: float = 1e-8  # Adam epsilon
-    clip: float = 1000.0  # global gradient-norm clip
+    replay_context: int = 1  # 1: start sequences from the state stored in replay (2024); 0: h_0
+    carry_state: bool = False  # start from the previous batch's last posterior (2023 code)
     dtype: str = "float32"  # compute dtype: 'float32' or 'bfloat16'
 
     def make_latent(self) -> rssm.Latent:
@@ -76,9 +91,48 @@ class WorldModelConfig:
             raise ValueError(f"model.dtype={self.dtype!r}; expected 'float32' or 'bfloat16'")
         return jnp.dtype(self.dtype)
 
+    @property
+    def feat_size(self) -> int:
+        """Size of concat(h_t, s_t)."""
+        return self.deter + self.make_latent().flat_size
+
+    def validate(self) -> None:
+        from rssm import model as rssm_model
+        from rssm import nets
+
+        self.make_latent()
+        _ = self.compute_dtype
+        choices = {
+            "core": rssm_model.CORES,
+            "initial": rssm_model.INITIALS,
+            "cnn": nets.CNNS,
+            "norm": nets.NORMS,
+            "act": tuple(nets.ACTIVATIONS),
+            "winit": nets.WINITS,
+            "vector_dist": nets.HEADS,
+            "reward_dist": ("symexp_twohot", "symlog_twohot"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name}={getattr(self, name)!r}; expected one of {allowed}")
+        if self.core == "block" and self.deter % self.blocks:
+            raise ValueError(
+                f"model.deter={self.deter} is not divisible by model.blocks={self.blocks}; "
+                "pick deter as a multiple of blocks"
+            )
+        if self.replay_context not in (0, 1):
+            raise ValueError(f"model.replay_context={self.replay_context}; expected 0 or 1")
+        if self.replay_context and self.carry_state:
+            raise ValueError(
+                "model.replay_context=1 and model.carry_state=true both choose the start "
+                "state of a sequence; set one of them off"
+            )
+        if self.action_clip < 0:
+            raise ValueError(f"model.action_clip={self.action_clip}; must be >= 0 (0: off)")
+
 
 def preprocess(name: str, x: Array) -> Array:
-    """uint8 images -> float in [-0.5, 0.5]; vectors -> float32."""
+    """Encoder inputs: uint8 images -> float in [-0.5, 0.5]; vectors -> float32."""
     if name == "image":
         if x.dtype != jnp.uint8:
             raise ValueError(f"observation 'image' must be uint8 [.., 64, 64, 3], got {x.dtype}")
@@ -86,8 +140,21 @@ def preprocess(name: str, x: Array) -> Array:
     return x.astype(jnp.float32)
 
 
-def dummy_batch(obs_shapes: ObsShapes, action_dim: int, batch: int = 1, length: int = 2) -> Batch:
-    """A zero batch ``[batch, length, ...]`` with the keys and dtypes of a replayed one."""
+def target(name: str, x: Array) -> Array:
+    """Decoder targets: uint8 images -> float in [0, 1]; vectors -> float32."""
+    if name == "image":
+        return x.astype(jnp.float32) / 255.0
+    return x.astype(jnp.float32)
+
+
+def dummy_batch(
+    obs_shapes: ObsShapes, action_dim: int, batch: int = 1, length: int = 2, context: Any = None
+) -> Batch:
+    """A zero batch ``[batch, length, ...]`` with the keys and dtypes of a replayed one.
+
+    ``context``: a state whose ``deter`` / ``stoch`` shapes ``[N, ...]`` give the stored start
+    state's (``batch['context']``, ``[batch, ...]``); none if None.
+    """
     data = {
         name: jnp.zeros((batch, length, *shape), jnp.uint8 if name == "image" else jnp.float32)
         for name, shape in obs_shapes
@@ -96,16 +163,21 @@ def dummy_batch(obs_shapes: ObsShapes, action_dim: int, batch: int = 1, length: 
         action=jnp.zeros((batch, length, action_dim)),
         reward=jnp.zeros((batch, length)),
         is_first=jnp.ones((batch, length), bool),
+        is_last=jnp.zeros((batch, length), bool),
         is_terminal=jnp.zeros((batch, length), bool),
     )
+    if context is not None:
+        data["context"] = {
+            k: jnp.zeros((batch, *context[k].shape[1:]), jnp.float32) for k in CONTEXT_KEYS
+        }
     return data
 
 
 def zero_carry(wm: WorldModel, num_envs: int) -> dict[str, Any]:
     """The recurrent policy state before the first step: {'state': zeros, 'action': zeros}.
 
-    Zeros are enough: the first observation has is_first=True, which resets the state to the
-    learned h_0. Only the RSSM's initial state is traced (for its shapes), not the whole model.
+    Zeros are enough: the first observation has is_first=True, which resets the state to h_0.
+    Only the RSSM's initial state is traced (for its shapes), not the whole model.
     """
     shapes = jax.eval_shape(
         lambda: wm.init_with_output(jax.random.key(0), num_envs, method=WorldModel.initial_state)[0]
@@ -118,26 +190,29 @@ class WorldModel(nn.Module):
     """Encoders, RSSM and heads for observations given by ``obs_shapes``.
 
     ``obs_shapes``: ((name, shape), ...) with names 'vector' ([D]) and/or 'image' ([64, 64, 3]).
+    ``cont_target``: the continue target of a non-terminal step. DreamerV3 (2024) trains the
+    continue head on (1 - terminal) (1 - 1 / horizon), folding the discount into it.
     """
 
     cfg: WorldModelConfig
     obs_shapes: ObsShapes
     action_dim: int
+    cont_target: float = 1.0
 
     def setup(self) -> None:
         c, dt = self.cfg, self.cfg.compute_dtype
+        common = dict(norm=c.norm, act=c.act, dtype=dt, bias=c.bias, winit=c.winit)
         enc, dec = {}, {}
         for name, shape in self.obs_shapes:
             if name == "image":
-                enc[name] = rssm.ConvEncoder(c.depth, norm=c.norm, act=c.act, dtype=dt)
+                cnn = dict(depth=c.depth, mults=c.mults, kernel=c.kernel, kind=c.cnn, **common)
+                enc[name] = rssm.ConvEncoder(**cnn)
                 dec[name] = rssm.ConvDecoder(
-                    c.depth, channels=shape[-1], norm=c.norm, act=c.act, dtype=dt
+                    channels=shape[-1], deter=c.deter, units=c.units, blocks=c.blocks, **cnn
                 )
             elif name == "vector":
-                enc[name] = rssm.MLP(c.layers, c.units, c.norm, c.act, symlog_inputs=True, dtype=dt)
-                dec[name] = rssm.Head(
-                    shape, c.vector_dist, c.layers, c.units, c.norm, c.act, dtype=dt
-                )
+                enc[name] = rssm.MLP(c.layers, c.units, symlog_inputs=True, **common)
+                dec[name] = rssm.Head(shape, c.vector_dist, c.layers, c.units, **common)
             else:
                 raise ValueError(f"unknown observation key {name!r}; expected 'vector' or 'image'")
         self.encoders, self.decoders = enc, dec
@@ -152,12 +227,24 @@ class WorldModel(nn.Module):
             dyn_layers=c.dyn_layers,
             norm=c.norm,
             act=c.act,
+            core=c.core,
+            initial=c.initial,
+            action_clip=c.action_clip,
+            bias=c.bias,
+            winit=c.winit,
             dtype=dt,
         )
+        head_units = c.head_units or c.units
         self.reward = rssm.Head(
-            (), "symlog_twohot", c.head_layers, c.units, c.norm, c.act, bins=c.reward_bins, dtype=dt
+            (),
+            c.reward_dist,
+            c.head_layers,
+            head_units,
+            bins=c.reward_bins,
+            outscale=0.0,  # rewards start at exactly 0 (DreamerV3)
+            **common,
         )
-        self.cont = rssm.Head((), "binary", c.head_layers, c.units, c.norm, c.act, dtype=dt)
+        self.cont = rssm.Head((), "binary", c.head_layers, head_units, **common)
 
     # --- pieces -------------------------------------------------------------------------------
 
@@ -177,7 +264,7 @@ class WorldModel(nn.Module):
         return jnp.concatenate(parts, -1)
 
     def decode(self, feat: Array) -> dict[str, Any]:
-        """Observation distributions given features; image decoders give MSE distributions."""
+        """Observation distributions given features (images: MSE in [0, 1] space)."""
         out = {}
         for name, _ in self.obs_shapes:
             if name == "image":
@@ -212,18 +299,22 @@ class WorldModel(nn.Module):
 
     # --- loss ---------------------------------------------------------------------------------
 
-    def loss(self, batch: Batch, key: Array):
-        """-ELBO per step (see rssm.elbo). Returns (loss, (metrics, posterior states))."""
+    def loss(self, batch: Batch, key: Array, state: rssm.model.State | None = None):
+        """-ELBO per step (see rssm.elbo), from ``state`` (replay context) if given.
+
+        Returns (loss, (metrics, posterior states ``[B, T]``)).
+        """
         c = self.cfg
-        post, prior = self.observe(batch, key)
+        post, prior = self.observe(batch, key, state)
         feat = rssm.features(post)
         log_probs, scales = {}, {}
         for name, dist in self.decode(feat).items():
-            log_probs[name] = dist.log_prob(preprocess(name, batch[name]))
+            log_probs[name] = dist.log_prob(target(name, batch[name]))
             scales[name] = c.rec_scale
         rew_dist, con_dist = self.heads(feat)
+        cont = (1.0 - batch["is_terminal"].astype(jnp.float32)) * self.cont_target
         log_probs["reward"] = rew_dist.log_prob(batch["reward"].astype(jnp.float32))
-        log_probs["cont"] = con_dist.log_prob(1.0 - batch["is_terminal"].astype(jnp.float32))
+        log_probs["cont"] = con_dist.log_prob(cont)
         scales.update(reward=c.rew_scale, cont=c.con_scale)
         loss, metrics = rssm.sequential_elbo(
             self.rssm.latent, post, prior, log_probs, scales, c.free_nats, c.beta_dyn, c.beta_rep
@@ -234,9 +325,11 @@ class WorldModel(nn.Module):
         """Observe ``context`` steps, then imagine the rest from the batch's actions.
 
         Returns {name: [B, T, ...] predicted observation means}, the first ``context`` steps
-        reconstructed from the posterior and the rest predicted open loop from the prior.
+        reconstructed from the posterior and the rest predicted open loop from the prior
+        (images in [0, 1]).
         """
         k1, k2 = jax.random.split(key)
+        batch = {k: v for k, v in batch.items() if k != "context"}
         obs_part = jax.tree.map(lambda x: x[:, :context], batch)
         post, _ = self.observe(obs_part, k1)
         last = jax.tree.map(lambda x: x[:, -1], post)

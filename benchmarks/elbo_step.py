@@ -98,10 +98,12 @@ class BenchWorldModel(nn.Module):
             self.decoder = rssm.Head((VECTOR_DIM,), "symlog_mse", ENC_DEC_LAYERS, units, dtype=dt)
         elif self.obs_kind == "image":
             self.encoder = rssm.ConvEncoder(depth, dtype=dt)
-            self.decoder = rssm.ConvDecoder(depth, channels=IMAGE_SHAPE[-1], dtype=dt)
+            self.decoder = rssm.ConvDecoder(
+                depth, channels=IMAGE_SHAPE[-1], deter=self.rssm.deter, units=units, dtype=dt
+            )
         else:
             raise ValueError(f"obs_kind={self.obs_kind!r}; expected one of {OBS_KINDS}")
-        self.reward = rssm.Head((), "symlog_twohot", HEAD_LAYERS, units, dtype=dt)
+        self.reward = rssm.Head((), "symexp_twohot", HEAD_LAYERS, units, dtype=dt)
         self.cont = rssm.Head((), "binary", HEAD_LAYERS, units, dtype=dt)
 
     def __call__(self, batch: Batch, key: Array) -> tuple[Array, dict[str, Array]]:

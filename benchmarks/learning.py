@@ -1,10 +1,10 @@
 """Learning curve of an agent on a dm-control task, as JSON.
 
-    python benchmarks/learning.py --task cartpole-balance --steps 100000 [--preset dmc-proprio]
+    python benchmarks/learning.py --task cartpole-swingup --steps 50000 [--preset dreamerv3-cpu]
         [--logdir runs/learning] [--set run.eval_every=5000 --set dreamer.horizon=15 ...]
 
 Runs the real runner (``experiments.train``) and prints one JSON object: the evaluation-return
-curve (deterministic policy) against environment steps, episode returns during training, wall
+curve (the agent's 'eval' policy) against environment steps, episode returns during training, wall
 time, env steps/s and updates/s. Re-running with the same ``--logdir`` resumes the run.
 """
 
@@ -32,9 +32,9 @@ from experiments.train import train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="cartpole-balance")
-    parser.add_argument("--steps", type=int, default=100_000, help="environment steps")
-    parser.add_argument("--preset", default="dmc-proprio", choices=sorted(config_lib.PRESETS))
+    parser.add_argument("--task", default="cartpole-swingup")
+    parser.add_argument("--steps", type=int, default=50_000, help="environment steps")
+    parser.add_argument("--preset", default="dreamerv3-cpu", choices=sorted(config_lib.PRESETS))
     parser.add_argument("--agent", default="dreamer", choices=config_lib.AGENTS)
     parser.add_argument("--logdir", default=None)
     parser.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ Models (vector observations of 24 floats and 6 actions, as walker-walk):
   planet   the world model of the ``planet`` preset (``experiments.config.planet().model``):
            Gaussian latent of 30, GRU of 200 (one prior layer, no block layer, as
            ``rssm.planet``), layer norm and ELU, with vector instead of pixel observations.
-  size1m   the world model of the ``dmc-proprio`` preset: DreamerV3's size1m, 32 x 4
+  size1m   the world model of the ``dreamerv3`` preset: DreamerV3's size1m, 32 x 4
            categorical latent, GRU of 512 in 8 blocks, width 64.
 
 Timing: ``lower_s`` is tracing + lowering, ``compile_s`` the XLA compilation (the persistent
@@ -50,7 +50,7 @@ ACTION_DIM = 6  # walker-walk
 # The world models of the presets themselves, so the figures follow any change to them.
 MODELS = {
     "planet": config_lib.planet().model,
-    "size1m": config_lib.dmc_proprio().model,
+    "size1m": config_lib.dreamerv3().model,
 }
 
 

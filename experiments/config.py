@@ -15,7 +15,9 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import rssm
 from agents.dreamer import DreamerConfig
+from agents.optim import OptimConfig
 from agents.planet import PlanetConfig
 from agents.world_model import WorldModelConfig
 
@@ -43,8 +45,9 @@ class RunConfig:
     batch_length: int = 64  # steps per sequence
     replay_capacity: int = 1_000_000  # replay size in steps (FIFO)
     replay_chunk: int = 1024  # steps per replay file on disk
+    context_dtype: str = "float16"  # float type replay stores each step's RSSM state in
     eval_every: int = 10_000  # environment steps between evaluations (0: never)
-    eval_episodes: int = 1  # episodes per evaluation, deterministic policy
+    eval_episodes: int = 1  # episodes per evaluation (policy mode 'eval')
     log_every: int = 1000  # environment steps between scalar logs
     video_every: int = 0  # updates between open-loop videos (0: never)
     save_every: int = 10_000  # environment steps between checkpoints
@@ -68,6 +71,7 @@ class Config:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
     dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
+    opt: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     planet: PlanetConfig = dataclasses.field(default_factory=PlanetConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
 
@@ -88,6 +92,10 @@ RESUMABLE_FIELDS = (
 
 
 # --- presets ----------------------------------------------------------------------------------
+#
+# A preset carries one published configuration and nothing else; where a number differs from the
+# reference it is named in the docstring with its reason. ``tests/experiments/test_presets.py``
+# holds every field against the reference values with their source files.
 
 
 def debug() -> Config:
@@ -118,28 +126,141 @@ def debug() -> Config:
             depth=2,
             reward_bins=31,
         ),
+        dreamer=DreamerConfig(layers=1, units=32, value_bins=31),
+        # No warmup: a smoke run of a few hundred updates would otherwise barely move.
+        opt=OptimConfig(warmup=0, lr=1e-3, actor_lr=1e-3, critic_lr=1e-3),
     )
 
 
-def dmc_proprio() -> Config:
-    """DreamerV3 on dm-control states: the 2023 paper's settings (Adam 1e-4 / 3e-5, KL weights
-    0.5 / 0.1, free nats 1, train ratio 512, action repeat 2) with the 2024 release's size1m
-    model, which its dmc_proprio config uses (that config trains at ratio 1024, repeat 1)."""
+def dreamerv3() -> Config:
+    """DreamerV3, 2024 release, on dm-control states (danijar/dreamerv3 configs.yaml:
+    ``defaults`` + ``dmc_proprio``): size1m, 16 envs, action repeat 1, train ratio 1024,
+    batch 16 x 64 with one step of replay context, replay 5e6, the AGC/RMS/momentum optimizer
+    at 4e-5 with 1000 warmup updates, KL 1.0 / 0.1 / free 1, replay-value loss 0.3.
+
+    Not reproduced: the reference computes in bfloat16 on GPUs (``--model.dtype bfloat16``).
+    """
     return Config(
-        env=EnvConfig(task="walker-walk", obs="proprio", action_repeat=2),
-        run=RunConfig(steps=500_000, train_ratio=512.0),
+        env=EnvConfig(task="walker-walk", obs="proprio", action_repeat=1, envs=16),
+        run=RunConfig(
+            steps=1_100_000,
+            prefill=0,
+            train_ratio=1024.0,
+            batch_size=16,
+            batch_length=64,
+            replay_capacity=5_000_000,
+        ),
+        model=WorldModelConfig(),
+        dreamer=DreamerConfig(),
+        opt=OptimConfig(),
     )
 
 
-def dmc_vision() -> Config:
-    """DreamerV3 on dm-control 64x64 pixels: the 2023 paper's settings as ``dmc_proprio``, with
-    the size12m model. The 2024 dmc_vision config uses its 200m default (ratio 256), far beyond
-    a CPU or a single-GPU budget; size12m is the largest that trains at interactive speed."""
+def dreamerv3_vision() -> Config:
+    """DreamerV3, 2024 release, on 64x64 dm-control pixels (``dmc_vision``: train ratio 256)
+    at size12m. The reference's dmc_vision runs its default size200m; size12m keeps its
+    architecture (the same layer counts, kernels and block-spatial decoder) at a width that
+    trains on one GPU and runs on a CPU."""
+    cfg = dreamerv3()
+    deter, hidden, classes = rssm.DREAMER_SIZES["size12m"]
+    depth, units = rssm.DREAMER_WIDTHS["size12m"]
+    return dataclasses.replace(
+        cfg,
+        env=dataclasses.replace(cfg.env, obs="pixels"),
+        run=dataclasses.replace(cfg.run, train_ratio=256.0),
+        model=WorldModelConfig(
+            deter=deter, hidden=hidden, classes=classes, depth=depth, units=units
+        ),
+        dreamer=DreamerConfig(units=units),
+    )
+
+
+def dreamerv3_cpu() -> Config:
+    """``dreamerv3`` at a CPU budget: action repeat 2 and train ratio 128 (16x fewer updates
+    per environment step than the reference's repeat 1 at ratio 1024), one environment; every
+    other setting is the 2024 release's. Not a published configuration."""
+    cfg = dreamerv3()
+    return dataclasses.replace(
+        cfg,
+        env=dataclasses.replace(cfg.env, task="cartpole-swingup", action_repeat=2, envs=1),
+        run=dataclasses.replace(cfg.run, steps=50_000, train_ratio=128.0),
+    )
+
+
+def dreamerv3_2023() -> Config:
+    """DreamerV3 as in arXiv v1 (2023) and its code (danijar/dreamerv3 at 8fa35f8, configs.yaml
+    ``defaults`` + ``dmc_proprio``), the configuration behind the published DMC proprio scores.
+
+    RSSM: dense GRU (deter 512) on a 512-unit embedding of (s, a), 32 x 32 categoricals, learned
+    h_0, LayerNorm without biases, fan-avg init. The ``dmc_proprio`` overrides ``.*\\.layers: 2``
+    and ``.*\\.units: 512`` reach the RSSM and the reward, continue, actor and critic MLPs, but
+    not the encoder and decoder, whose keys are ``mlp_layers`` / ``mlp_units``: those stay 5 x 1024.
+    Training: the world model is updated first, imagination uses the updated one; the actor
+    backpropagates through the dynamics (continuous actions); continues are the head's mode
+    with c_0 from the data and an explicit discount 1 - 1/333; each batch starts from the last
+    posterior of the previous batch; Adam 1e-4 / 3e-5 / 3e-5, clip 1000 / 100; 4 envs, action
+    repeat 2, train ratio 512, replay 1e6.
+
+    Not reproduced: the slow critic copies the critic at the first update in the reference
+    (here it starts as the initial critic); the reference computes in float16 on GPUs.
+    """
     return Config(
-        env=EnvConfig(task="walker-walk", obs="pixels", action_repeat=2),
-        run=RunConfig(steps=1_000_000, train_ratio=512.0),
-        model=WorldModelConfig(deter=2048, hidden=256, classes=16, units=256, depth=16),
-        dreamer=DreamerConfig(units=256),
+        env=EnvConfig(task="walker-walk", obs="proprio", action_repeat=2, envs=4),
+        run=RunConfig(
+            steps=1_000_000,
+            prefill=0,
+            train_ratio=512.0,
+            batch_size=16,
+            batch_length=64,
+            replay_capacity=1_000_000,
+        ),
+        model=WorldModelConfig(
+            classes=32,
+            deter=512,
+            hidden=512,
+            core="gru",
+            img_layers=1,
+            initial="learned",
+            units=1024,
+            layers=5,
+            head_layers=2,
+            head_units=512,
+            cnn="strided",
+            depth=32,
+            mults=(1, 2, 4, 8),
+            kernel=4,
+            norm="layer",
+            bias=False,
+            winit="fan_avg",
+            reward_dist="symlog_twohot",
+            beta_dyn=0.5,
+            beta_rep=0.1,
+            replay_context=0,
+            carry_state=True,
+        ),
+        dreamer=DreamerConfig(
+            contdisc=False,
+            imag_cont="mode",
+            first_cont="data",
+            estimator="dynamics",
+            layers=2,
+            units=512,
+            outscale=1.0,
+            value_dist="symlog_twohot",
+            repval=False,
+            update="sequential",
+        ),
+        opt=OptimConfig(
+            kind="adam",
+            lr=1e-4,
+            actor_lr=3e-5,
+            critic_lr=3e-5,
+            eps=1e-8,
+            ac_eps=1e-5,
+            clip=1000.0,
+            ac_clip=100.0,
+            warmup=0,
+        ),
     )
 
 
@@ -163,32 +284,38 @@ def planet() -> Config:
             min_std=0.1,
             deter=200,
             hidden=200,
+            core="gru",
             blocks=1,
             img_layers=1,
             dyn_layers=0,
             units=200,
             layers=2,
             head_layers=2,
+            cnn="strided",
             depth=32,
+            kernel=4,
             norm="layer",
             act="elu",
             vector_dist="normal",
             free_nats=3.0,
             beta_dyn=1.0,
             beta_rep=1.0,
-            lr=1e-3,
-            eps=1e-4,
-            clip=1000.0,
+            replay_context=0,
         ),
+        opt=OptimConfig(kind="adam", lr=1e-3, eps=1e-4, clip=1000.0, warmup=0),
     )
 
 
 PRESETS: dict[str, Callable[[], Config]] = {
     "debug": debug,
-    "dmc-proprio": dmc_proprio,
-    "dmc-vision": dmc_vision,
+    "dreamerv3": dreamerv3,
+    "dreamerv3-vision": dreamerv3_vision,
+    "dreamerv3-cpu": dreamerv3_cpu,
+    "dreamerv3-2023": dreamerv3_2023,
     "planet": planet,
 }
+# Names of earlier versions: a clear error instead of a silently different configuration.
+RENAMED = {"dmc-proprio": "dreamerv3", "dmc-vision": "dreamerv3-vision"}
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -237,8 +364,18 @@ def validate(cfg: Config) -> Config:
     )
     cfg.dreamer.validate()
     cfg.planet.validate()
-    cfg.model.make_latent()
-    _ = cfg.model.compute_dtype
+    cfg.model.validate()
+    cfg.opt.validate()
+    need(
+        r.replay_capacity >= r.batch_length + cfg.model.replay_context,
+        f"run.replay_capacity={r.replay_capacity} < run.batch_length + model.replay_context = "
+        f"{r.batch_length + cfg.model.replay_context}",
+    )
+    need(r.prefill >= 0, f"run.prefill={r.prefill}; must be >= 0")
+    need(
+        r.context_dtype in ("float16", "float32"),
+        f"run.context_dtype={r.context_dtype!r}; expected 'float16' or 'float32'",
+    )
     return cfg
 
 
@@ -346,7 +483,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         description="Train a world-model agent on a dm-control task. Any config field can be "
         "overridden as --section.field VALUE (e.g. --model.deter 512).",
     )
-    parser.add_argument("--preset", default="debug", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="debug", help=f"one of {sorted(PRESETS)}")
     parser.add_argument("--logdir", required=True, help="run directory; reused to resume")
     parser.add_argument("--agent", default=None, choices=AGENTS)
     for short, full in SHORTCUTS.items():
@@ -354,6 +491,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
             f"--{short}", dest=f"short_{short}", default=None, help=f"same as --{full}"
         )
     args, rest = parser.parse_known_args(argv)
+    if args.preset in RENAMED:
+        raise ValueError(
+            f"--preset {args.preset} was renamed: use --preset {RENAMED[args.preset]} (the "
+            "published DreamerV3 configuration; see the README's presets)"
+        )
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown --preset {args.preset!r}; expected one of {sorted(PRESETS)}")
     valid = fields(Config)
     overrides: dict[str, Any] = {}
     if args.agent is not None:

@@ -90,7 +90,8 @@ class LoadedPolicy:
     def act(self, obs: dict[str, Any], mode: str = "eval") -> np.ndarray:
         """Action for one observation dict (``[A]``) or a batch of them (``[N, A]``).
 
-        mode: 'eval' (deterministic, the default), 'explore' (as while collecting) or 'random'.
+        mode: 'eval' (the default: the agent's evaluation policy, which for Dreamer samples
+          unless ``dreamer.eval_sample`` is off), 'explore' (as while collecting) or 'random'.
         """
         single = np.ndim(obs["is_first"]) == 0
         batch = {
@@ -113,7 +114,7 @@ def evaluate(
     step: int | None = None,
     video: bool = False,
 ) -> dict[str, Any]:
-    """Returns of ``episodes`` episodes with the deterministic policy (and a GIF of the first)."""
+    """Returns of ``episodes`` episodes with the evaluation policy (and a GIF of the first)."""
     policy = LoadedPolicy(logdir, step, seed)
     returns, frames, video_path = [], [], None
     with policy.make_env(seed) as env:

@@ -50,6 +50,12 @@ save and the RNG state, so the same further adds give the same samples as an uni
 It deletes whatever was written after the save (files of later steps, of streams that did not
 exist yet, leftover ``.tmp`` files) and truncates a file that runs past the saved end.
 
+Context. ``add_batch(steps, context=...)`` also stores per-step *context* values (the RSSM
+state of each step for DreamerV3's replay context), which training refreshes through
+``update_context``; ``sample_sequences`` returns the context of the step before each window.
+Context lives beside the step data and is saved as one snapshot per ``save()`` (see
+``experiments.replay_context``).
+
 Not thread-safe: call ``add``, ``sample`` and ``save`` from one thread (or guard with a lock).
 """
 
@@ -65,6 +71,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from experiments.replay_context import ContextStore
 
 __all__ = ["Replay", "chunk_file_name"]
 
@@ -178,6 +186,7 @@ class Replay:
       compress: write ``np.savez_compressed`` files instead of uncompressed ones.
       keep_states: how many of the most recent ``save()`` states stay loadable; files they need
         are not deleted by eviction until a later ``save()`` supersedes them.
+      context_dtype: float type the per-step context values are stored in.
     """
 
     def __init__(
@@ -189,6 +198,7 @@ class Replay:
         *,
         compress: bool = False,
         keep_states: int = 2,
+        context_dtype: str = "float16",
     ):
         self.capacity = _positive_int("capacity", capacity, "it is the number of steps stored")
         self.chunk_size = _positive_int(
@@ -216,6 +226,8 @@ class Replay:
         self._by_ident: list[_Stream] = []
         self._sorted: list[_Stream] = []  # by worker id: fixes the order of sampling positions
         self._saved: list[dict[int, tuple[int, int]]] = []  # windows of the kept save() states
+        self._saved_context: list[str] = []  # context snapshots of the kept save() states
+        self._context = ContextStore(self.capacity, context_dtype)
         self._deferred: list[tuple[int, _File]] = []  # evicted files a kept state still needs
 
         self._foreign = 0
@@ -257,6 +269,10 @@ class Replay:
         rows = self._stream(worker).rows()
         return {k: v[rows] for k, v in self._data.items()}
 
+    def stream_context(self, worker: int) -> dict[str, np.ndarray]:
+        """float32 copies of the stored context of one stream's steps, in time order."""
+        return self._context.read(self._stream(worker).rows())
+
     def _stream(self, worker: int) -> _Stream:
         worker = _worker_id(worker)
         if worker not in self._streams:
@@ -279,8 +295,12 @@ class Replay:
             self._check_value(key, value.shape, value.dtype, value.shape, "")
         self._append(self._get_stream(worker), values)
 
-    def add_batch(self, steps: Mapping[str, Any]) -> None:
-        """Appends ``steps[k][i]`` to stream ``i`` for every i: each value is ``[N, *shape]``."""
+    def add_batch(self, steps: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> None:
+        """Appends ``steps[k][i]`` to stream ``i`` for every i: each value is ``[N, *shape]``.
+
+        ``context``: per-step context values ``{key: [N, ...]}`` (the same keys and shapes every
+        time, float), stored beside the steps; see ``sample_sequences``.
+        """
         self._check_resumable()
         if not isinstance(steps, Mapping):
             raise TypeError(f"steps must be a dict of [N, ...] arrays, got {type(steps).__name__}")
@@ -303,8 +323,25 @@ class Replay:
         self._check_keys(values)
         for key, value in values.items():
             self._check_value(key, value.shape[1:], value.dtype, value.shape, "[N] + ")
+        if context is not None:
+            context = {k: np.asarray(v) for k, v in context.items()}
+            bad = {k: v.shape for k, v in context.items() if v.ndim < 1 or v.shape[0] != n}
+            if bad:
+                raise ValueError(f"context values need a leading axis of N={n}: got {bad}")
+            stored = sorted(self._context.data)
+            if stored and sorted(context) != stored:
+                raise ValueError(f"context keys {sorted(context)} differ from the stored {stored}")
+        elif self._context.data:
+            raise ValueError(
+                f"this replay stores context {sorted(self._context.data)} with every step; pass "
+                "context= to add_batch"
+            )
+        rows = np.empty(n, np.int64)
         for i in range(n):
+            rows[i] = self._next_row
             self._append(self._get_stream(i), {k: v[i] for k, v in values.items()})
+        if context is not None:
+            self._context.write(rows, context)
 
     def _set_spec(
         self,
@@ -398,6 +435,43 @@ class Replay:
         Returns:
           dict key -> ``[B, T, *shape]`` array, dtype as stored (images stay uint8).
         """
+        rows = self._sample_rows(batch_size, length)
+        return {key: np.take(value, rows, axis=0) for key, value in self._data.items()}
+
+    def sample_sequences(
+        self, batch_size: int, length: int, context: int = 0
+    ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        """Windows of ``context + length`` steps: the last ``length`` as the batch, and the
+        stored context of the step just before them.
+
+        Returns (batch, rows, stamps): batch holds ``[B, length, ...]`` step arrays and, with
+        ``context``, ``batch['context'] = {key: [B, ...]}`` (float32); rows and stamps
+        ``[B, length]`` name the batch's steps for ``update_context``.
+        """
+        if context not in (0, 1):
+            raise ValueError(f"context={context}; expected 0 or 1 step of replay context")
+        if context and not self._context.data:
+            raise ValueError("sample_sequences(context=1) needs steps added with context=")
+        rows = self._sample_rows(batch_size, length + context)
+        body = rows[:, context:]
+        batch: dict[str, Any] = {k: np.take(v, body, axis=0) for k, v in self._data.items()}
+        if context:
+            batch["context"] = self._context.read(rows[:, 0])
+        return batch, body, self._stamps[body]
+
+    def update_context(
+        self, rows: np.ndarray, stamps: np.ndarray, values: Mapping[str, Any]
+    ) -> int:
+        """Overwrites the context of the steps ``rows`` ``[B, T]`` with ``values[k]
+        [B, T, ...]``, skipping rows whose step (``stamps``) was evicted since it was sampled.
+        Returns the number of steps written."""
+        return self._context.update(rows, stamps, values, self._stamps)
+
+    def can_sample(self, length: int) -> bool:
+        """Whether one stream holds at least ``length`` consecutive steps."""
+        return any(s.size >= length for s in self._sorted)
+
+    def _sample_rows(self, batch_size: int, length: int) -> np.ndarray:
         batch_size = _positive_int("batch_size", batch_size, "sample at least one sequence")
         length = _positive_int("length", length, "a sequence has at least one step")
         streams = self._sorted
@@ -416,10 +490,10 @@ class Replay:
         which = np.searchsorted(cumulative, draws, side="right")
         offsets = draws - (cumulative[which] - starts[which])
         rows = np.empty((batch_size, length), dtype=np.int64)
-        # One slice per sequence (not per step); the gather below is one numpy call per key.
+        # One slice per sequence (not per step); the gather is one numpy call per key.
         for b, (s, o) in enumerate(zip(which.tolist(), offsets.tolist(), strict=True)):
             rows[b] = streams[s].rows()[o : o + length]
-        return {key: np.take(value, rows, axis=0) for key, value in self._data.items()}
+        return rows
 
     # ------------------------------------------------------------------ disk
 
@@ -476,12 +550,31 @@ class Replay:
             for stream in self._sorted:
                 self._flush(stream)
         state = self._state()
+        if self._context.data:
+            if self.directory is None:
+                raise ValueError("saving a replay with context needs a directory")
+            rows = self._stored_rows()
+            state["context"] = {
+                "file": self._context.save(self.directory, rows, self._stamps[rows]),
+                "index": self._context.saves - 1,
+                "spec": [[k, list(v)] for k, v in self._context.spec.items()],
+                "dtype": self._context.dtype.str,
+            }
+            self._saved_context = [*self._saved_context, state["context"]["file"]]
+            self._saved_context = self._saved_context[-self.keep_states :]
+            self._context.cleanup(self.directory, set(self._saved_context))
         self._saved = [*self._saved, {s.worker: (s.start, s.end) for s in self._sorted}]
         self._saved = self._saved[-self.keep_states :]
         deferred, self._deferred = self._deferred, []
         for worker, file in deferred:
             self._drop(worker, file)
         return state
+
+    def _stored_rows(self) -> np.ndarray:
+        """Ring rows of every stored step, in insertion order (oldest first)."""
+        if self._count < self.capacity:
+            return np.arange(self._count, dtype=np.int64) if self._count else np.zeros(0, np.int64)
+        return (np.arange(self.capacity, dtype=np.int64) + self._next_row) % self.capacity
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -566,6 +659,27 @@ class Replay:
                             )
                         data[key][rows] = array[lo:hi]
                 position += hi - lo
+        context = state.get("context")
+        context_data = None
+        if context is not None:
+            ordered = np.sort(flat)
+
+            def stamp_to_row(snap: np.ndarray) -> np.ndarray:
+                rows = np.searchsorted(ordered, snap)
+                if len(snap) != len(ordered) or not np.array_equal(ordered[rows], snap):
+                    raise ValueError(
+                        f"context snapshot {context['file']} does not cover the steps the state "
+                        "restores: the snapshot belongs to another save"
+                    )
+                return rows
+
+            store = ContextStore(self.capacity, context["dtype"])
+            context_data = store.load(
+                self.directory,
+                context["file"],
+                {k: tuple(v) for k, v in context["spec"]},
+                stamp_to_row,
+            )
 
         # Commit: first the directory (drop what the state does not describe), then self.
         for path in plan.delete:
@@ -595,6 +709,13 @@ class Replay:
         self._saved = [windows]
         self._deferred = []
         self._foreign = 0
+        if context_data is not None:
+            self._context = store
+            self._context.data = context_data
+            self._context.saves = int(context["index"]) + 1
+            self._saved_context = [context["file"]]
+        if self.directory is not None:
+            ContextStore.cleanup(self.directory, set(self._saved_context))
 
     def _plan_load(self, windows: Mapping[int, tuple[int, int]]) -> _LoadPlan:
         assert self.directory is not None

@@ -31,6 +31,7 @@ import numpy as np
 from agents.baselines import RandomAgent
 from agents.dreamer import Dreamer
 from agents.planet import PlanetAgent
+from agents.world_model import CONTEXT_KEYS
 from experiments import envs as envs_lib
 from experiments import vecenv
 from experiments.checkpoint import Checkpointer, check_config
@@ -56,12 +57,13 @@ COUNTERS = (
 
 
 def make_agent(cfg: Config, obs_shapes, action_dim: int):
+    kw = dict(opt=cfg.opt, batch_size=cfg.run.batch_size)
     if cfg.agent == "dreamer":
-        return Dreamer(cfg.model, cfg.dreamer, obs_shapes, action_dim)
+        return Dreamer(cfg.model, cfg.dreamer, obs_shapes, action_dim, **kw)
     if cfg.agent == "planet":
-        return PlanetAgent(cfg.model, cfg.planet, obs_shapes, action_dim)
+        return PlanetAgent(cfg.model, cfg.planet, obs_shapes, action_dim, **kw)
     if cfg.agent == "random":
-        return RandomAgent(cfg.model, obs_shapes, action_dim)
+        return RandomAgent(cfg.model, obs_shapes, action_dim, **kw)
     raise ValueError(f"agent={cfg.agent!r} is not available")
 
 
@@ -76,6 +78,35 @@ def _record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndar
 
 def _policy_obs(obs: dict[str, np.ndarray], keys: tuple[str, ...]) -> dict[str, jax.Array]:
     return {k: jnp.asarray(obs[k]) for k in (*keys, "is_first")}
+
+
+def _context(cfg: Config, carry: Any) -> dict[str, np.ndarray] | None:
+    """The posterior of the step just observed, which replay stores as that step's context."""
+    if not cfg.model.replay_context:
+        return None
+    return {k: np.asarray(carry["state"][k]) for k in CONTEXT_KEYS}
+
+
+class ContextWriteBack:
+    """Holds an update's refreshed per-step states until they are written back into replay.
+
+    Writing back before the next sample (not right after the update) lets the update run while
+    the host steps the environments; the result is the same at every later sample and save.
+    """
+
+    def __init__(self, replay: Replay):
+        self.replay = replay
+        self.pending: tuple[np.ndarray, np.ndarray, dict] | None = None
+
+    def hold(self, rows: np.ndarray, stamps: np.ndarray, values: dict) -> None:
+        self.flush()
+        self.pending = (rows, stamps, values) if values else None
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            rows, stamps, values = self.pending
+            self.replay.update_context(rows, stamps, {k: np.asarray(v) for k, v in values.items()})
+            self.pending = None
 
 
 class Progress:
@@ -146,7 +177,7 @@ class ConfigMismatch(ValueError):
 
 
 def evaluate(agent, state, cfg: Config, env, key: jax.Array, keys: tuple[str, ...]) -> float:
-    """Mean return of ``cfg.run.eval_episodes`` episodes with the deterministic policy."""
+    """Mean return of ``cfg.run.eval_episodes`` episodes with the policy's 'eval' mode."""
     returns = []
     for ep in range(cfg.run.eval_episodes):
         obs = {k: np.asarray(v)[None] for k, v in env.reset().items()}
@@ -214,7 +245,14 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 file=sys.stderr,
             )
             shutil.rmtree(replay_dir)
-        replay = Replay(run.replay_capacity, replay_dir, run.replay_chunk, run.seed)
+        replay = Replay(
+            run.replay_capacity,
+            replay_dir,
+            run.replay_chunk,
+            run.seed,
+            context_dtype=run.context_dtype,
+        )
+        writeback = ContextWriteBack(replay)
         state = agent.init(init_key)
         counters = dict.fromkeys(COUNTERS, 0)
         counters.update(
@@ -265,6 +303,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         def save(final: bool = False) -> None:
             if final and ckpt.latest_step() == counters["agent_steps"]:
                 return
+            writeback.flush()
             meta = {
                 "config": cfg_dict,
                 "counters": dict(counters),
@@ -286,8 +325,8 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
 
         obs = vec.reset()
         carry = agent.init_carry(n)
-        replay.add_batch(_record(obs, np.zeros((n, vec.act_dim), np.float32)))
-        counters["stored_steps"] += n
+        prev_action = np.zeros((n, vec.act_dim), np.float32)
+        ctx_steps = cfg.model.replay_context
         ep_return = np.zeros(n)
         ep_length = np.zeros(n, np.int64)
         metrics: dict[str, Any] = {}
@@ -308,10 +347,12 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 # state follows the executed actions.
                 mode = "random" if t * repeat < run.prefill else "explore"
                 action, carry = agent.policy(state, carry, _policy_obs(obs, obs_keys), k, mode)
+                # o_t is stored once the policy has seen it: with its posterior as context.
+                replay.add_batch(_record(obs, prev_action), context=_context(cfg, carry))
+                counters["stored_steps"] += n
                 action = np.asarray(action, np.float32)
                 obs = vec.step(action)
-                replay.add_batch(_record(obs, action))
-                counters["stored_steps"] += n
+                prev_action = action
                 counters["agent_steps"] += n
                 ep_return += obs["reward"]
                 ep_length += 1
@@ -332,13 +373,22 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                         },
                     )
 
-                if t * repeat >= run.prefill and per_update:  # this step came from the policy
+                # Updates are owed once prefill is over and replay holds a batch's worth of data
+                # (B x T steps, and T + context consecutive steps in some stream).
+                ready = len(replay) >= run.batch_size * run.batch_length and replay.can_sample(
+                    run.batch_length + ctx_steps
+                )
+                if t * repeat >= run.prefill and per_update and ready:
                     counters["credit"] += n / per_update
                     while counters["credit"] >= 1.0:
-                        batch = replay.sample(run.batch_size, run.batch_length)
+                        writeback.flush()
+                        batch, rows, stamps = replay.sample_sequences(
+                            run.batch_size, run.batch_length, ctx_steps
+                        )
                         if pending_loss is not None and not np.isfinite(float(pending_loss)):
                             raise NonFiniteLoss(counters["updates"], metrics)
-                        state, metrics = agent.train(state, batch)
+                        state, metrics, new_context = agent.train(state, batch)
+                        writeback.hold(rows, stamps, new_context)
                         pending_loss = _total_loss(metrics)
                         counters["updates"] += 1
                         counters["credit"] -= 1.0
@@ -389,7 +439,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             raise FloatingPointError(
                 f"non-finite loss at update {err.args[0]} "
                 f"({ {k: float(v) for k, v in err.args[1].items()} }). Training stopped; the "
-                f"last checkpoint (agent step {last}) is kept unchanged. Lower model.lr, check "
+                f"last checkpoint (agent step {last}) is kept unchanged. Lower opt.lr, check "
                 f"the observations for NaN/inf, or resume from it with a changed config in a "
                 f"new logdir."
             ) from None
@@ -418,10 +468,10 @@ def _total_loss(metrics: dict) -> jax.Array:
 def _log_video(agent, state, batch, obs_keys, logger: Logger, key, step: int) -> None:
     if "image" not in obs_keys:
         return
-    sub = {k: v[:4] for k, v in batch.items()}
-    pred = agent.openloop(state, sub, key)["image"]
+    sub = {k: v[:4] for k, v in batch.items() if k != "context"}
+    pred = agent.openloop(state, sub, key)["image"]  # in [0, 1], as the decoder's target
     truth = sub["image"].astype(np.float32) / 255.0
-    frames = openloop_grid(truth, np.clip(np.asarray(pred) + 0.5, 0.0, 1.0))
+    frames = openloop_grid(truth, np.clip(np.asarray(pred), 0.0, 1.0))
     logger.video(step, "openloop", frames)
 
 

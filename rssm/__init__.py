@@ -3,15 +3,33 @@
 Depends on jax, flax, distrax and optax only.
 """
 
-from rssm.dists import MSEDist, SymlogMSEDist, TwoHotSymlogDist, symexp, symlog, twohot
+from rssm.dists import (
+    MSEDist,
+    SymlogMSEDist,
+    TwoHotDist,
+    TwoHotSymlogDist,
+    symexp,
+    symexp_bins,
+    symlog,
+    twohot,
+)
 from rssm.elbo import kl_loss, sequential_elbo
 from rssm.latent import CategoricalLatent, GaussianLatent, Latent
-from rssm.model import DREAMER_SIZES, RSSM, check_sequence, dreamer, features, planet
+from rssm.model import (
+    DREAMER_SIZES,
+    DREAMER_WIDTHS,
+    RSSM,
+    check_sequence,
+    dreamer,
+    features,
+    planet,
+)
 from rssm.nets import MLP, ConvDecoder, ConvEncoder, Head
 from rssm.vi import categorical_kl, gaussian_kl, iwae_bound, reparam_sample
 
 __all__ = [
     "DREAMER_SIZES",
+    "DREAMER_WIDTHS",
     "MLP",
     "RSSM",
     "CategoricalLatent",
@@ -22,6 +40,7 @@ __all__ = [
     "Latent",
     "MSEDist",
     "SymlogMSEDist",
+    "TwoHotDist",
     "TwoHotSymlogDist",
     "categorical_kl",
     "check_sequence",
@@ -34,6 +53,7 @@ __all__ = [
     "reparam_sample",
     "sequential_elbo",
     "symexp",
+    "symexp_bins",
     "symlog",
     "twohot",
 ]

@@ -26,31 +26,13 @@ import jax
 import jax.numpy as jnp
 
 from rssm.latent import CategoricalLatent, GaussianLatent, Latent
-from rssm.nets import DenseNormAct, Norm
+from rssm.nets import BlockDense, DenseNormAct, Norm, get_act, kernel_init
 
 Array = jax.Array
 State = dict[str, Array]
+CORES = ("block", "gru")
+INITIALS = ("learned", "zeros")
 Policy = Callable[[State, Array], Array]
-
-
-class BlockDense(nn.Module):
-    """Block-diagonal dense layer: ``[..., G, I] -> [..., G, O]``, one weight matrix per block."""
-
-    features: int
-    blocks: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        kernel = self.param(
-            "kernel",
-            nn.initializers.lecun_normal(batch_axis=(0,)),
-            (self.blocks, x.shape[-1], self.features),
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.blocks, self.features))
-        return jnp.einsum("...gi,gio->...go", x.astype(self.dtype), kernel.astype(self.dtype)) + (
-            bias.astype(self.dtype)
-        )
 
 
 class RSSM(nn.Module):
@@ -63,52 +45,100 @@ class RSSM(nn.Module):
       observe(embed [B,T,E], action [B,T,A], is_first [B,T], key, state=None) -> (post, prior) [B,T]
       imagine(policy, start [B], horizon, key) -> (states [B,H+1], actions [B,H+1,A])
 
-    The deterministic update is a GRU whose state is split into ``blocks`` groups with
-    block-diagonal weights (DreamerV3): the recurrent weights shrink by ``blocks`` while every
-    block still sees the full input. ``blocks=1`` is a plain (layer-normed) GRU.
+    Deterministic transition h_t = f(h_{t-1}, s_{t-1}, a_{t-1}), by ``core``:
+
+    - 'block' (DreamerV3, 2024 release): h, s and a each pass a dense layer (``hidden``, norm,
+      act); their concatenation is broadcast to ``blocks`` groups, each group joined with its
+      slice of h, then ``dyn_layers`` block-diagonal layers and block-diagonal GRU gates. The
+      recurrent weights shrink by ``blocks`` while every block still sees the full input.
+    - 'gru' (DreamerV2 / DreamerV3 2023 code): x = act(norm(W [s, a])), gates = norm(W' [h, x]),
+      one dense GRU.
+
+    Both use reset r, candidate c = tanh(r * c~), update u = sigmoid(u~ - 1) and
+    h' = u * c + (1 - u) * h.
+
+    Actions enter the transition bounded to the box: a / max(1, |a| / clip) per component (the
+    divisor behind stop-gradient, as DreamerV3), which equals clip(a, -clip, clip) in value.
+    A policy whose samples leave the box (a Normal) is thus imagined with the actions the
+    environment would execute, in ``observe`` and ``imagine`` alike. ``action_clip=0`` turns the
+    bound off (one-hot actions never exceed it).
     """
 
     latent: Latent = dataclasses.field(default_factory=CategoricalLatent)
     action_dim: int = 1  # size of the action vector (one-hot for discrete actions)
     deter: int = 512  # size of h_t
     hidden: int = 64  # width of the input and head layers
-    blocks: int = 8  # GRU blocks; must divide deter
+    blocks: int = 8  # GRU blocks ('block' core); must divide deter
     img_layers: int = 2  # layers of the prior head p(s_t | h_t)
     obs_layers: int = 1  # layers of the posterior head q(s_t | h_t, e_t)
-    dyn_layers: int = 1  # block layers before the GRU gates
+    dyn_layers: int = 1  # block layers before the GRU gates ('block' core)
     norm: str = "rms"
     act: str = "silu"
-    learned_initial: bool = True  # h_0 = tanh(w) learned, else zeros
+    core: str = "block"  # deterministic transition: 'block' (DreamerV3 2024) or 'gru' (2023)
+    initial: str = (
+        "learned"  # h_0: 'learned' (tanh(w), s_0 = prior mode) or 'zeros' (h_0 = s_0 = 0)
+    )
+    action_clip: float = 1.0  # actions are bounded to [-clip, clip] in the transition; 0: off
+    bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)
+    winit: str = "fan_in"  # weight init: truncated normal over fan_in (2024) or fan_avg (2023)
     dtype: Any = jnp.float32  # compute dtype; latent statistics stay float32
 
     def setup(self) -> None:
-        if self.deter % self.blocks:
+        if self.core not in CORES:
+            raise ValueError(f"core={self.core!r}; expected one of {CORES}")
+        if self.initial not in INITIALS:
+            raise ValueError(f"initial={self.initial!r}; expected one of {INITIALS}")
+        if self.action_clip < 0:
+            raise ValueError(f"action_clip={self.action_clip}; use 0 to turn the bound off")
+        if self.core == "block" and self.deter % self.blocks:
             raise ValueError(f"deter={self.deter} must be divisible by blocks={self.blocks}")
-        mk = lambda: DenseNormAct(self.hidden, self.norm, self.act, self.dtype)
-        self.in_deter, self.in_stoch, self.in_action = mk(), mk(), mk()
-        self.dyn = [
-            BlockDense(self.deter // self.blocks, self.blocks, self.dtype)
-            for _ in range(self.dyn_layers)
-        ]
-        self.dyn_norm = [Norm(self.norm) for _ in range(self.dyn_layers)]
-        self.gates = BlockDense(3 * self.deter // self.blocks, self.blocks, self.dtype)
+        mk = lambda: DenseNormAct(
+            self.hidden, self.norm, self.act, self.dtype, self.bias, self.winit
+        )
+        if self.core == "block":
+            self.in_deter, self.in_stoch, self.in_action = mk(), mk(), mk()
+            self.dyn = [
+                BlockDense(self.deter, self.blocks, self.dtype, self.winit)
+                for _ in range(self.dyn_layers)
+            ]
+            self.dyn_norm = [Norm(self.norm) for _ in range(self.dyn_layers)]
+            self.gates = BlockDense(3 * self.deter, self.blocks, self.dtype, self.winit)
+        else:
+            self.in_joint = mk()
+            self.gates = nn.Dense(
+                3 * self.deter,
+                use_bias=self.bias or self.norm == "none",
+                dtype=self.dtype,
+                kernel_init=kernel_init(self.winit),
+            )
+            self.gates_norm = Norm(self.norm)
         self.img_net = [mk() for _ in range(self.img_layers)]
-        self.img_out = nn.Dense(self.latent.param_size, dtype=self.dtype)
+        self.img_out = nn.Dense(
+            self.latent.param_size, dtype=self.dtype, kernel_init=kernel_init(self.winit)
+        )
         self.obs_net = [mk() for _ in range(self.obs_layers)]
-        self.obs_out = nn.Dense(self.latent.param_size, dtype=self.dtype)
-        if self.learned_initial:
+        self.obs_out = nn.Dense(
+            self.latent.param_size, dtype=self.dtype, kernel_init=kernel_init(self.winit)
+        )
+        if self.initial == "learned":
             self.init_deter = self.param("init_deter", nn.initializers.zeros, (self.deter,))
 
     # --- single steps -------------------------------------------------------------------------
 
     def initial_state(self, batch_size: int) -> State:
-        """The state before the first observation: h_0 and the prior's mode at h_0."""
-        if self.learned_initial:
+        """The state before the first observation, ``[B]``.
+
+        'learned': h_0 = tanh(w) and s_0 the prior's mode at h_0 (DreamerV2, DreamerV3 2023).
+        'zeros': h_0 = 0 and s_0 = 0 (DreamerV3 2024). The statistics are the prior's at h_0.
+        """
+        if self.initial == "learned":
             deter = jnp.tanh(self.init_deter).astype(jnp.float32)
         else:
             deter = jnp.zeros((self.deter,), jnp.float32)
         deter = jnp.broadcast_to(deter, (batch_size, self.deter))
         stats = self._prior_stats(deter)
+        if self.initial == "zeros":
+            return {"deter": deter, "stoch": jnp.zeros_like(self.latent.mode(stats)), **stats}
         # s_0 is a constant given h_0: without stop_gradient the representation loss would
         # reach the prior head through s_0, blurring the split that KL balancing relies on.
         return {"deter": deter, "stoch": jax.lax.stop_gradient(self.latent.mode(stats)), **stats}
@@ -143,7 +173,9 @@ class RSSM(nn.Module):
         first = is_first.astype(bool)
         if init is None:
             init = self.initial_state(batch[0])
-        prev = jax.tree.map(lambda i, p: jnp.where(_expand(first, p), i, p), init, prev)
+        # Only h and s enter the transition, so a carried state needs no latent statistics (a
+        # state stored in replay holds just these two).
+        prev = {k: jnp.where(first[:, None], init[k], prev[k]) for k in ("deter", "stoch")}
         prev_action = jnp.where(first[:, None], 0.0, prev_action)
         deter = self._gru(prev["deter"], prev["stoch"], prev_action)
         prior_stats = self._prior_stats(deter)
@@ -172,22 +204,23 @@ class RSSM(nn.Module):
           action: ``[B, T, A]`` a_{t-1}, the action that led to o_t.
           is_first: ``[B, T]`` True where an episode starts; the state resets there.
           key: PRNG key for the posterior samples.
-          state: state before the sequence, ``[B]``; defaults to ``initial_state``.
+          state: state before the sequence, ``[B]`` (``deter`` and ``stoch`` are enough);
+            defaults to ``initial_state``. Rows whose first step is ``is_first`` reset anyway.
         Returns:
           (posterior, prior), each a State ``[B, T, ...]``.
         """
         check_sequence(embed, action, is_first, self.action_dim)
         b, t = is_first.shape
         init = self.initial_state(b)
-        if state is None:
-            state = init
+        state = init if state is None else state
+        state = {k: state[k] for k in ("deter", "stoch")}
         keys = jax.random.split(key, t)
         xs = (jnp.swapaxes(embed, 0, 1), jnp.swapaxes(action, 0, 1), is_first.T, keys)
 
         def step(mdl: RSSM, carry: State, x):
             e, a, f, k = x
             post, prior = mdl.obs_step(carry, a, e, f, k, init)
-            return post, (post, prior)
+            return {k: post[k] for k in ("deter", "stoch")}, (post, prior)
 
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
         _, (post, prior) = scan(self, state, xs)
@@ -223,24 +256,44 @@ class RSSM(nn.Module):
 
     # --- helpers ------------------------------------------------------------------------------
 
+    def bound_action(self, action: Array) -> Array:
+        """a * sg(clip / max(clip, |a|)): clip(a, -clip, clip) in value, with the gradient
+        1 / max(1, |a| / clip) (DreamerV3); the identity when ``action_clip`` is 0."""
+        if not self.action_clip:
+            return action
+        scale = self.action_clip / jnp.maximum(self.action_clip, jnp.abs(action))
+        return action * jax.lax.stop_gradient(scale)
+
     def _gru(self, deter: Array, stoch: Array, action: Array) -> Array:
-        """Block GRU: reset r, candidate c, update u; h' = u * c + (1 - u) * h."""
+        """h' = u * c + (1 - u) * h with reset r, candidate c and update u (see the class)."""
+        action = self.bound_action(action)
+        if self.core == "block":
+            parts = self._block_gates(deter, stoch, action)
+        else:
+            x = self.in_joint(jnp.concatenate([stoch, action], -1).astype(self.dtype))
+            x = jnp.concatenate([deter.astype(self.dtype), x], -1)
+            parts = self.gates_norm(self.gates(x)).astype(jnp.float32)
+            parts = parts.reshape(*parts.shape[:-1], 1, parts.shape[-1])
+        reset, cand, update = [p.reshape(*p.shape[:-2], -1) for p in jnp.split(parts, 3, -1)]
+        reset = jax.nn.sigmoid(reset)
+        cand = jnp.tanh(reset * cand)
+        # The -1 bias makes the update gate start mostly closed, so h carries over by default.
+        update = jax.nn.sigmoid(update - 1.0)
+        return update * cand + (1 - update) * deter.astype(jnp.float32)
+
+    def _block_gates(self, deter: Array, stoch: Array, action: Array) -> Array:
+        """Gate pre-activations of the block GRU, ``[..., G, 3 * deter / G]``."""
         g, d = self.blocks, self.deter // self.blocks
         x = jnp.concatenate(
             [self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1
         )
         x = jnp.broadcast_to(x[..., None, :], (*x.shape[:-1], g, x.shape[-1]))
         x = jnp.concatenate([deter.reshape(*deter.shape[:-1], g, d).astype(x.dtype), x], -1)
+        x = x.reshape(*x.shape[:-2], -1)  # group-major: block i sees [h_i, x]
         for layer, norm in zip(self.dyn, self.dyn_norm, strict=True):
-            x = layer(x)
-            x = nn.silu(norm(x.reshape(*x.shape[:-2], g * d))).reshape(*x.shape[:-2], g, d)
+            x = get_act(self.act)(norm(layer(x)))
         parts = self.gates(x).astype(jnp.float32)
-        reset, cand, update = [p.reshape(*p.shape[:-2], g * d) for p in jnp.split(parts, 3, -1)]
-        reset = jax.nn.sigmoid(reset)
-        cand = jnp.tanh(reset * cand)
-        # The -1 bias makes the update gate start mostly closed, so h carries over by default.
-        update = jax.nn.sigmoid(update - 1.0)
-        return update * cand + (1 - update) * deter.astype(jnp.float32)
+        return parts.reshape(*parts.shape[:-1], g, 3 * d)
 
     def _prior_stats(self, deter: Array) -> dict[str, Array]:
         x = deter.astype(self.dtype)
@@ -288,15 +341,15 @@ def check_sequence(embed: Array, action: Array, is_first: Array, action_dim: int
 
 
 def planet(action_dim: int, **overrides: Any) -> RSSM:
-    """PlaNet (Hafner et al. 2019): Gaussian latent of 30, GRU of 200, hidden 200, ELU."""
+    """PlaNet (Hafner et al. 2019): Gaussian latent of 30, GRU of 200 on a dense embedding of
+    (s_{t-1}, a_{t-1}), hidden 200, ELU."""
     kw = dict(
         latent=GaussianLatent(30, 0.1),
         deter=200,
         hidden=200,
-        blocks=1,
+        core="gru",
         img_layers=1,
         obs_layers=1,
-        dyn_layers=0,
         norm="layer",
         act="elu",
     )
@@ -304,19 +357,40 @@ def planet(action_dim: int, **overrides: Any) -> RSSM:
 
 
 # DreamerV3 model sizes as in its 2024 release (danijar/dreamerv3, configs.yaml: size1m ...
-# size50m): (deter, hidden, classes) with 32 categorical groups and 8 GRU blocks.
+# size400m): (deter, hidden, classes) with 32 categorical groups and 8 GRU blocks. The same
+# entries set the encoder/decoder depth and the MLP width (``DREAMER_WIDTHS``).
 DREAMER_SIZES = {
     "size1m": (512, 64, 4),
     "size12m": (2048, 256, 16),
     "size25m": (3072, 384, 24),
     "size50m": (4096, 512, 32),
+    "size100m": (6144, 768, 48),
+    "size200m": (8192, 1024, 64),
+    "size400m": (12288, 1536, 96),
+}
+# (cnn depth, mlp units) of each size.
+DREAMER_WIDTHS = {
+    "size1m": (4, 64),
+    "size12m": (16, 256),
+    "size25m": (24, 384),
+    "size50m": (32, 512),
+    "size100m": (48, 768),
+    "size200m": (64, 1024),
+    "size400m": (96, 1536),
 }
 
 
 def dreamer(size: str, action_dim: int, **overrides: Any) -> RSSM:
-    """DreamerV3-style RSSM of a named size (see ``DREAMER_SIZES``)."""
+    """DreamerV3's RSSM (2024 release) of a named size (see ``DREAMER_SIZES``): block GRU with
+    8 blocks, 32 categoricals with 1% unimix, h_0 = 0, RMSNorm, SiLU."""
     if size not in DREAMER_SIZES:
         raise ValueError(f"unknown size {size!r}; expected one of {sorted(DREAMER_SIZES)}")
     deter, hidden, classes = DREAMER_SIZES[size]
-    kw = dict(latent=CategoricalLatent(32, classes, 0.01), deter=deter, hidden=hidden, blocks=8)
+    kw = dict(
+        latent=CategoricalLatent(32, classes, 0.01),
+        deter=deter,
+        hidden=hidden,
+        blocks=8,
+        initial="zeros",
+    )
     return RSSM(action_dim=action_dim, **{**kw, **overrides})

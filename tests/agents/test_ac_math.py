@@ -151,10 +151,25 @@ def test_uniform_prior_kl_is_constant_minus_entropy():
     # The same term inside the actor loss: with zero advantages it is all that remains.
     weights = jnp.array([[1.0, 1.0, 0.0, 0.0]] * 3)
     zeros = jnp.zeros((3, 4))
-    loss, metrics = ac.actor_loss(pi, pi.mode(), zeros, zeros, weights, 1.0, beta=beta)
+    lo, hi = ac.ActorHead(3).entropy_range()  # 3 x H(N(0, 0.1)) .. 3 x H(N(0, 1))
+    loss, metrics = ac.actor_loss(
+        pi, pi.mode(), zeros, zeros, weights, 1.0, beta=beta, entropy_range=(lo, hi)
+    )
     expected = (weights * beta * (3 * math.log(2) - ent)).mean()
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     np.testing.assert_allclose(metrics["policy_entropy"], ent.mean(), rtol=1e-5)
+    # The KL to the improper flat density can be negative, so it is not logged as a KL; the
+    # entropy and DreamerV3's normalized entropy are.
+    assert "prior_kl" not in metrics and float((3 * math.log(2) - ent).min()) < 0
+    np.testing.assert_allclose(lo, 3 * 0.5 * math.log(2 * math.pi * math.e * 0.01), rtol=1e-6)
+    np.testing.assert_allclose(hi, 3 * 0.5 * math.log(2 * math.pi * math.e), rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics["policy_randomness"], ((ent - lo) / (hi - lo)).mean(), rtol=1e-5
+    )
+    # A proper prior's KL is logged, and is never negative.
+    prior = distrax.Independent(distrax.Normal(jnp.zeros((3, 4, 3)), 0.3 * jnp.ones((3, 4, 3))), 1)
+    _, metrics = ac.actor_loss(pi, pi.mode(), zeros, zeros, weights, 1.0, prior=prior)
+    assert float(metrics["prior_kl"]) >= 0.0
 
 
 def test_nonuniform_prior_kl_closed_form():
@@ -231,23 +246,28 @@ def test_reinforce_gradient_matches_analytic():
     np.testing.assert_array_equal(grads[2], 0.0)
 
 
-def test_dynamics_estimator_backprops_through_returns():
+def test_dynamics_estimator_backprops_through_returns_and_values():
     batch, horizon = 2, 3
     pi = ac.bounded_normal(jnp.zeros((batch, horizon, 2)), jnp.zeros((batch, horizon, 2)))
     weights = jnp.array([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0]])
-    values = jnp.ones((batch, horizon))
 
-    def loss_fn(rets):
+    def loss_fn(rets, values):
         loss, _ = ac.actor_loss(
             pi, None, rets, values, weights, 4.0, estimator="dynamics", beta=0.0
         )
         return loss
 
     rets = jnp.arange(6.0).reshape(batch, horizon)
-    np.testing.assert_allclose(loss_fn(rets), -(weights * rets / 4.0).mean(), rtol=1e-6)
-    np.testing.assert_allclose(jax.grad(loss_fn)(rets), -weights / (4.0 * batch * horizon))
+    values = jnp.ones((batch, horizon))
+    # l = -mean(w (R - v) / S): the 2023 code differentiates the baseline v as well.
+    expected = -(weights * (rets - values) / 4.0).mean()
+    np.testing.assert_allclose(loss_fn(rets, values), expected, rtol=1e-6)
+    g_ret, g_val = jax.grad(loss_fn, argnums=(0, 1))(rets, values)
+    np.testing.assert_allclose(g_ret, -weights / (4.0 * batch * horizon))
+    np.testing.assert_allclose(g_val, weights / (4.0 * batch * horizon))
     with pytest.raises(ValueError, match="estimator"):
         ac.actor_loss(pi, None, rets, values, weights, 1.0, estimator="a2c")
+    values = jnp.ones((batch, horizon))
     with pytest.raises(ValueError, match="actions"):
         ac.actor_loss(pi, None, rets, values, weights, 1.0)
     with pytest.raises(ValueError, match="weights"):
@@ -339,3 +359,26 @@ def test_actor_head(discrete):
         assert float(std.min()) >= 0.1 and float(std.max()) <= 1.0
         assert float(jnp.abs(mode).max()) < 1.0
         np.testing.assert_array_equal(mode, pi.distribution.loc)
+
+
+def test_replay_returns_hand_computed_with_last_and_terminal():
+    # Steps 0-2 end a time-limited episode (is_last at 2); steps 3-4 end in a terminal (4);
+    # step 5 begins the next episode. gamma 0.9, lambda 0.5, boot b_t = 10 (t + 1).
+    rew = jnp.array([[0.5, 1.0, 2.0, 3.0, 4.0, 5.0]])
+    last = jnp.array([[0, 0, 1, 0, 1, 0]], bool)
+    term = jnp.array([[0, 0, 0, 0, 1, 0]], bool)
+    boot = jnp.array([[10.0, 20.0, 30.0, 40.0, 50.0, 60.0]])
+    rets = ac.replay_returns(rew, last, term, boot, 0.9, 0.5)
+    # R_4 = r_5 + 0.9 (0.5 b_5 + 0.5 R_5), R_5 = b_5 = 60           -> 59 (crosses; weight 0)
+    # R_3 = r_4 + 0.9 (1 - term_4) (...) = 4                        (the terminal cuts)
+    # R_2 = r_3 + 0.9 (0.5 b_3 + 0.5 R_3) = 3 + 0.9 (20 + 2)        -> 22.8 (weight 0)
+    # R_1 = r_2 + 0.9 (1 b_2 + 0 R_2) = 2 + 27                       (is_last: bootstrap only)
+    # R_0 = r_1 + 0.9 (0.5 b_1 + 0.5 R_1) = 1 + 0.9 (10 + 14.5)      -> 23.05
+    np.testing.assert_allclose(rets, [[23.05, 29.0, 22.8, 4.0, 59.0]], rtol=1e-6)
+    # lambda = 0: one-step targets r_{t+1} + gamma (1 - term_{t+1}) b_{t+1}.
+    one = ac.replay_returns(rew, last, term, boot, 0.9, 0.0)
+    np.testing.assert_allclose(one, [[19.0, 29.0, 39.0, 4.0, 59.0]], rtol=1e-6)
+    with pytest.raises(ValueError, match="boot"):
+        ac.replay_returns(rew, last, term, boot[:, :-1], 0.9, 0.5)
+    with pytest.raises(ValueError, match="gamma"):
+        ac.replay_returns(rew, last, term, boot, 1.5, 0.5)

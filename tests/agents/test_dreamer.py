@@ -1,5 +1,8 @@
 """The Dreamer agent: imagination plumbing, and learning on a tiny control problem."""
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,20 +11,29 @@ import pytest
 import rssm
 from agents import ac_math
 from agents.dreamer import Dreamer, DreamerConfig
+from agents.optim import OptimConfig
 from agents.world_model import WorldModel, WorldModelConfig
 
+# Whole episodes from their first step: no replay context is needed.
 WM = WorldModelConfig(
-    deter=32, hidden=32, blocks=2, units=32, layers=1, groups=4, classes=4, reward_bins=31, lr=3e-3
+    deter=32,
+    hidden=32,
+    blocks=2,
+    units=32,
+    layers=1,
+    groups=4,
+    classes=4,
+    reward_bins=31,
+    replay_context=0,
 )
 ITERS = 36  # rounds of (16 episodes collected, 12 updates)
-AC = DreamerConfig(
-    horizon=8, layers=1, units=32, value_bins=31, actor_lr=1e-3, critic_lr=1e-3, gamma=0.95
-)
+AC = DreamerConfig(horizon=8, layers=1, units=32, value_bins=31, discount_horizon=20)
+OPT = OptimConfig(lr=3e-3, actor_lr=1e-3, critic_lr=1e-3, warmup=0)
 
 
 @pytest.fixture(scope="module")
 def agent():
-    return Dreamer(WM, AC, (("vector", (1,)),), 1)
+    return Dreamer(WM, AC, (("vector", (1,)),), 1, opt=OPT)
 
 
 def test_imagination_starts_at_posterior_states_and_aligns_actions(agent):
@@ -95,6 +107,8 @@ def run_episodes(agent, state, env, key, mode):
     episodes["is_first"] = np.zeros(episodes["reward"].shape, bool)
     episodes["is_first"][:, 0] = True
     episodes["is_terminal"] = np.zeros_like(episodes["is_first"])
+    episodes["is_last"] = np.zeros_like(episodes["is_first"])
+    episodes["is_last"][:, -1] = True
     return total, episodes
 
 
@@ -111,7 +125,7 @@ def test_dreamer_improves_on_a_tiny_control_problem(agent):
         pool = {k: np.concatenate([d[k] for d in data]) for k in data[0]}
         for _ in range(12):
             idx = rng.integers(0, pool["reward"].shape[0], 16)
-            state, metrics = agent.train(state, {k: v[idx] for k, v in pool.items()})
+            state, metrics, _ = agent.train(state, {k: v[idx] for k, v in pool.items()})
         assert np.isfinite(float(metrics["wm/loss"]))
     after, _ = run_episodes(agent, state, Reach(64, seed=123), jax.random.key(1), mode="eval")
     # Staying still scores about -12.5 and the optimum about -2; the untrained actor drifts.
@@ -137,3 +151,103 @@ def test_policy_modes_carry_the_executed_action(agent):
     assert not np.allclose(acts["random"], acts["eval"])
     with pytest.raises(ValueError, match="policy mode"):
         agent.policy(state, carry, obs, jax.random.key(7), "greedy")
+
+
+TINY_WM = WorldModelConfig(
+    deter=16, hidden=8, blocks=2, units=16, layers=1, groups=3, classes=4, reward_bins=15
+)
+TINY_AC = DreamerConfig(horizon=3, layers=1, units=16, value_bins=15)
+OPT_FAST = OptimConfig(lr=1e-3, actor_lr=1e-3, critic_lr=1e-3, warmup=0)
+
+
+def _batch(agent, seed=0, b=3, t=6):
+    batch = agent.dummy_batch(b, t)
+    k = jax.random.split(jax.random.key(seed), 4)
+    batch["vector"] = jax.random.normal(k[0], (b, t, 2))
+    batch["action"] = jax.random.uniform(k[1], (b, t, 1), minval=-1, maxval=1)
+    batch["reward"] = jax.random.normal(k[2], (b, t))
+    first = np.zeros((b, t), bool)
+    first[0, 0] = True  # row 0 begins an episode, rows 1 and 2 are cut mid-episode
+    batch["is_first"] = jnp.asarray(first)
+    batch["is_last"] = jnp.zeros((b, t), bool).at[1, 3].set(True)
+    batch["is_terminal"] = jnp.zeros((b, t), bool).at[2, 4].set(True)
+    if "context" in batch:
+        batch["context"] = {
+            "deter": jax.random.uniform(k[3], (b, 16), minval=-1, maxval=1),
+            "stoch": jnp.tile(jax.nn.one_hot(jnp.arange(3) % 4, 4).reshape(1, 12), (b, 1)),
+        }
+    return batch
+
+
+@functools.cache
+def tiny(**kw):
+    ac = dataclasses.replace(TINY_AC, **{k: v for k, v in kw.items() if k != "replay_context"})
+    wm = dataclasses.replace(TINY_WM, replay_context=kw.get("replay_context", 1))
+    return Dreamer(wm, ac, (("vector", (2,)),), 1, opt=OPT_FAST, batch_size=3)
+
+
+def test_update_metrics_and_no_negative_kl():
+    agent = tiny()
+    state = agent.init(jax.random.key(0))
+    _, metrics, context = agent.train(state, _batch(agent))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    kls = {k: float(v) for k, v in metrics.items() if "kl" in k.lower()}
+    assert kls and all(v >= 0 for v in kls.values()), kls
+    assert "actor/prior_kl" not in metrics  # the uniform prior's "KL" is logged as entropy
+    assert 0 < float(metrics["actor/policy_randomness"]) <= 1
+    assert "repval/critic_loss" in metrics
+    assert context["deter"].shape == (3, 6, 16) and context["stoch"].shape == (3, 6, 12)
+
+
+def test_sequences_start_from_the_stored_state_unless_they_begin_an_episode():
+    agent = tiny()
+    state = agent.init(jax.random.key(0))
+    batch = _batch(agent)
+    wm = lambda b: agent.wm.apply(
+        state.params["wm"], b, jax.random.key(5), b["context"], method=WorldModel.observe
+    )[0]
+    post = wm(batch)
+    other = {**batch, "context": jax.tree.map(lambda x: -x, batch["context"])}
+    post2 = wm(other)
+    # Row 0 begins an episode: h_0 whatever is stored. Rows 1 and 2 continue the stored state.
+    np.testing.assert_allclose(post["deter"][0], post2["deter"][0], rtol=1e-6)
+    for b in (1, 2):
+        assert not np.allclose(post["deter"][b, 0], post2["deter"][b, 0])
+
+
+def test_replay_value_loss_reaches_the_world_model_only_with_repval_grad():
+    new = {}
+    for name, kw in {
+        "off": dict(repval=False),
+        "no_grad": dict(repval=True, repval_grad=False),
+        "grad": dict(repval=True, repval_grad=True),
+    }.items():
+        agent = tiny(**kw)
+        state = agent.init(jax.random.key(0))
+        # Two updates: the critic starts at exactly zero (its output layer is zero), so its
+        # gradient with respect to the states is zero until it has been updated once.
+        for seed in (1, 2):
+            state, _, _ = agent.train(state, _batch(agent, seed=seed))
+        new[name] = state.params
+    same = lambda a, b: all(
+        np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+    assert same(new["off"]["wm"], new["no_grad"]["wm"])
+    assert not same(new["off"]["wm"], new["grad"]["wm"])
+    assert not same(new["off"]["critic"], new["no_grad"]["critic"])
+
+
+def test_sequential_update_trains_the_world_model_alone_first():
+    from agents.baselines import wm_update
+
+    agent = tiny(repval=False, update="sequential", estimator="dynamics", replay_context=0)
+    state = agent.init(jax.random.key(0))
+    batch = _batch(agent)
+    _, k_wm, _ = jax.random.split(state.key, 3)
+    expected, _, _, _ = wm_update(
+        agent.wm, agent.opt["wm"], state.params["wm"], state.opt_state["wm"], batch, k_wm
+    )
+    new, metrics, context = agent.train(state, batch)
+    for x, y in zip(jax.tree.leaves(new.params["wm"]), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    assert context == {} and all(np.isfinite(float(v)) for v in metrics.values())

@@ -142,7 +142,11 @@ def make_trained(latent: str):
     batch = agent.dummy_batch(2, 4)
     batch["vector"] = jax.random.normal(jax.random.key(1), (2, 4, 3))
     batch["reward"] = jax.random.normal(jax.random.key(2), (2, 4))
-    state, metrics = agent.train(state, batch)
+    state, metrics, context = agent.train(state, batch)
+    # The world model starts each sequence from the stored context and returns the refreshed
+    # per-step states for replay.
+    assert set(batch["context"]) == set(context) == {"deter", "stoch"}
+    assert context["deter"].shape == (2, 4, 16)
     return agent, state, metrics
 
 

@@ -444,3 +444,80 @@ def test_directory_of_an_earlier_run_requires_load(tmp_path):
         fresh.load(state)
     with pytest.raises(ValueError, match="capacity >= 6"):
         Replay(capacity=5, directory=tmp_path).load(state)
+
+
+def _context_of(t: int, workers: int, offset: float = 0.0) -> dict:
+    # Integers below 2048 (and halves below 1024) are exact in float16.
+    value = np.array([[w * 100 + t + offset] * 3 for w in range(workers)], np.float32)
+    return {"deter": value, "stoch": value[:, :2]}
+
+
+def test_context_is_stored_sampled_refreshed_and_resumed_exactly(tmp_path):
+    replay = Replay(1000, tmp_path, chunk_size=16, seed=0)
+    for t in range(40):
+        replay.add_batch(make_batch(t, 2), context=_context_of(t, 2))
+    batch, rows, stamps = replay.sample_sequences(6, 5, context=1)
+    assert batch["vector"].shape == (6, 5, 3) and rows.shape == stamps.shape == (6, 5)
+    assert (
+        batch["context"]["deter"].shape == (6, 3) and batch["context"]["deter"].dtype == np.float32
+    )
+    # The context is the stored state of the step just before each sequence.
+    worker, first = batch["vector"][:, 0, 0], batch["vector"][:, 0, 1]
+    np.testing.assert_array_equal(batch["context"]["deter"][:, 0], worker * 100 + first - 1)
+    # Training refreshes the states of the steps it saw (here: + 0.5).
+    seen = batch["vector"][..., 0] * 100 + batch["vector"][..., 1]
+    fresh = {
+        "deter": np.repeat(seen[..., None] + 0.5, 3, -1),
+        "stoch": np.repeat(seen[..., None] + 0.5, 2, -1),
+    }
+    assert replay.update_context(rows, stamps, fresh) == rows.size
+    for w in (0, 1):
+        ctx = replay.stream_context(w)["deter"][:, 0]
+        touched = {int(c) for c in batch["vector"][batch["vector"][..., 0] == w][:, 1]}
+        expected = [w * 100 + t + (0.5 if t in touched else 0.0) for t in range(40)]
+        np.testing.assert_array_equal(ctx, expected)
+    saved = {w: replay.stream_context(w) for w in (0, 1)}
+    state = replay.save()
+    assert state["context"]["file"] in os.listdir(tmp_path)
+    # The process goes on after the save (more steps, more refreshes), then dies.
+    for t in range(40, 50):
+        replay.add_batch(make_batch(t, 2), context=_context_of(t, 2))
+    batch, rows, stamps = replay.sample_sequences(4, 5, context=1)
+    replay.update_context(rows, stamps, {k: v[:4] * 0 - 7 for k, v in fresh.items()})
+    replay.save()
+    del replay
+    resumed = Replay(1000, tmp_path, chunk_size=16, seed=0)
+    resumed.load(state)
+    for w in (0, 1):
+        for k in ("deter", "stoch"):
+            np.testing.assert_array_equal(resumed.stream_context(w)[k], saved[w][k])
+    # Only the loaded state's snapshot remains; the later one is gone with its steps.
+    snapshots = [n for n in os.listdir(tmp_path) if n.startswith("context-")]
+    assert snapshots == [state["context"]["file"]]
+
+
+def test_context_refresh_skips_evicted_steps_and_snapshots_are_bounded(tmp_path):
+    replay = Replay(20, tmp_path, chunk_size=8, seed=1, keep_states=2)
+    for t in range(15):
+        replay.add_batch(make_batch(t, 1), context=_context_of(t, 1))
+    _, rows, stamps = replay.sample_sequences(3, 4, context=1)
+    for t in range(15, 40):  # evicts every sampled step
+        replay.add_batch(make_batch(t, 1), context=_context_of(t, 1))
+    before = replay.stream_context(0)["deter"].copy()
+    values = {
+        "deter": np.full((3, 4, 3), -1.0, np.float32),
+        "stoch": np.full((3, 4, 2), -1.0, np.float32),
+    }
+    assert replay.update_context(rows, stamps, values) == 0
+    np.testing.assert_array_equal(replay.stream_context(0)["deter"], before)
+    for _ in range(4):
+        replay.save()
+    assert len([n for n in os.listdir(tmp_path) if n.startswith("context-")]) == 2
+    with pytest.raises(ValueError, match="pass context="):
+        replay.add_batch(make_batch(40, 1))
+    with pytest.raises(ValueError, match="context keys"):
+        replay.add_batch(make_batch(40, 1), context={"deter": np.zeros((1, 3), np.float32)})
+    plain = Replay(20)
+    fill(plain, 10, 1)
+    with pytest.raises(ValueError, match="context="):
+        plain.sample_sequences(2, 3, context=1)

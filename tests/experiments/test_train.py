@@ -138,12 +138,10 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
         ),
     )
     assert killed, out[-2000:]
-    resumes = int("resumed from checkpoint" in out)
-    assert resumes or not first
+    assert "resumed from checkpoint" in out or not first
     # 3) Resume to the end.
     _, out = _run(logdir)
     assert "resumed from checkpoint" in out
-    resumes += 1
     summary = json.loads(out.strip().splitlines()[-1])
     counters = summary["counters"]
     assert summary["env_steps"] == 4800 and counters["agent_steps"] == 600
@@ -151,13 +149,14 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     # after 100 prefill agent steps), whatever the interruptions.
     assert counters["updates"] == 500
     # The replay on disk holds exactly the steps the counters say were stored, no more, no
-    # less: one step per agent step, plus the first reset and one reset per resume.
+    # less: one step per agent step (each observation is stored once the policy has seen it,
+    # with its posterior as the replay context).
     with Checkpointer(logdir / "checkpoints") as ck:
         meta = ck.restore_meta()
     replay = Replay(100_000, logdir / "replay", 128, 0)
     replay.load(meta["replay"])
     assert len(replay) == counters["stored_steps"]
-    assert counters["stored_steps"] == 600 + 1 + resumes
+    assert counters["stored_steps"] == 600
     steps = replay.stream_steps(0)
     assert steps["is_first"][0]
     assert np.all(steps["action"][steps["is_first"]] == 0)
@@ -219,9 +218,7 @@ def test_non_finite_loss_stops_training_and_keeps_checkpoint(tmp_path):
             "0",
             "--run.save_every",
             "800",
-            "--model.lr",
-            "1e30",
-            "--model.clip",
+            "--opt.lr",
             "1e30",
         ]
     )
@@ -286,17 +283,27 @@ def test_planet_agent_plans_on_the_categorical_dreamer_world_model(tmp_path):
     cfg, _ = config_lib.parse_args(
         [
             "--preset",
-            "dmc-proprio",
+            "dreamerv3",
             "--agent",
             "planet",
             "--logdir",
             str(tmp_path),
+            "--task",
+            "cartpole-balance",
+            "--envs",
+            "1",
+            "--env.action_repeat",
+            "2",
             "--steps",
             "116",
             "--run.prefill",
             "100",
+            "--run.batch_size",
+            "4",
             "--run.batch_length",
-            "16",
+            "8",
+            "--run.train_ratio",
+            "64",
             "--run.eval_every",
             "0",
         ]
@@ -304,7 +311,7 @@ def test_planet_agent_plans_on_the_categorical_dreamer_world_model(tmp_path):
     assert cfg.model.latent == "categorical" and cfg.planet.candidates == 1000
     summary = train(cfg, tmp_path)
     # 50 prefill agent steps (repeat 2), then 8 planned ones, each followed by
-    # 512 / (16 x 16) = 2 updates.
+    # 64 / (4 x 8) = 2 updates.
     assert summary["env_steps"] == 116 and summary["counters"]["updates"] == 16
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert any(np.isfinite(r.get("wm/loss", np.nan)) for r in rows)

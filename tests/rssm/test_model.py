@@ -306,3 +306,88 @@ def test_integer_actions_and_images_refused(setup):
     enc = rssm.ConvEncoder(depth=2)
     with pytest.raises(ValueError, match="uint8"):
         enc.init(jax.random.key(0), jnp.zeros((2, 64, 64, 3), jnp.uint8))
+
+
+def test_prior_step_bounds_actions_to_the_box(setup):
+    model, params, observe, _ = setup
+    post, _ = observe(params, *data(7), jax.random.key(13))
+    state = jax.tree.map(lambda x: x[:, -1], post)
+    inside = jax.random.uniform(jax.random.key(14), (B, A), minval=-1, maxval=1)
+    outside = 3.0 * jnp.sign(inside)  # every component pushed 3x past the box
+    bounded = jnp.sign(inside)  # what the environment executes
+    key = jax.random.key(15)
+    step = lambda a: model.apply(params, state, a, key, method=RSSM.img_step)
+    far, edge = step(outside), step(bounded)
+    for name in far:
+        np.testing.assert_allclose(far[name], edge[name], rtol=1e-6, atol=1e-6, err_msg=name)
+    # In-box actions pass unchanged (the step differs from the edge's), and the bound's
+    # gradient is 1 / max(1, |a|), not zero as clipping's.
+    assert not np.allclose(step(inside)["deter"], edge["deter"])
+    bound = lambda a: model.apply(params, a, method=RSSM.bound_action)
+    np.testing.assert_allclose(bound(jnp.array([3.0, -2.0, 0.5])), [1.0, -1.0, 0.5])
+    grad = jax.grad(lambda a: bound(a).sum())(jnp.array([3.0, -2.0, 0.5]))
+    np.testing.assert_allclose(grad, [1 / 3, 1 / 2, 1.0], rtol=1e-6)
+    unbounded = RSSM(latent=model.latent, action_dim=A, deter=16, hidden=8, blocks=2, action_clip=0)
+    far = unbounded.apply(params, state, outside, key, method=RSSM.img_step)
+    assert not np.allclose(far["deter"], edge["deter"])
+
+
+@pytest.mark.parametrize("core, initial", [("gru", "learned"), ("block", "zeros")])
+def test_cores_and_initial_states(core, initial):
+    model = RSSM(
+        latent=LATENTS["categorical"],
+        action_dim=A,
+        deter=16,
+        hidden=8,
+        blocks=2,
+        core=core,
+        initial=initial,
+    )
+    embed, action, is_first = data(8)
+    params = model.init(
+        jax.random.key(1), embed, action, is_first, jax.random.key(2), method=RSSM.observe
+    )
+    init = model.apply(params, 2, method=RSSM.initial_state)
+    if initial == "zeros":  # DreamerV3 2024: h_0 = 0, s_0 = 0, nothing learned
+        assert "init_deter" not in params["params"]
+        np.testing.assert_array_equal(init["deter"], 0.0)
+        np.testing.assert_array_equal(init["stoch"], 0.0)
+    else:  # h_0 = tanh(w), s_0 the prior's mode: one-hot per group
+        np.testing.assert_array_equal(init["stoch"].reshape(2, 3, 4).sum(-1), 1.0)
+    names = set(params["params"])
+    if core == "gru":
+        assert {"in_joint", "gates", "gates_norm"} <= names and "in_deter" not in names
+        assert params["params"]["gates"]["kernel"].shape == (16 + 8, 48)
+    else:
+        assert params["params"]["gates"]["kernel"].shape == (2, 16 // 2, 48 // 2)
+    post, _ = model.apply(params, embed, action, is_first, jax.random.key(3), method=RSSM.observe)
+    assert post["deter"].shape == (B, T, 16) and bool(jnp.all(jnp.isfinite(post["deter"])))
+
+
+def test_observe_continues_from_a_stored_state_unless_the_episode_starts(setup):
+    model, params, observe, _ = setup
+    embed, action, is_first = data(9)
+    key = jax.random.key(16)
+    # The state stored for the step before the sequence: only h and s are kept.
+    full, _ = observe(params, embed, action, is_first, key)
+    stored = {k: full[k][:, 2] for k in ("deter", "stoch")}
+    cont = is_first.at[:, 0].set(False)  # a sequence cut in the middle of an episode
+    cont = cont.at[0, 0].set(True)  # ... except row 0, which begins one
+    run = lambda state: model.apply(params, embed, action, cont, key, state, method=RSSM.observe)[0]
+    from_stored, from_h0 = run(stored), run(None)
+    # Rows cut mid-episode start from the stored state, not from h_0 ...
+    for b in (1, 2):
+        assert not np.allclose(from_stored["deter"][b, 0], from_h0["deter"][b, 0])
+    ref = model.apply(
+        params,
+        stored,
+        action[:, 0],
+        embed[:, 0],
+        cont[:, 0],
+        jax.random.split(key, T)[0],
+        method=RSSM.obs_step,
+    )[0]
+    np.testing.assert_allclose(from_stored["deter"][:, 0], ref["deter"], rtol=1e-6, atol=1e-6)
+    # ... and the row that begins an episode starts from h_0 whatever was stored.
+    for name in from_stored:
+        np.testing.assert_allclose(from_stored[name][0], from_h0[name][0], rtol=1e-6, atol=1e-6)

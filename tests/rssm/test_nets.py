@@ -43,6 +43,64 @@ def test_twohot_dist_mean_and_gradient():
     np.testing.assert_allclose(grad, target - jax.nn.softmax(logits, -1), atol=1e-6)
 
 
+def test_symexp_bins_are_antisymmetric_and_zero_logits_read_exactly_zero():
+    bins = rssm.symexp_bins(255)
+    assert bins.shape == (255,) and float(bins[127]) == 0.0
+    np.testing.assert_array_equal(bins, -bins[::-1])
+    np.testing.assert_allclose([bins[0], bins[-1]], [-rssm.symexp(20.0), rssm.symexp(20.0)])
+    assert bool(jnp.all(jnp.diff(bins) > 0))
+    even = rssm.symexp_bins(256)
+    np.testing.assert_array_equal(even, -even[::-1])
+    for b in (bins, even):
+        dist = rssm.TwoHotDist(jnp.zeros((3, b.shape[0])), b)
+        np.testing.assert_array_equal(dist.mean(), 0.0)  # exactly, despite bins up to 5e8
+    # The mirrored sum is the plain expectation for other logits.
+    logits = 3 * jax.random.normal(jax.random.key(0), (4, 255))
+    dist = rssm.TwoHotDist(logits, bins)
+    probs = np.asarray(jax.nn.softmax(logits, -1), np.float64)
+    naive = (probs * np.asarray(bins, np.float64)).sum(-1)
+    np.testing.assert_allclose(dist.mean(), naive, rtol=1e-4)
+
+
+def test_twohot_raw_space_encoding_round_trips():
+    bins = rssm.symexp_bins(255)
+    x = jnp.array([-1234.5, -2.0, -0.01, 0.0, 0.3, 1.0, 10.0, 77.7])
+    enc = twohot(x, bins)
+    np.testing.assert_allclose((enc * bins).sum(-1), x, rtol=1e-5, atol=1e-7)
+    dist = rssm.TwoHotDist(jnp.log(enc + 1e-30), bins)
+    np.testing.assert_allclose(dist.mean(), x, rtol=1e-4, atol=1e-6)
+
+
+def _loss_optimal_readout(make, bins, values, probs, steps=600):
+    """Minimizes E_y[-log p(y)] over the logits by Adam and returns the head's readout."""
+    values, probs = jnp.asarray(values), jnp.asarray(probs)
+    loss = lambda lg: -(probs * make(lg, bins).log_prob(values)).sum()
+    logits = jnp.zeros((values.shape[0], bins.shape[0]))  # one logit row, broadcast per value
+    opt = __import__("optax").adam(0.1)
+    state = opt.init(logits)
+
+    @jax.jit
+    def step(lg, st):
+        g = jax.grad(lambda row: loss(jnp.broadcast_to(row[:1], lg.shape)))(lg)
+        g = jnp.broadcast_to(g.sum(0, keepdims=True), lg.shape)
+        up, st = opt.update(g, st)
+        return lg + up, st
+
+    for _ in range(steps):
+        logits, state = step(logits, state)
+    return float(make(logits[:1], bins).mean()[0])
+
+
+def test_twohot_readout_of_a_stochastic_target_is_its_mean():
+    # Rewards 0 with p = 0.9 and 10 with p = 0.1: the mean is 1.0.
+    values, probs = [0.0, 10.0], [0.9, 0.1]
+    unbiased = _loss_optimal_readout(rssm.TwoHotDist, rssm.symexp_bins(255), values, probs)
+    assert abs(unbiased - 1.0) < 1e-2, unbiased
+    # The 2023 variant's optimum is symexp(E[symlog y]) = symexp(0.1 * log 11) = 0.271.
+    biased = _loss_optimal_readout(rssm.TwoHotSymlogDist, symlog_bins(255), values, probs)
+    np.testing.assert_allclose(biased, np.expm1(0.1 * np.log(11.0)), atol=1e-2)
+
+
 def test_depth_to_space_places_channels_as_pixels():
     x = jnp.arange(1 * 2 * 2 * 8).reshape(1, 2, 2, 8)
     y = depth_to_space(x, 2)
@@ -58,19 +116,47 @@ def test_depth_to_space_places_channels_as_pixels():
                     )
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_conv_encoder_decoder_shapes(dtype):
-    enc = rssm.ConvEncoder(depth=4, dtype=dtype)
-    dec = rssm.ConvDecoder(depth=4, dtype=dtype)
+@pytest.mark.parametrize(
+    "kind, dtype",
+    [("dreamerv3", jnp.float32), ("dreamerv3", jnp.bfloat16), ("strided", jnp.float32)],
+)
+def test_conv_encoder_decoder_shapes(kind, dtype):
+    enc = rssm.ConvEncoder(depth=4, kind=kind, dtype=dtype)
+    # The features a decoder sees are concat(h_t, s_t); here h_t is the first 40 entries.
+    dec = rssm.ConvDecoder(depth=4, kind=kind, deter=40, units=8, blocks=4, dtype=dtype)
     img = jax.random.uniform(jax.random.key(0), (2, 3, 64, 64, 3)) - 0.5
     pe = enc.init(jax.random.key(1), img)
     emb = enc.apply(pe, img)
     assert emb.shape == (2, 3, 4 * 4 * 16)
-    pd = dec.init(jax.random.key(2), emb)
-    out = dec.apply(pd, emb)
+    feat = jnp.concatenate([emb[..., :40], emb[..., :24]], -1)
+    pd = dec.init(jax.random.key(2), feat)
+    out = dec.apply(pd, feat)
     assert out.shape == (2, 3, 64, 64, 3) and out.dtype == jnp.float32
+    if kind == "dreamerv3":  # a sigmoid: predictions lie in the target space [0, 1]
+        assert bool(jnp.all((out >= 0) & (out <= 1)))
     for leaf in jax.tree.leaves((pe, pd)):
         assert leaf.dtype == jnp.float32  # parameters stay float32 under bfloat16 compute
+
+
+def test_encoder_max_pools_and_decoder_blocks_are_block_diagonal():
+    # The 'dreamerv3' encoder's first stage is conv (stride 1) then a 2x2 max: a single bright
+    # pixel moves the stage output only inside its 2x2 pooling window's neighbourhood.
+    enc = rssm.ConvEncoder(depth=1, mults=(1,), kernel=1, kind="dreamerv3", norm="none")
+    img = jnp.zeros((1, 64, 64, 3))
+    params = enc.init(jax.random.key(0), img)
+    base = enc.apply(params, img).reshape(32, 32)
+    changed = set()
+    for value in (1.0, -1.0):  # one sign raises the conv output above the window's others
+        lit = enc.apply(params, img.at[0, 10, 13].set(value)).reshape(32, 32)
+        changed |= {tuple(i) for i in np.argwhere(np.abs(np.asarray(lit - base)) > 0).tolist()}
+    assert changed == {(5, 6)}
+    # BlockDense: the g-th slice of the input reaches only the g-th slice of the output.
+    layer = rssm.nets.BlockDense(features=6, blocks=3)
+    x = jnp.zeros((1, 9))
+    bp = layer.init(jax.random.key(1), x)
+    jac = jax.jacobian(lambda v: layer.apply(bp, v))(x)[0, :, 0, :]  # [6 out, 9 in]
+    mask = np.kron(np.eye(3), np.ones((2, 3)))
+    np.testing.assert_array_equal(np.asarray(jac) != 0, mask != 0)
 
 
 @pytest.mark.parametrize(
@@ -81,6 +167,7 @@ def test_conv_encoder_decoder_shapes(dtype):
         ("symlog_mse", (4,), np.ones((2, 3, 4))),
         ("binary", (), np.ones((2, 3))),
         ("symlog_twohot", (), np.ones((2, 3))),
+        ("symexp_twohot", (), np.ones((2, 3))),
     ],
 )
 def test_heads_log_prob_shapes(dist, shape, target):

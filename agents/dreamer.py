@@ -324,11 +324,15 @@ class Dreamer:
         feat = rssm.features(post)
         if not cfg.repval_grad:
             feat = sg(feat)
+        # A step followed by an episode start ends its episode even where the episode was
+        # abandoned without is_last (a run resumed mid-episode), as DreamerV3's replay marks.
+        first = batch["is_first"].astype(bool)
+        last = batch["is_last"].astype(bool) | jnp.pad(first[:, 1:], ((0, 0), (0, 1)))
         rets = ac_math.replay_returns(
-            batch["reward"], batch["is_last"], batch["is_terminal"], boot, cfg.gamma, cfg.lam
+            batch["reward"], last, batch["is_terminal"], boot, cfg.gamma, cfg.lam
         )
         feat = feat[:, :-1]
-        weights = 1.0 - batch["is_last"][:, :-1].astype(jnp.float32)
+        weights = 1.0 - last[:, :-1].astype(jnp.float32)
         slow_mean = self.critic.apply(state.slow_critic, sg(feat)).mean()
         loss, metrics = ac_math.critic_loss(
             self.critic.apply(critic_p, feat), sg(rets), slow_mean, weights, cfg.slowreg

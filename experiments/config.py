@@ -46,6 +46,7 @@ class RunConfig:
     replay_capacity: int = 1_000_000  # replay size in steps (FIFO)
     replay_chunk: int = 1024  # steps per replay file on disk
     context_dtype: str = "float16"  # float type replay stores each step's RSSM state in
+    replay_online: bool = False  # train on each fresh window once, before uniform draws
     eval_every: int = 10_000  # environment steps between evaluations (0: never)
     eval_episodes: int = 1  # episodes per evaluation (policy mode 'eval')
     log_every: int = 1000  # environment steps between scalar logs
@@ -135,7 +136,8 @@ def debug() -> Config:
 def dreamerv3() -> Config:
     """DreamerV3, 2024 release, on dm-control states (danijar/dreamerv3 configs.yaml:
     ``defaults`` + ``dmc_proprio``): size1m, 16 envs, action repeat 1, train ratio 1024,
-    batch 16 x 64 with one step of replay context, replay 5e6, the AGC/RMS/momentum optimizer
+    batch 16 x 64 with one step of replay context, replay 5e6 with the online queue (every fresh
+    window trained on once before uniform draws), the AGC/RMS/momentum optimizer
     at 4e-5 with 1000 warmup updates, KL 1.0 / 0.1 / free 1, replay-value loss 0.3.
 
     Not reproduced: the reference computes in bfloat16 on GPUs (``--model.dtype bfloat16``).
@@ -149,6 +151,7 @@ def dreamerv3() -> Config:
             batch_size=16,
             batch_length=64,
             replay_capacity=5_000_000,
+            replay_online=True,
         ),
         model=WorldModelConfig(),
         dreamer=DreamerConfig(),

@@ -50,6 +50,11 @@ save and the RNG state, so the same further adds give the same samples as an uni
 It deletes whatever was written after the save (files of later steps, of streams that did not
 exist yet, leftover ``.tmp`` files) and truncates a file that runs past the saved end.
 
+Online queue (``online=L``, DreamerV3's ``replay.online``). Every L steps of a stream, the window
+of its latest L steps is queued; ``sample_sequences`` serves queued windows (oldest first) before
+drawing uniformly, so every stretch of fresh experience is trained on at least once soon after
+it was collected. The queue is part of the saved state.
+
 Context. ``add_batch(steps, context=...)`` also stores per-step *context* values (the RSSM
 state of each step for DreamerV3's replay context), which training refreshes through
 ``update_context``; ``sample_sequences`` returns the context of the step before each window.
@@ -187,6 +192,8 @@ class Replay:
       keep_states: how many of the most recent ``save()`` states stay loadable; files they need
         are not deleted by eviction until a later ``save()`` supersedes them.
       context_dtype: float type the per-step context values are stored in.
+      online: window length L of the online queue (0: off); ``sample_sequences`` must then
+        draw windows of exactly L steps (length + context).
     """
 
     def __init__(
@@ -199,6 +206,7 @@ class Replay:
         compress: bool = False,
         keep_states: int = 2,
         context_dtype: str = "float16",
+        online: int = 0,
     ):
         self.capacity = _positive_int("capacity", capacity, "it is the number of steps stored")
         self.chunk_size = _positive_int(
@@ -228,6 +236,10 @@ class Replay:
         self._saved: list[dict[int, tuple[int, int]]] = []  # windows of the kept save() states
         self._saved_context: list[str] = []  # context snapshots of the kept save() states
         self._context = ContextStore(self.capacity, context_dtype)
+        if isinstance(online, bool) or not isinstance(online, int) or online < 0:
+            raise ValueError(f"online must be a window length >= 0 (0: off), got {online!r}")
+        self.online = online
+        self._queue: collections.deque[tuple[int, int]] = collections.deque()  # (worker, start)
         self._deferred: list[tuple[int, _File]] = []  # evicted files a kept state still needs
 
         self._foreign = 0
@@ -410,6 +422,10 @@ class Replay:
         stream.push(row)
         self._count += 1
         self._next_row = (row + 1) % self.capacity
+        # As DreamerV3: the step with index n = end - 1 queues the window ending at it whenever
+        # n is a multiple of L (and the stream holds L steps).
+        if self.online and stream.end >= self.online and (stream.end - 1) % self.online == 0:
+            self._queue.append((stream.worker, stream.end - self.online))
         if self.directory is not None and stream.end % self.chunk_size == 0:
             self._flush(stream)
 
@@ -452,7 +468,10 @@ class Replay:
             raise ValueError(f"context={context}; expected 0 or 1 step of replay context")
         if context and not self._context.data:
             raise ValueError("sample_sequences(context=1) needs steps added with context=")
-        rows = self._sample_rows(batch_size, length + context)
+        rows = self._online_rows(batch_size, length + context)
+        if len(rows) < batch_size:
+            uniform = self._sample_rows(batch_size - len(rows), length + context)
+            rows = np.concatenate([rows, uniform]) if len(rows) else uniform
         body = rows[:, context:]
         batch: dict[str, Any] = {k: np.take(v, body, axis=0) for k, v in self._data.items()}
         if context:
@@ -470,6 +489,23 @@ class Replay:
     def can_sample(self, length: int) -> bool:
         """Whether one stream holds at least ``length`` consecutive steps."""
         return any(s.size >= length for s in self._sorted)
+
+    def _online_rows(self, batch_size: int, length: int) -> np.ndarray:
+        """Rows ``[<= B, length]`` of queued windows still stored (popped from the queue)."""
+        if not self.online:
+            return np.zeros((0, length), np.int64)
+        if length != self.online:
+            raise ValueError(
+                f"this replay queues online windows of {self.online} steps but was asked for "
+                f"{length}; create it with online=length + context"
+            )
+        out = []
+        while self._queue and len(out) < batch_size:
+            worker, start = self._queue.popleft()
+            stream = self._streams[worker]
+            if start >= stream.start:  # not evicted since it was queued
+                out.append(stream.rows()[start - stream.start : start - stream.start + length])
+        return np.stack(out) if out else np.zeros((0, length), np.int64)
 
     def _sample_rows(self, batch_size: int, length: int) -> np.ndarray:
         batch_size = _positive_int("batch_size", batch_size, "sample at least one sequence")
@@ -585,6 +621,7 @@ class Replay:
             "streams": [[s.worker, s.start, s.end] for s in self._sorted],
             "next_stamp": self._next_stamp,
             "rng": _to_json(self._rng.bit_generator.state),
+            "online_queue": [list(q) for q in self._queue],
         }
 
     def load(self, state: Mapping[str, Any]) -> None:
@@ -706,6 +743,11 @@ class Replay:
         self._next_row = self._count % self.capacity
         self._next_stamp = int(state["next_stamp"])
         self._rng.bit_generator.state = state["rng"]
+        self._queue = collections.deque(
+            (int(w), int(start))
+            for w, start in state.get("online_queue", [])
+            if w in windows and start >= windows[w][0]
+        )
         self._saved = [windows]
         self._deferred = []
         self._foreign = 0

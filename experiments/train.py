@@ -251,6 +251,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             run.replay_chunk,
             run.seed,
             context_dtype=run.context_dtype,
+            online=run.batch_length + cfg.model.replay_context if run.replay_online else 0,
         )
         writeback = ContextWriteBack(replay)
         state = agent.init(init_key)

@@ -521,3 +521,24 @@ def test_context_refresh_skips_evicted_steps_and_snapshots_are_bounded(tmp_path)
     fill(plain, 10, 1)
     with pytest.raises(ValueError, match="context="):
         plain.sample_sequences(2, 3, context=1)
+
+
+def test_online_queue_serves_each_fresh_window_once_before_uniform_draws(tmp_path):
+    # L = 5: the step with index n queues the window [n - 4, n] whenever n is a multiple of 5.
+    replay = Replay(1000, tmp_path, chunk_size=8, seed=0, online=5)
+    for t in range(16):
+        replay.add_batch(make_batch(t, 2), context=_context_of(t, 2))
+    # Queued: (worker 0, start 1), (1, 1), (0, 6), (1, 6), (0, 11), (1, 11).
+    batch, _, _ = replay.sample_sequences(4, 4, context=1)
+    starts = batch["vector"][:, 0, :2].astype(int).tolist()  # (worker, first trained step)
+    assert starts == [[0, 2], [1, 2], [0, 7], [1, 7]]
+    state = replay.save()
+    batch, _, _ = replay.sample_sequences(3, 4, context=1)
+    assert batch["vector"][:2, 0, :2].astype(int).tolist() == [[0, 12], [1, 12]]
+    # The third is a uniform draw; the queue is empty now, and resumes with the saved queue.
+    resumed = Replay(1000, tmp_path, chunk_size=8, seed=0, online=5)
+    resumed.load(state)
+    again, _, _ = resumed.sample_sequences(3, 4, context=1)
+    np.testing.assert_array_equal(again["vector"], batch["vector"])
+    with pytest.raises(ValueError, match="online windows of 5"):
+        resumed.sample_sequences(2, 6, context=1)

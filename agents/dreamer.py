@@ -45,6 +45,7 @@ from agents.baselines import (
     start_state,
 )
 from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch, zero_carry
+from rssm.nets import reference_active
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -263,25 +264,63 @@ class Dreamer:
         k_img, k_kl = jax.random.split(key)
         start = jax.tree.map(lambda x: sg(x.reshape(-1, *x.shape[2:])), post)
         dynamics = cfg.estimator == "dynamics"
-        traj, actions = self.imagine(wm_p, params["actor"], start, k_img)
-        feat = rssm.features(traj)  # [N, H + 1, F]
-        if not dynamics:
-            feat = sg(feat)
-        rew_dist, con_dist = self.wm.apply(wm_p, feat, method=WorldModel.heads)
-        cont = con_dist.mean() if cfg.imag_cont == "prob" else (con_dist.mean() > 0.5)
-        cont = cont.astype(jnp.float32)
-        if cfg.first_cont == "data":
-            first = 1.0 - batch["is_terminal"].reshape(-1).astype(jnp.float32)
-            cont = jnp.concatenate([first[:, None], cont[:, 1:]], 1)
-        # With contdisc the continue head already carries the discount.
-        gamma = 1.0 if cfg.contdisc else cfg.gamma
-        values = self.critic.apply(sg(params["critic"]), feat).mean()  # v_0 .. v_H
-        rewards = rew_dist.mean()[:, 1:]
-        rets = ac_math.lambda_returns(rewards, cont[:, 1:], values, gamma, cfg.lam)
-        weights = ac_math.discount_weights(cont, gamma)
-        retnorm = ac_math.returnnorm_update(state.retnorm, sg(rets), cfg.retnorm_decay)
-        scale = ac_math.returnnorm_scale(retnorm, cfg.retnorm_limit)
-        pi = self.actor.apply(params["actor"], sg(feat[:, :-1]))
+        with jax.named_scope("imagination"):
+            traj, actions = self.imagine(wm_p, params["actor"], start, k_img)
+            feat = rssm.features(traj)  # [N, H + 1, F]
+            if not dynamics:
+                feat = sg(feat)
+            rew_dist, con_dist = self.wm.apply(wm_p, feat, method=WorldModel.heads)
+            cont = con_dist.mean() if cfg.imag_cont == "prob" else (con_dist.mean() > 0.5)
+            cont = cont.astype(jnp.float32)
+            if cfg.first_cont == "data":
+                first = 1.0 - batch["is_terminal"].reshape(-1).astype(jnp.float32)
+                cont = jnp.concatenate([first[:, None], cont[:, 1:]], 1)
+            # With contdisc the continue head already carries the discount.
+            gamma = 1.0 if cfg.contdisc else cfg.gamma
+            if dynamics or reference_active():
+                values = self.critic.apply(sg(params["critic"]), feat).mean()  # v_0 .. v_H
+                critic_dist = None
+            else:
+                # One critic pass serves both the returns (stopped) and the critic's own loss;
+                # the features are stopped already, so the gradients are unchanged.
+                critic_dist = self.critic.apply(params["critic"], feat)
+                values = sg(critic_dist.mean())
+            rewards = rew_dist.mean()[:, 1:]
+            rets = ac_math.lambda_returns(rewards, cont[:, 1:], values, gamma, cfg.lam)
+            weights = ac_math.discount_weights(cont, gamma)
+            retnorm = ac_math.returnnorm_update(state.retnorm, sg(rets), cfg.retnorm_decay)
+            scale = ac_math.returnnorm_scale(retnorm, cfg.retnorm_limit)
+        with jax.named_scope("actor"):
+            pi = self.actor.apply(params["actor"], sg(feat[:, :-1]))
+            actor_loss, metrics = self._actor_loss(pi, actions, rets, values, weights, scale, k_kl)
+        metrics.update(
+            {
+                "actor/imag_reward": rewards.mean(),
+                "actor/imag_cont": cont[:, 1:].mean(),
+                "actor/imag_return": rets.mean(),
+                "actor/imag_weight": weights.mean(),
+            }
+        )
+        with jax.named_scope("critic"):
+            feat_c = sg(feat[:, :-1])
+            slow_mean = self.critic.apply(state.slow_critic, feat_c).mean()
+            if critic_dist is None:
+                critic_dist = self.critic.apply(params["critic"], feat_c)
+            else:
+                critic_dist = type(critic_dist)(critic_dist.logits[:, :-1], critic_dist.bins)
+            critic_loss, critic_metrics = ac_math.critic_loss(
+                critic_dist,
+                sg(rets),
+                slow_mean,
+                weights[:, :-1],
+                cfg.slowreg,
+            )
+        metrics.update({f"critic/{k}": v for k, v in critic_metrics.items()})
+        return actor_loss, critic_loss, (metrics, retnorm, sg(rets[:, 0]))
+
+    def _actor_loss(self, pi, actions, rets, values, weights, scale, key):
+        """``ac_math.actor_loss`` over s_0 .. s_{H-1} with this agent's settings."""
+        cfg = self.cfg
         actor_loss, metrics = ac_math.actor_loss(
             pi,
             actions[:, :-1],
@@ -292,29 +331,10 @@ class Dreamer:
             estimator=cfg.estimator,
             beta=cfg.actent,
             prior=self.action_prior(pi),
-            key=k_kl,
+            key=key,
             entropy_range=self.actor.entropy_range(),
         )
-        metrics = {f"actor/{k}": v for k, v in metrics.items()}
-        metrics.update(
-            {
-                "actor/imag_reward": rewards.mean(),
-                "actor/imag_cont": cont[:, 1:].mean(),
-                "actor/imag_return": rets.mean(),
-                "actor/imag_weight": weights.mean(),
-            }
-        )
-        feat_c = sg(feat[:, :-1])
-        slow_mean = self.critic.apply(state.slow_critic, feat_c).mean()
-        critic_loss, critic_metrics = ac_math.critic_loss(
-            self.critic.apply(params["critic"], feat_c),
-            sg(rets),
-            slow_mean,
-            weights[:, :-1],
-            cfg.slowreg,
-        )
-        metrics.update({f"critic/{k}": v for k, v in critic_metrics.items()})
-        return actor_loss, critic_loss, (metrics, retnorm, sg(rets[:, 0]))
+        return actor_loss, {f"actor/{k}": v for k, v in metrics.items()}
 
     def _repval_loss(self, critic_p, state: DreamerState, post, batch, boot):
         """The replay-value loss over the batch's posterior states ``[B, T]``: two-hot
@@ -340,14 +360,42 @@ class Dreamer:
         return loss, {f"repval/{k}": v for k, v in metrics.items()}
 
     def _train(self, state: DreamerState, batch: dict):
+        key = jax.random.split(state.key, 3)[0]
+        grads, metrics, (retnorm, post, new_params, opt_state) = self._gradients(state, batch)
+        if new_params is None:  # 'joint': every module steps on the gradients just taken
+            new_params, opt_state = self._step(optim.MODULES, grads, state.opt_state, state.params)
+        for name in optim.MODULES:
+            metrics[f"{name}/grad_norm"] = optax.tree.norm(grads[name])
+        new_state = state.replace(
+            params=new_params,
+            opt_state=opt_state,
+            slow_critic=ac_math.ema_update(
+                state.slow_critic, new_params["critic"], self.cfg.slow_rate
+            ),
+            retnorm=retnorm,
+            key=key,
+            updates=state.updates + 1,
+            train_carry=last_state(post) if self.wm_cfg.carry_state else None,
+        )
+        return new_state, metrics, context_out(self.wm_cfg, post)
+
+    def _gradients(self, state: DreamerState, batch: dict):
+        """Gradients of every module's loss, and the losses as metrics.
+
+        Returns (grads {'wm', 'actor', 'critic'}, metrics, (retnorm, posterior states, new
+        params, new optimizer states)); the last two are None for 'joint' (the caller steps)
+        and hold the stepped modules for 'sequential', whose actor and critic gradients are
+        taken after the world model's step.
+        """
         cfg = self.cfg
-        key, k_wm, k_ac = jax.random.split(state.key, 3)
+        _, k_wm, k_ac = jax.random.split(state.key, 3)
         params = state.params
         start = start_state(self.wm_cfg, batch, state.train_carry)
         b, t = batch["is_first"].shape
 
         def wm_loss(wm_p):
-            return self.wm.apply(wm_p, batch, k_wm, start, method=WorldModel.loss)
+            with jax.named_scope("world_model"):
+                return self.wm.apply(wm_p, batch, k_wm, start, method=WorldModel.loss)
 
         if cfg.update == "joint":
 
@@ -360,9 +408,10 @@ class Dreamer:
                 metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
                 metrics.update({"wm/loss": loss_wm})
                 if cfg.repval:
-                    rep_l, rep_metrics = self._repval_loss(
-                        p["critic"], state, post, batch, boot.reshape(b, t)
-                    )
+                    with jax.named_scope("replay_value"):
+                        rep_l, rep_metrics = self._repval_loss(
+                            p["critic"], state, post, batch, boot.reshape(b, t)
+                        )
                     total = total + cfg.repval_scale * rep_l
                     metrics.update(rep_metrics)
                 return total, (metrics, retnorm, post)
@@ -370,49 +419,39 @@ class Dreamer:
             (_, (metrics, retnorm, post)), grads = jax.value_and_grad(total_loss, has_aux=True)(
                 params
             )
-            new_params, opt_state = {}, {}
-            for name in optim.MODULES:
-                updates, opt_state[name] = self.opt[name].update(
-                    grads[name], state.opt_state[name], params[name]
-                )
-                new_params[name] = optax.apply_updates(params[name], updates)
-        else:  # 'sequential': the world model first, then imagination with the updated one.
-            (loss_wm, (wm_metrics, post)), g_wm = jax.value_and_grad(wm_loss, has_aux=True)(
-                params["wm"]
-            )
-            updates, wm_opt = self.opt["wm"].update(g_wm, state.opt_state["wm"], params["wm"])
-            new_wm = optax.apply_updates(params["wm"], updates)
+            return grads, metrics, (retnorm, post, None, None)
 
-            def ac_loss(p):
-                actor_l, critic_l, aux = self._imagination_losses(
-                    sg(new_wm), p, state, sg(post), batch, k_ac
-                )
-                return actor_l + critic_l, aux
-
-            ac_params = {k: params[k] for k in ("actor", "critic")}
-            (_, (metrics, retnorm, _)), g_ac = jax.value_and_grad(ac_loss, has_aux=True)(ac_params)
-            metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
-            metrics.update({"wm/loss": loss_wm})
-            grads = {"wm": g_wm, **g_ac}
-            new_params, opt_state = {"wm": new_wm}, {"wm": wm_opt}
-            for name in ("actor", "critic"):
-                updates, opt_state[name] = self.opt[name].update(
-                    g_ac[name], state.opt_state[name], params[name]
-                )
-                new_params[name] = optax.apply_updates(params[name], updates)
-
-        for name in optim.MODULES:
-            metrics[f"{name}/grad_norm"] = optax.tree.norm(grads[name])
-        new_state = state.replace(
-            params=new_params,
-            opt_state=opt_state,
-            slow_critic=ac_math.ema_update(state.slow_critic, new_params["critic"], cfg.slow_rate),
-            retnorm=retnorm,
-            key=key,
-            updates=state.updates + 1,
-            train_carry=last_state(post) if self.wm_cfg.carry_state else None,
+        # 'sequential': the world model first, then imagination with the updated one.
+        (loss_wm, (wm_metrics, post)), g_wm = jax.value_and_grad(wm_loss, has_aux=True)(
+            params["wm"]
         )
-        return new_state, metrics, context_out(self.wm_cfg, post)
+        new_params, opt_state = self._step(("wm",), {"wm": g_wm}, state.opt_state, params)
+        new_wm = new_params["wm"]
+
+        def ac_loss(p):
+            actor_l, critic_l, aux = self._imagination_losses(
+                sg(new_wm), p, state, sg(post), batch, k_ac
+            )
+            return actor_l + critic_l, aux
+
+        ac_params = {k: params[k] for k in ("actor", "critic")}
+        (_, (metrics, retnorm, _)), g_ac = jax.value_and_grad(ac_loss, has_aux=True)(ac_params)
+        metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
+        metrics.update({"wm/loss": loss_wm})
+        ac_new, ac_opt = self._step(("actor", "critic"), g_ac, state.opt_state, params)
+        new_params, opt_state = {**new_params, **ac_new}, {**opt_state, **ac_opt}
+        return {"wm": g_wm, **g_ac}, metrics, (retnorm, post, new_params, opt_state)
+
+    def _step(self, names, grads, opt_state, params):
+        """One optimizer step of the named modules: (new params, new optimizer states)."""
+        new_params, new_opt = {}, {}
+        with jax.named_scope("optimizer"):
+            for name in names:
+                updates, new_opt[name] = self.opt[name].update(
+                    grads[name], opt_state[name], params[name]
+                )
+                new_params[name] = optax.apply_updates(params[name], updates)
+        return new_params, new_opt
 
     def _openloop(self, state: DreamerState, batch, key):
         return self.wm.apply(state.params["wm"], batch, key, method=WorldModel.openloop)

@@ -284,8 +284,7 @@ class WorldModel(nn.Module):
 
     def obs_step(self, state, prev_action: Array, obs: Batch, key: Array):
         """One posterior step for acting: obs holds ``[N, ...]`` arrays and ``is_first [N]``."""
-        post, _ = self.rssm.obs_step(state, prev_action, self.embed(obs), obs["is_first"], key)
-        return post
+        return self.rssm.post_step(state, prev_action, self.embed(obs), obs["is_first"], key)
 
     def img_step(self, state, action: Array, key: Array):
         return self.rssm.img_step(state, action, key)

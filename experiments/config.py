@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import types
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import rssm
@@ -47,6 +49,7 @@ class RunConfig:
     replay_chunk: int = 1024  # steps per replay file on disk
     context_dtype: str = "float16"  # float type replay stores each step's RSSM state in
     replay_online: bool = False  # train on each fresh window once, before uniform draws
+    overlap: bool = True  # dispatch updates before stepping the envs (same results, faster)
     eval_every: int = 10_000  # environment steps between evaluations (0: never)
     eval_episodes: int = 1  # episodes per evaluation (policy mode 'eval')
     log_every: int = 1000  # environment steps between scalar logs
@@ -89,6 +92,7 @@ RESUMABLE_FIELDS = (
     "run.save_every",
     "logging",
     "env.parallel",
+    "run.overlap",
 )
 
 
@@ -489,6 +493,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     parser.add_argument("--preset", default="debug", help=f"one of {sorted(PRESETS)}")
     parser.add_argument("--logdir", required=True, help="run directory; reused to resume")
     parser.add_argument("--agent", default=None, choices=AGENTS)
+    parser.add_argument(
+        "--compile-cache",
+        default=os.environ.get("RSSM_JAX_CACHE", str(Path.home() / ".cache" / "rssm-jax" / "xla")),
+        help="directory of JAX's persistent compilation cache (a second launch of the same "
+        "command loads its compiled programs instead of compiling); env RSSM_JAX_CACHE",
+    )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile everything afresh, without the persistent cache",
+    )
     for short, full in SHORTCUTS.items():
         parser.add_argument(
             f"--{short}", dest=f"short_{short}", default=None, help=f"same as --{full}"

@@ -24,7 +24,7 @@ from rssm.model import (
     features,
     planet,
 )
-from rssm.nets import MLP, ConvDecoder, ConvEncoder, Head
+from rssm.nets import MLP, ConvDecoder, ConvEncoder, Head, reference_impl
 from rssm.vi import categorical_kl, gaussian_kl, iwae_bound, reparam_sample
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "iwae_bound",
     "kl_loss",
     "planet",
+    "reference_impl",
     "reparam_sample",
     "sequential_elbo",
     "symexp",

@@ -26,11 +26,19 @@ import jax
 import jax.numpy as jnp
 
 from rssm.latent import CategoricalLatent, GaussianLatent, Latent
-from rssm.nets import BlockDense, DenseNormAct, Norm, get_act, kernel_init
+from rssm.nets import (
+    BlockDense,
+    DenseNormAct,
+    Norm,
+    get_act,
+    kernel_init,
+    reference_active,
+)
 
 Array = jax.Array
 State = dict[str, Array]
 CORES = ("block", "gru")
+
 INITIALS = ("learned", "zeros")
 Policy = Callable[[State, Array], Array]
 
@@ -166,6 +174,19 @@ class RSSM(nn.Module):
         Returns (posterior state with s_t ~ q(s_t | h_t, e_t), prior state at the same h_t).
         Both share h_t; the prior's ``stoch`` is its mode (it is only used for its statistics).
         """
+        post = self.post_step(prev, prev_action, embed, is_first, key, init)
+        return post, self.prior_state(post["deter"])
+
+    def post_step(
+        self,
+        prev: State,
+        prev_action: Array,
+        embed: Array,
+        is_first: Array,
+        key: Array,
+        init: State | None = None,
+    ) -> State:
+        """The posterior half of ``obs_step`` (acting needs no prior): h_t and s_t ~ q."""
         batch = embed.shape[:-1]
         if len(batch) != 1:
             raise ValueError(f"obs_step expects embed [B, E], got {embed.shape}")
@@ -178,14 +199,16 @@ class RSSM(nn.Module):
         prev = {k: jnp.where(first[:, None], init[k], prev[k]) for k in ("deter", "stoch")}
         prev_action = jnp.where(first[:, None], 0.0, prev_action)
         deter = self._gru(prev["deter"], prev["stoch"], prev_action)
-        prior_stats = self._prior_stats(deter)
         x = jnp.concatenate([deter.astype(self.dtype), embed.astype(self.dtype)], -1)
         for layer in self.obs_net:
             x = layer(x)
         post_stats = self.latent.stats(self.obs_out(x))
-        post = {"deter": deter, "stoch": self.latent.sample(post_stats, key), **post_stats}
-        prior = {"deter": deter, "stoch": self.latent.mode(prior_stats), **prior_stats}
-        return post, prior
+        return {"deter": deter, "stoch": self.latent.sample(post_stats, key), **post_stats}
+
+    def prior_state(self, deter: Array) -> State:
+        """p(s_t | h_t) at ``deter [..., H]``: the statistics, and ``stoch`` as its mode."""
+        stats = self._prior_stats(deter)
+        return {"deter": deter, "stoch": self.latent.mode(stats), **stats}
 
     # --- sequences ----------------------------------------------------------------------------
 
@@ -217,15 +240,29 @@ class RSSM(nn.Module):
         keys = jax.random.split(key, t)
         xs = (jnp.swapaxes(embed, 0, 1), jnp.swapaxes(action, 0, 1), is_first.T, keys)
 
+        swap = lambda x: jnp.swapaxes(x, 0, 1)
+        if reference_active():  # the prior of every step inside the scan
+
+            def ref_step(mdl: RSSM, carry: State, x):
+                e, a, f, k = x
+                post, prior = mdl.obs_step(carry, a, e, f, k, init)
+                return {k: post[k] for k in ("deter", "stoch")}, (post, prior)
+
+            scan = nn.scan(ref_step, variable_broadcast="params", split_rngs={"params": False})
+            _, (post, prior) = scan(self, state, xs)
+            return jax.tree.map(swap, post), jax.tree.map(swap, prior)
+
         def step(mdl: RSSM, carry: State, x):
             e, a, f, k = x
-            post, prior = mdl.obs_step(carry, a, e, f, k, init)
-            return {k: post[k] for k in ("deter", "stoch")}, (post, prior)
+            post = mdl.post_step(carry, a, e, f, k, init)
+            return {k: post[k] for k in ("deter", "stoch")}, post
 
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
-        _, (post, prior) = scan(self, state, xs)
-        swap = lambda x: jnp.swapaxes(x, 0, 1)
-        return jax.tree.map(swap, post), jax.tree.map(swap, prior)
+        _, post = scan(self, state, xs)
+        post = jax.tree.map(swap, post)
+        # The prior head needs no recurrence: one batched pass over all [B, T] steps after the
+        # scan instead of T small ones inside it.
+        return post, self.prior_state(post["deter"])
 
     def imagine(
         self, policy: Policy, start: State, horizon: int, key: Array
@@ -282,17 +319,22 @@ class RSSM(nn.Module):
         return update * cand + (1 - update) * deter.astype(jnp.float32)
 
     def _block_gates(self, deter: Array, stoch: Array, action: Array) -> Array:
-        """Gate pre-activations of the block GRU, ``[..., G, 3 * deter / G]``."""
+        """Gate pre-activations of the block GRU, ``[..., G, 3 * deter / G]``.
+
+        Block g of the first layer sees [h_g, x] with x = concat(in(h), in(s), in(a)) shared by
+        all blocks (``BlockDense``'s ``shared`` input).
+        """
         g, d = self.blocks, self.deter // self.blocks
         x = jnp.concatenate(
             [self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1
         )
-        x = jnp.broadcast_to(x[..., None, :], (*x.shape[:-1], g, x.shape[-1]))
-        x = jnp.concatenate([deter.reshape(*deter.shape[:-1], g, d).astype(x.dtype), x], -1)
-        x = x.reshape(*x.shape[:-2], -1)  # group-major: block i sees [h_i, x]
-        for layer, norm in zip(self.dyn, self.dyn_norm, strict=True):
-            x = get_act(self.act)(norm(layer(x)))
-        parts = self.gates(x).astype(jnp.float32)
+        h = deter.astype(x.dtype)
+        if not self.dyn:  # no block layer: the gates see [h_g, x] themselves
+            parts = self.gates(h, x).astype(jnp.float32)
+            return parts.reshape(*parts.shape[:-1], g, 3 * d)
+        for i, (layer, norm) in enumerate(zip(self.dyn, self.dyn_norm, strict=True)):
+            h = get_act(self.act)(norm(layer(h, x) if i == 0 else layer(h)))
+        parts = self.gates(h).astype(jnp.float32)
         return parts.reshape(*parts.shape[:-1], g, 3 * d)
 
     def _prior_stats(self, deter: Array) -> dict[str, Array]:

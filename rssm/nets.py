@@ -10,7 +10,8 @@ Initialization follows DreamerV3: weights from a truncated normal with variance 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import distrax
@@ -40,6 +41,26 @@ ACTIVATIONS = {
 }
 NORMS = ("rms", "layer", "none")
 WINITS = ("fan_in", "fan_avg")
+
+
+_REFERENCE = [False]
+
+
+@contextlib.contextmanager
+def reference_impl() -> Iterator[None]:
+    """Within this context, functions traced compute with the straightforward formulations
+    (e.g. the prior inside the observe scan, block layers on a broadcast input) instead of
+    the faster, mathematically equal ones. Only tracing is affected: trace a fresh function
+    inside it (the tests compare the two)."""
+    _REFERENCE[0] = True
+    try:
+        yield
+    finally:
+        _REFERENCE[0] = False
+
+
+def reference_active() -> bool:
+    return _REFERENCE[0]
 
 
 def get_act(name: str):
@@ -117,6 +138,11 @@ class BlockDense(nn.Module):
 
     One ``[I, O]`` weight matrix per block (DreamerV3's BlockLinear); the input's g-th slice of
     I features only reaches the g-th slice of the output.
+
+    ``shared [..., S]`` (optional) is appended to every block's input: block g sees
+    [x_g, shared] through its ``[I + S, O]`` matrix. It is computed as one dense product
+    shared @ [W_0; ...; W_{G-1}] instead of on G broadcast copies (the same result and
+    parameters, less memory traffic).
     """
 
     features: int  # total outputs G * O
@@ -125,20 +151,31 @@ class BlockDense(nn.Module):
     winit: str = "fan_in"
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, shared: Array | None = None) -> Array:
         g = self.blocks
         if x.shape[-1] % g or self.features % g:
             raise ValueError(
                 f"BlockDense: input {x.shape[-1]} and features {self.features} must both be "
                 f"divisible by blocks={g}"
             )
-        kernel = self.param(
-            "kernel", kernel_init(self.winit), (g, x.shape[-1] // g, self.features // g)
-        )
+        i, o = x.shape[-1] // g, self.features // g
+        s = 0 if shared is None else shared.shape[-1]
+        kernel = self.param("kernel", kernel_init(self.winit), (g, i + s, o))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        x = x.astype(self.dtype).reshape(*x.shape[:-1], g, x.shape[-1] // g)
-        y = jnp.einsum("...gi,gio->...go", x, kernel.astype(self.dtype))
-        return y.reshape(*y.shape[:-2], self.features) + bias.astype(self.dtype)
+        kernel = kernel.astype(self.dtype)
+        lead = x.shape[:-1]
+        x = x.astype(self.dtype).reshape(*lead, g, i)
+        if shared is not None and reference_active():
+            shared = jnp.broadcast_to(shared.astype(self.dtype)[..., None, :], (*lead, g, s))
+            x, shared = jnp.concatenate([x, shared], -1), None
+            kernel_x = kernel
+        else:
+            kernel_x = kernel[:, :i]
+        y = jnp.einsum("...gi,gio->...go", x, kernel_x).reshape(*lead, self.features)
+        if shared is not None:
+            dense = kernel[:, i:].transpose(1, 0, 2).reshape(s, self.features)
+            y = y + shared.astype(self.dtype) @ dense
+        return y + bias.astype(self.dtype)
 
 
 class MLP(nn.Module):

@@ -1,0 +1,325 @@
+"""Seconds per training update of the runner's own agents, printed as JSON.
+
+    python benchmarks/update.py [--cases size1m,size12m,size12m-vision,planet] [--steps 10]
+        [--peak-gflops 166] [--profile DIR] [--baseline REV [--rounds 3]]
+
+One update is one call of ``agent.train(state, batch)`` exactly as ``experiments.train`` makes
+and calls it (``experiments.train.make_agent`` on the preset's config), on a batch of the preset's
+size with random contents (vector observations of 24 floats and 6 actions, as walker-walk, or
+64x64x3 images):
+
+  size1m          ``dreamerv3`` (DreamerV3 2024, size1m, states), batch 16 x 64
+  size12m         ``dreamerv3-vision`` with state observations (size12m), batch 16 x 64
+  size12m-vision  ``dreamerv3-vision`` (size12m, pixels), batch 16 x 64
+  planet          ``planet`` (world model only; Gaussian 30 + GRU 200, pixels), batch 50 x 50
+
+Per case: compile seconds (tracing, lowering and XLA compilation of the first call), then
+``--steps`` timed updates (median / min / max wall seconds, each to ``block_until_ready``),
+XLA's FLOP count of the compiled update, the achieved FLOP/s and its fraction of the CPU's
+float32 peak (cores x clock x 32 FLOP/cycle with AVX-512 or AVX2+FMA, or ``--peak-gflops``),
+and the process's peak RSS.
+
+``--profile DIR`` also traces ``--steps`` updates with ``jax.profiler`` into DIR and prints the
+time per part of the update (the ``jax.named_scope`` of each op: world model, imagination,
+actor, critic, replay value, optimizer) and the top ops, by matching the trace's op names to
+the compiled HLO's metadata.
+
+``--baseline REV`` builds the git revision REV in a temporary worktree and times it and the
+working tree alternately, one process per (revision, case, round), and prints each case's
+median seconds per update for both and their ratio (baseline / current).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+ROOT = Path(__file__).resolve().parents[1]
+if os.environ.get("UPDATE_BENCH_ROOT"):  # a baseline worktree's packages come first
+    sys.path.insert(0, os.environ["UPDATE_BENCH_ROOT"])
+else:
+    sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from device import device_info  # noqa: E402
+
+CASES = {
+    # case: (preset names, newest first, observation key, batch override)
+    "size1m": (("dreamerv3", "dmc-proprio"), "vector"),
+    "size12m": (("dreamerv3-vision", "dmc-vision"), "vector"),
+    "size12m-vision": (("dreamerv3-vision", "dmc-vision"), "image"),
+    "planet": (("planet",), "image"),
+}
+VECTOR_DIM, ACTION_DIM = 24, 6
+SCOPES = ("world_model", "imagination", "actor", "critic", "replay_value", "optimizer")
+
+
+def make_case(case: str, batch_size: int | None, length: int | None):
+    """(agent, batch) for a case, from the runner's own construction."""
+    from experiments import config as config_lib
+    from experiments.train import make_agent
+
+    names, obs = CASES[case]
+    name = next(n for n in names if n in config_lib.PRESETS)
+    cfg = config_lib.PRESETS[name]()
+    overrides = {}
+    if batch_size:
+        overrides["run.batch_size"] = batch_size
+    if length:
+        overrides["run.batch_length"] = length
+    overrides["env.obs"] = "proprio" if obs == "vector" else "pixels"
+    cfg = config_lib.replace(cfg, overrides)
+    shape = (VECTOR_DIM,) if obs == "vector" else (64, 64, 3)
+    agent = make_agent(cfg, ((obs, shape),), ACTION_DIM)
+    b, t = cfg.run.batch_size, cfg.run.batch_length
+    batch = {k: np.asarray(v) for k, v in agent.dummy_batch(b, t).items() if k != "context"}
+    rng = np.random.default_rng(0)
+    if obs == "vector":
+        batch["vector"] = rng.normal(size=(b, t, VECTOR_DIM)).astype(np.float32)
+    else:
+        batch["image"] = rng.integers(0, 256, (b, t, 64, 64, 3), dtype=np.uint8)
+    batch["action"] = rng.uniform(-1, 1, (b, t, ACTION_DIM)).astype(np.float32)
+    batch["reward"] = rng.normal(size=(b, t)).astype(np.float32)
+    batch["is_first"] = np.zeros((b, t), bool)
+    batch["is_first"][::4, 0] = True
+    batch["is_terminal"] = np.zeros((b, t), bool)
+    batch["is_terminal"][1, t // 2] = True
+    if "is_last" in batch:
+        batch["is_last"] = batch["is_terminal"].copy()
+    context = agent.dummy_batch(b, t).get("context")
+    if context is not None:
+        batch["context"] = {
+            "deter": rng.uniform(-1, 1, context["deter"].shape).astype(np.float32),
+            "stoch": np.asarray(context["stoch"]),
+        }
+    return agent, jax.tree.map(jnp.asarray, batch), name, (b, t)
+
+
+def train_step(agent, state, batch):
+    out = agent.train(state, batch)
+    return out[0], out[1]  # (state, metrics); newer agents also return replay context
+
+
+def peak_flops(override: float | None) -> tuple[float, str]:
+    if override:
+        return override * 1e9, "given"
+    cores = len(os.sched_getaffinity(0))
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    mhz = [float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", text)]
+    flags = set(re.search(r"flags\s*:(.*)", text).group(1).split()) if "flags" in text else set()
+    per_cycle = 32 if ("avx512f" in flags or {"avx2", "fma"} <= flags) else 16
+    ghz = max(mhz) / 1e3 if mhz else 2.0
+    return cores * ghz * 1e9 * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
+
+
+def time_case(case: str, steps: int, args) -> dict[str, Any]:
+    agent, batch, preset, (b, t) = make_case(case, args.batch_size, args.length)
+    state = jax.jit(agent.init)(jax.random.key(0))
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    lowered = agent.train.lower(state, batch)
+    compiled = lowered.compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    state, metrics = train_step(agent, state, batch)  # the runner's own jitted call
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = train_step(agent, state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    median = float(np.median(times))
+    peak, how = peak_flops(args.peak_gflops)
+    result = {
+        "case": case,
+        "preset": preset,
+        "batch": [b, t],
+        "compile_s": round(compile_s, 2),
+        "median_s": round(median, 4),
+        "min_s": round(min(times), 4),
+        "max_s": round(max(times), 4),
+        "steps": steps,
+        "flops": flops,
+        "gflops_per_s": round(flops / median / 1e9, 1),
+        "fraction_of_peak": round(flops / median / peak, 3),
+        "peak_gflops": round(peak / 1e9, 1),
+        "peak_estimate": how,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "loss_finite": bool(all(np.isfinite(float(v)) for v in metrics.values())),
+    }
+    if args.profile:
+        result["profile"] = profile(agent, state, batch, compiled, steps, Path(args.profile) / case)
+    return result
+
+
+# --- profile ------------------------------------------------------------------------------------
+
+
+def _part(op_name: str) -> str:
+    """The part of the update an op belongs to, from its metadata: the innermost named scope,
+    forward or backward (ops under ``transpose(...)``), the RSSM's scan split from the rest."""
+    hits = [(op_name.rfind(s), s) for s in SCOPES if s in op_name]
+    if not hits:
+        return "other"
+    scope = max(hits)[1]
+    if scope == "world_model":
+        scope += " observe-scan" if "observe/while" in op_name else " nets"
+    if scope == "optimizer":
+        return scope
+    return f"{scope} {'backward' if 'transpose(' in op_name else 'forward'}"
+
+
+def _op_scopes(hlo_text: str) -> dict[str, str]:
+    """HLO instruction name -> the part of the update it belongs to ('other' if unknown)."""
+    out = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name=\"([^\"]*)\"", line)
+        if m:
+            out[m.group(1)] = _part(m.group(2))
+    return out
+
+
+def profile(agent, state, batch, compiled, steps: int, out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scopes = _op_scopes(compiled.as_text())
+    jax.profiler.start_trace(str(out_dir), create_perfetto_trace=True)
+    for _ in range(steps):
+        state, metrics = train_step(agent, state, batch)
+        jax.block_until_ready(metrics)
+    jax.profiler.stop_trace()
+    traces = sorted(out_dir.rglob("*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    with gzip.open(traces[-1]) as f:
+        events = json.load(f)["traceEvents"]
+    by_op: dict[str, float] = collections.Counter()
+    for e in events:
+        op = (e.get("args") or {}).get("hlo_op")
+        if (
+            e.get("ph") == "X"
+            and op
+            and (e.get("args") or {}).get("hlo_module", "").startswith("jit__train")
+        ):
+            by_op[op] += e.get("dur", 0.0) / 1e6 / steps
+    # Control-flow ops (while, call, conditional) contain the ops they run: count leaves only.
+    leaves = {k: v for k, v in by_op.items() if not re.match(r"(while|call|conditional)", k)}
+    by_scope: dict[str, float] = collections.Counter()
+    for op, sec in leaves.items():
+        by_scope[scopes.get(op, "other")] += sec
+    total = sum(leaves.values())
+    return {
+        "trace_dir": str(out_dir),
+        "seconds_per_update_in_ops": round(total, 4),
+        "by_part": {k: round(v, 4) for k, v in sorted(by_scope.items(), key=lambda kv: -kv[1])},
+        "top_ops": [
+            {"op": k, "scope": scopes.get(k, "other"), "s": round(v, 4)}
+            for k, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:15]
+        ],
+    }
+
+
+# --- baseline -----------------------------------------------------------------------------------
+
+
+def run_child(root: Path | None, case: str, args) -> dict[str, Any]:
+    env = dict(os.environ)
+    if root is not None:
+        env["UPDATE_BENCH_ROOT"] = str(root)
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--cases",
+        case,
+        "--steps",
+        str(args.steps),
+    ]
+    for flag in ("batch_size", "length", "peak_gflops"):
+        if getattr(args, flag):
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["results"][0]
+
+
+def baseline(args, cases: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "baseline"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            rows = []
+            for case in cases:
+                old, new = [], []
+                for _ in range(args.rounds):  # alternate, so drifts in load hit both alike
+                    old.append(run_child(tree, case, args))
+                    new.append(run_child(None, case, args))
+                o = float(np.median([r["median_s"] for r in old]))
+                n = float(np.median([r["median_s"] for r in new]))
+                rows.append(
+                    {
+                        "case": case,
+                        "baseline_s": round(o, 4),
+                        "current_s": round(n, 4),
+                        "speedup": round(o / n, 2),
+                        "baseline_flops": old[0]["flops"],
+                        "current_flops": new[0]["flops"],
+                        "baseline_runs_s": [r["median_s"] for r in old],
+                        "current_runs_s": [r["median_s"] for r in new],
+                    }
+                )
+            return {"baseline": args.baseline, "rounds": args.rounds, "cases": rows}
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                check=False,
+                capture_output=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="size1m,size12m,size12m-vision,planet")
+    parser.add_argument("--steps", type=int, default=10, help="timed updates per case")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the preset's")
+    parser.add_argument("--length", type=int, default=None, help="override the preset's")
+    parser.add_argument("--peak-gflops", type=float, default=None, help="float32 peak, GFLOP/s")
+    parser.add_argument("--profile", default=None, help="trace into this directory")
+    parser.add_argument("--baseline", default=None, help="git revision to compare against")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; expected some of {list(CASES)}")
+    report: dict[str, Any] = {"benchmark": "update", "device": device_info()}
+    if args.baseline:
+        report.update(baseline(args, cases))
+    else:
+        report["results"] = [time_case(c, args.steps, args) for c in cases]
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

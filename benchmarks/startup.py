@@ -42,7 +42,7 @@ def launch(cmd: list[str], timeout: float) -> dict:
     seconds, tail = None, []
     assert proc.stderr is not None
     for line in proc.stderr:
-        tail = (tail + [line])[-20:]
+        tail = [*tail, line][-20:]
         match = LINE.search(line)
         if match:
             seconds = float(match.group(1))

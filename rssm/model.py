@@ -304,6 +304,8 @@ class RSSM(nn.Module):
     def _gru(self, deter: Array, stoch: Array, action: Array) -> Array:
         """h' = u * c + (1 - u) * h with reset r, candidate c and update u (see the class)."""
         action = self.bound_action(action)
+        if self.core == "block" and not reference_active():
+            return self._block_gru(deter, stoch, action)
         if self.core == "block":
             parts = self._block_gates(deter, stoch, action)
         else:
@@ -318,7 +320,23 @@ class RSSM(nn.Module):
         update = jax.nn.sigmoid(update - 1.0)
         return update * cand + (1 - update) * deter.astype(jnp.float32)
 
-    def _block_gates(self, deter: Array, stoch: Array, action: Array) -> Array:
+    def _block_gru(self, deter: Array, stoch: Array, action: Array) -> Array:
+        """The block GRU's update with its gates in block-major layout ``[G, N, D / G]``, so the
+        elementwise part reads contiguous memory; h' is returned as ``[..., D]``."""
+        g, d = self.blocks, self.deter // self.blocks
+        lead = deter.shape[:-1]
+        parts = self._block_gates(deter, stoch, action, grouped=True).astype(jnp.float32)
+        reset, cand, update = jnp.split(parts, 3, -1)  # [G, N, D / G] each
+        h = deter.astype(jnp.float32).reshape(-1, g, d).transpose(1, 0, 2)
+        reset = jax.nn.sigmoid(reset)
+        cand = jnp.tanh(reset * cand)
+        update = jax.nn.sigmoid(update - 1.0)
+        out = update * cand + (1 - update) * h
+        return out.transpose(1, 0, 2).reshape(*lead, self.deter)
+
+    def _block_gates(
+        self, deter: Array, stoch: Array, action: Array, grouped: bool = False
+    ) -> Array:
         """Gate pre-activations of the block GRU, ``[..., G, 3 * deter / G]``.
 
         Block g of the first layer sees [h_g, x] with x = concat(in(h), in(s), in(a)) shared by
@@ -330,12 +348,14 @@ class RSSM(nn.Module):
         )
         h = deter.astype(x.dtype)
         if not self.dyn:  # no block layer: the gates see [h_g, x] themselves
-            parts = self.gates(h, x).astype(jnp.float32)
-            return parts.reshape(*parts.shape[:-1], g, 3 * d)
-        for i, (layer, norm) in enumerate(zip(self.dyn, self.dyn_norm, strict=True)):
-            h = get_act(self.act)(norm(layer(h, x) if i == 0 else layer(h)))
-        parts = self.gates(h).astype(jnp.float32)
-        return parts.reshape(*parts.shape[:-1], g, 3 * d)
+            parts = self.gates(h, x, grouped=grouped)
+        else:
+            for i, (layer, norm) in enumerate(zip(self.dyn, self.dyn_norm, strict=True)):
+                h = get_act(self.act)(norm(layer(h, x) if i == 0 else layer(h)))
+            parts = self.gates(h, grouped=grouped)
+        if grouped:
+            return parts  # [G, N, 3 D / G]
+        return parts.astype(jnp.float32).reshape(*parts.shape[:-1], g, 3 * d)
 
     def _prior_stats(self, deter: Array) -> dict[str, Array]:
         x = deter.astype(self.dtype)

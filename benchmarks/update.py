@@ -69,7 +69,7 @@ VECTOR_DIM, ACTION_DIM = 24, 6
 SCOPES = ("world_model", "imagination", "actor", "critic", "replay_value", "optimizer")
 
 
-def make_case(case: str, batch_size: int | None, length: int | None):
+def make_case(case: str, batch_size: int | None, length: int | None, sets: tuple[str, ...] = ()):
     """(agent, batch) for a case, from the runner's own construction."""
     from experiments import config as config_lib
     from experiments.train import make_agent
@@ -83,6 +83,10 @@ def make_case(case: str, batch_size: int | None, length: int | None):
     if length:
         overrides["run.batch_length"] = length
     overrides["env.obs"] = "proprio" if obs == "vector" else "pixels"
+    types = config_lib.fields(config_lib.Config)
+    for item in sets:
+        field, _, value = item.partition("=")
+        overrides[field] = config_lib._parse_value(field, types[field][0], value)
     cfg = config_lib.replace(cfg, overrides)
     shape = (VECTOR_DIM,) if obs == "vector" else (64, 64, 3)
     agent = make_agent(cfg, ((obs, shape),), ACTION_DIM)
@@ -128,7 +132,7 @@ def peak_flops(override: float | None) -> tuple[float, str]:
 
 
 def time_case(case: str, steps: int, args) -> dict[str, Any]:
-    agent, batch, preset, (b, t) = make_case(case, args.batch_size, args.length)
+    agent, batch, preset, (b, t) = make_case(case, args.batch_size, args.length, tuple(args.set))
     state = jax.jit(agent.init)(jax.random.key(0))
     jax.block_until_ready(state)
     start = time.perf_counter()
@@ -151,6 +155,7 @@ def time_case(case: str, steps: int, args) -> dict[str, Any]:
     result = {
         "case": case,
         "preset": preset,
+        "overrides": list(args.set),
         "batch": [b, t],
         "compile_s": round(compile_s, 2),
         "median_s": round(median, 4),
@@ -252,6 +257,8 @@ def run_child(root: Path | None, case: str, args) -> dict[str, Any]:
     for flag in ("batch_size", "length", "peak_gflops"):
         if getattr(args, flag):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    for item in args.set:
+        cmd += ["--set", item]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out)["results"][0]
 
@@ -305,6 +312,9 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, help="git revision to compare against")
     parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="config override"
+    )
     args = parser.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(CASES)

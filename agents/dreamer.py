@@ -45,7 +45,7 @@ from agents.baselines import (
     start_state,
 )
 from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch, zero_carry
-from rssm.nets import reference_active
+from rssm.reference import reference_active
 
 Array = jax.Array
 sg = jax.lax.stop_gradient

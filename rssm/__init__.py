@@ -24,7 +24,8 @@ from rssm.model import (
     features,
     planet,
 )
-from rssm.nets import MLP, ConvDecoder, ConvEncoder, Head, reference_impl
+from rssm.nets import MLP, ConvDecoder, ConvEncoder, Head
+from rssm.reference import reference_impl
 from rssm.vi import categorical_kl, gaussian_kl, iwae_bound, reparam_sample
 
 __all__ = [

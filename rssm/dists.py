@@ -24,6 +24,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rssm.reference import reference_active
+
 Array = jax.Array
 
 
@@ -91,6 +93,32 @@ class SymlogMSEDist:
                 f"SymlogMSEDist: target shape {x.shape} != prediction {self.pred.shape}"
             )
         return -_sum_last(jnp.square(self.pred - symlog(x.astype(self.pred.dtype))), self.dims)
+
+
+def twohot_pair(x: Array, bins: Array) -> tuple[Array, Array]:
+    """The two neighbouring bins of ``x [...]`` and the upper one's weight: (below, w_hi).
+
+    twohot(x, bins) is (1 - w_hi) at ``below`` and w_hi at ``below + 1``; x outside the range is
+    clipped to the end bins (all weight on one bin).
+    """
+    x = jnp.clip(x, bins[0], bins[-1])
+    above = jnp.clip(jnp.searchsorted(bins, x, side="right"), 1, bins.shape[0] - 1)
+    below = above - 1
+    lo, hi = bins[below], bins[above]
+    return below, (x - lo) / (hi - lo)
+
+
+def twohot_log_prob(logits: Array, x: Array, bins: Array) -> Array:
+    """sum_k twohot(x)_k log softmax(logits)_k, ``[...]``, gathering the two log-probabilities
+    instead of forming the ``[..., K]`` two-hot vector (the same value and gradient)."""
+    below, w_hi = jax.lax.stop_gradient(twohot_pair(x, bins))
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    if reference_active():
+        target = jax.nn.one_hot(below, bins.shape[0]) * (1.0 - w_hi)[..., None]
+        target = target + jax.nn.one_hot(below + 1, bins.shape[0]) * w_hi[..., None]
+        return (target * logp).sum(-1)
+    pair = jnp.take_along_axis(logp, jnp.stack([below, below + 1], -1), -1)
+    return (1.0 - w_hi) * pair[..., 0] + w_hi * pair[..., 1]
 
 
 def twohot(x: Array, bins: Array) -> Array:
@@ -173,8 +201,7 @@ class TwoHotDist:
             raise ValueError(
                 f"TwoHotDist: target shape {x.shape} != batch shape {self.logits.shape[:-1]}"
             )
-        target = jax.lax.stop_gradient(twohot(x.astype(jnp.float32), self.bins))
-        return (target * jax.nn.log_softmax(self.logits, axis=-1)).sum(-1)
+        return twohot_log_prob(self.logits, x.astype(jnp.float32), self.bins)
 
 
 class TwoHotSymlogDist:
@@ -208,5 +235,4 @@ class TwoHotSymlogDist:
             raise ValueError(
                 f"TwoHotSymlogDist: target shape {x.shape} != batch shape {self.logits.shape[:-1]}"
             )
-        target = jax.lax.stop_gradient(twohot(symlog(x.astype(jnp.float32)), self.bins))
-        return (target * jax.nn.log_softmax(self.logits, axis=-1)).sum(-1)
+        return twohot_log_prob(self.logits, symlog(x.astype(jnp.float32)), self.bins)

@@ -10,8 +10,7 @@ Initialization follows DreamerV3: weights from a truncated normal with variance 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import distrax
@@ -28,6 +27,7 @@ from rssm.dists import (
     symlog,
     symlog_bins,
 )
+from rssm.reference import reference_active
 
 Array = jax.Array
 
@@ -41,26 +41,6 @@ ACTIVATIONS = {
 }
 NORMS = ("rms", "layer", "none")
 WINITS = ("fan_in", "fan_avg")
-
-
-_REFERENCE = [False]
-
-
-@contextlib.contextmanager
-def reference_impl() -> Iterator[None]:
-    """Within this context, functions traced compute with the straightforward formulations
-    (e.g. the prior inside the observe scan, block layers on a broadcast input) instead of
-    the faster, mathematically equal ones. Only tracing is affected: trace a fresh function
-    inside it (the tests compare the two)."""
-    _REFERENCE[0] = True
-    try:
-        yield
-    finally:
-        _REFERENCE[0] = False
-
-
-def reference_active() -> bool:
-    return _REFERENCE[0]
 
 
 def get_act(name: str):

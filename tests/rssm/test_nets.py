@@ -198,3 +198,17 @@ def test_importing_rssm_imports_no_agents_or_experiments():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("make", [rssm.TwoHotDist, rssm.TwoHotSymlogDist])
+def test_twohot_log_prob_by_gather_equals_the_two_hot_vector(make):
+    bins = rssm.symexp_bins(255) if make is rssm.TwoHotDist else symlog_bins(255)
+    logits = 2 * jax.random.normal(jax.random.key(0), (6, 255))
+    x = jnp.array([-1e6, -3.7, 0.0, 0.25, 42.0, 1e12])  # inside, on, and beyond the bins
+    lp = lambda lg: make(lg, bins).log_prob(x)
+    grad = lambda lg: jax.grad(lambda z: lp(z).sum())(lg)
+    fast, g_fast = jax.jit(lp)(logits), jax.jit(grad)(logits)
+    with rssm.reference_impl():
+        ref, g_ref = jax.jit(lambda z: lp(z))(logits), jax.jit(lambda z: grad(z))(logits)
+    np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(g_fast, g_ref, rtol=1e-6, atol=1e-7)

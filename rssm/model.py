@@ -154,7 +154,8 @@ class RSSM(nn.Module):
     def img_step(self, prev: State, prev_action: Array, key: Array) -> State:
         """Prior step: h_t = f(h_{t-1}, s_{t-1}, a_{t-1}); s_t ~ p(s_t | h_t)."""
         self._check_action(prev_action, prev["deter"].shape[:-1])
-        deter = self._gru(prev["deter"], prev["stoch"], prev_action)
+        # Prior steps are mostly run forward only (imagination, planning): block by block.
+        deter = self._gru(prev["deter"], prev["stoch"], prev_action, per_block=True)
         stats = self._prior_stats(deter)
         return {"deter": deter, "stoch": self.latent.sample(stats, key), **stats}
 
@@ -301,10 +302,16 @@ class RSSM(nn.Module):
         scale = self.action_clip / jnp.maximum(self.action_clip, jnp.abs(action))
         return action * jax.lax.stop_gradient(scale)
 
-    def _gru(self, deter: Array, stoch: Array, action: Array) -> Array:
-        """h' = u * c + (1 - u) * h with reset r, candidate c and update u (see the class)."""
+    def _gru(self, deter: Array, stoch: Array, action: Array, per_block: bool = False) -> Array:
+        """h' = u * c + (1 - u) * h with reset r, candidate c and update u (see the class).
+
+        ``per_block`` computes the block GRU block by block (faster without a backward pass:
+        imagination and planning); otherwise with the blocks as a batch axis (faster with one).
+        """
         action = self.bound_action(action)
         if self.core == "block" and not reference_active():
+            if per_block:
+                return self._block_gru_per_block(deter, stoch, action)
             return self._block_gru(deter, stoch, action)
         if self.core == "block":
             parts = self._block_gates(deter, stoch, action)
@@ -325,7 +332,7 @@ class RSSM(nn.Module):
         elementwise part reads contiguous memory; h' is returned as ``[..., D]``."""
         g, d = self.blocks, self.deter // self.blocks
         lead = deter.shape[:-1]
-        parts = self._block_gates(deter, stoch, action, grouped=True).astype(jnp.float32)
+        parts = self._block_gates(deter, stoch, action, "grouped").astype(jnp.float32)
         reset, cand, update = jnp.split(parts, 3, -1)  # [G, N, D / G] each
         h = deter.astype(jnp.float32).reshape(-1, g, d).transpose(1, 0, 2)
         reset = jax.nn.sigmoid(reset)
@@ -334,9 +341,22 @@ class RSSM(nn.Module):
         out = update * cand + (1 - update) * h
         return out.transpose(1, 0, 2).reshape(*lead, self.deter)
 
-    def _block_gates(
-        self, deter: Array, stoch: Array, action: Array, grouped: bool = False
-    ) -> Array:
+    def _block_gru_per_block(self, deter: Array, stoch: Array, action: Array) -> Array:
+        """The block GRU's update block by block: every piece of elementwise work reads and
+        writes ``[..., D / G]`` slices in their natural layout (no transposes)."""
+        d = self.deter // self.blocks
+        parts = self._block_gates(deter, stoch, action, "blocks")
+        h = deter.astype(jnp.float32)
+        outs = []
+        for j, part in enumerate(parts):
+            part = part.astype(jnp.float32)
+            reset = jax.nn.sigmoid(part[..., :d])
+            cand = jnp.tanh(reset * part[..., d : 2 * d])
+            update = jax.nn.sigmoid(part[..., 2 * d :] - 1.0)
+            outs.append(update * cand + (1 - update) * h[..., j * d : (j + 1) * d])
+        return jnp.concatenate(outs, -1)
+
+    def _block_gates(self, deter: Array, stoch: Array, action: Array, layout: str = "flat"):
         """Gate pre-activations of the block GRU, ``[..., G, 3 * deter / G]``.
 
         Block g of the first layer sees [h_g, x] with x = concat(in(h), in(s), in(a)) shared by
@@ -347,14 +367,19 @@ class RSSM(nn.Module):
             [self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1
         )
         h = deter.astype(x.dtype)
+        # Hidden block layers return flat activations (their norm spans all blocks).
+        inner = "flat" if layout == "grouped" else layout
         if not self.dyn:  # no block layer: the gates see [h_g, x] themselves
-            parts = self.gates(h, x, grouped=grouped)
+            parts = self.gates(h, x, layout=layout)
         else:
             for i, (layer, norm) in enumerate(zip(self.dyn, self.dyn_norm, strict=True)):
-                h = get_act(self.act)(norm(layer(h, x) if i == 0 else layer(h)))
-            parts = self.gates(h, grouped=grouped)
-        if grouped:
-            return parts  # [G, N, 3 D / G]
+                y = layer(h, x, layout=inner) if i == 0 else layer(h, layout=inner)
+                if inner == "blocks":
+                    y = jnp.concatenate(y, -1)
+                h = get_act(self.act)(norm(y))
+            parts = self.gates(h, layout=layout)
+        if layout != "flat":
+            return parts  # [G, N, 3 D / G] or G blocks [..., 3 D / G]
         return parts.astype(jnp.float32).reshape(*parts.shape[:-1], g, 3 * d)
 
     def _prior_stats(self, deter: Array) -> dict[str, Array]:

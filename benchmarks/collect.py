@@ -1,0 +1,93 @@
+"""Environment steps per second while training, with and without overlap, as JSON.
+
+    python benchmarks/collect.py [--preset dreamerv3] [--task walker-walk] [--steps 6000]
+        [--rounds 2] [--set field=value ...]
+
+Runs the real runner (``experiments.train``) for ``--steps`` environment steps with
+``run.overlap`` on and off, alternately (``--rounds`` each, fresh logdirs), and reads the
+runner's own throughput log (``run/env_steps_per_s``, ``run/updates_per_s``: wall-clock rates
+between two logs) from every log after training started. Both settings compute the same run;
+only the order of the host's environment steps and the device's updates differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from device import device_info  # noqa: E402
+
+from experiments import config as config_lib  # noqa: E402
+from experiments.logging import read_jsonl  # noqa: E402
+from experiments.train import train  # noqa: E402
+
+
+def run(argv: list[str], logdir: Path) -> dict:
+    cfg, _ = config_lib.parse_args([*argv, "--logdir", str(logdir)])
+    train(cfg, logdir)
+    rows = [r for r in read_jsonl(logdir / "metrics.jsonl") if "run/env_steps_per_s" in r]
+    rows = [r for r in rows if r.get("run/updates_per_s", 0) > 0]  # training under way
+    return {
+        "env_steps_per_s": float(np.median([r["run/env_steps_per_s"] for r in rows])),
+        "updates_per_s": float(np.median([r["run/updates_per_s"] for r in rows])),
+        "logs": len(rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="dreamerv3")
+    parser.add_argument("--task", default="walker-walk")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    args = parser.parse_args()
+    argv = ["--preset", args.preset, "--task", args.task, "--steps", str(args.steps)]
+    argv += ["--run.eval_every", "0", "--run.log_every", str(max(200, args.steps // 20))]
+    for item in args.set:
+        name, _, value = item.partition("=")
+        argv += [f"--{name}", value]
+    results: dict[str, list] = {"overlap": [], "sequential": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for name, flag in (("sequential", "false"), ("overlap", "true")):
+                out = run([*argv, "--run.overlap", flag], Path(tmp) / f"{name}{r}")
+                results[name].append(out)
+    summary = {
+        name: {
+            "env_steps_per_s": round(float(np.median([x["env_steps_per_s"] for x in rows])), 2),
+            "updates_per_s": round(float(np.median([x["updates_per_s"] for x in rows])), 3),
+            "runs": rows,
+        }
+        for name, rows in results.items()
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "collect",
+                "device": device_info(),
+                "args": argv,
+                **summary,
+                "speedup": round(
+                    summary["overlap"]["env_steps_per_s"]
+                    / summary["sequential"]["env_steps_per_s"],
+                    3,
+                ),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

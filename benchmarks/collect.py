@@ -25,11 +25,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from device import device_info  # noqa: E402
+from device import device_info
 
-from experiments import config as config_lib  # noqa: E402
-from experiments.logging import read_jsonl  # noqa: E402
-from experiments.train import train  # noqa: E402
+from experiments import config as config_lib
+from experiments.logging import read_jsonl
+from experiments.train import train
 
 
 def run(argv: list[str], logdir: Path) -> dict:

@@ -13,6 +13,7 @@ only the order of the host's environment steps and the device's updates differs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -34,7 +35,8 @@ from experiments.train import train
 
 def run(argv: list[str], logdir: Path) -> dict:
     cfg, _ = config_lib.parse_args([*argv, "--logdir", str(logdir)])
-    train(cfg, logdir)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only this benchmark's JSON
+        train(cfg, logdir)
     rows = [r for r in read_jsonl(logdir / "metrics.jsonl") if "run/env_steps_per_s" in r]
     rows = [r for r in rows if r.get("run/updates_per_s", 0) > 0]  # training under way
     return {

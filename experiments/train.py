@@ -272,6 +272,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             print(
                 f"resumed from checkpoint at agent step {resume_step}: {counters}", file=sys.stderr
             )
+        state = place_state(state)
         lg = cfg.logging
         logger = Logger(
             logdir,
@@ -517,6 +518,17 @@ def _log_video(agent, state, batch, obs_keys, logger: Logger, key, step: int) ->
     truth = sub["image"].astype(np.float32) / 255.0
     frames = openloop_grid(truth, np.clip(np.asarray(pred), 0.0, 1.0))
     logger.video(step, "openloop", frames)
+
+
+def place_state(state: Any) -> Any:
+    """The agent state committed to the default device, whether fresh or restored.
+
+    A restored checkpoint's arrays are committed to a device, a fresh ``init``'s are not; jit
+    lowers the two differently (sharding annotations), so a resumed run would miss every
+    program the persistent compilation cache holds from the first launch. Committing both the
+    same way makes the second launch of a command load its programs instead of compiling.
+    """
+    return jax.device_put(state, jax.devices()[0])
 
 
 def use_compile_cache(directory: str | os.PathLike) -> None:

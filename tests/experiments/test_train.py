@@ -360,3 +360,21 @@ def test_same_seed_same_run_and_overlap_changes_nothing(tmp_path):
     assert a != c
     # Dispatching the updates before the environments step computes exactly the same run.
     assert run("d", 3, "--run.overlap", "false") == a
+
+
+def test_a_resumed_state_lowers_like_a_fresh_one(tmp_path):
+    # The persistent compilation cache keys on the lowered program: a resumed run must lower
+    # its update exactly as the first launch did, or a second launch compiles everything again.
+    import jax
+
+    from experiments.train import make_agent, place_state
+
+    cfg = config_lib.PRESETS["debug"]()
+    agent = make_agent(cfg, (("vector", (3,)),), 1)
+    fresh = place_state(jax.jit(agent.init)(jax.random.key(0)))
+    with Checkpointer(tmp_path / "ckpt", async_save=False) as ck:
+        ck.save(1, fresh, {"note": "x"})
+        restored = place_state(ck.restore(fresh, 1)[0])
+    batch = agent.dummy_batch(cfg.run.batch_size, 4)
+    lowered = lambda s: agent.train.lower(s, batch).as_text(debug_info=False)
+    assert lowered(restored) == lowered(fresh)

@@ -3,6 +3,9 @@
     python benchmarks/collect.py [--preset dreamerv3] [--task walker-walk] [--steps 6000]
         [--rounds 2] [--set field=value ...]
 
+    e.g. (benchmarks/results/collect_cpu_*.json): --steps 3000 --rounds 1 --set env.envs=1
+        --set env.action_repeat=2 --set run.train_ratio=512
+
 Runs the real runner (``experiments.train``) for ``--steps`` environment steps with
 ``run.overlap`` on and off, alternately (``--rounds`` each, fresh logdirs), and reads the
 runner's own throughput log (``run/env_steps_per_s``, ``run/updates_per_s``: wall-clock rates
@@ -39,6 +42,11 @@ def run(argv: list[str], logdir: Path) -> dict:
         train(cfg, logdir)
     rows = [r for r in read_jsonl(logdir / "metrics.jsonl") if "run/env_steps_per_s" in r]
     rows = [r for r in rows if r.get("run/updates_per_s", 0) > 0]  # training under way
+    if not rows:
+        raise SystemExit(
+            f"collect: no log with training under way in {argv}; training starts once replay "
+            "holds run.batch_size x run.batch_length agent steps: raise --steps"
+        )
     return {
         "env_steps_per_s": float(np.median([r["run/env_steps_per_s"] for r in rows])),
         "updates_per_s": float(np.median([r["run/updates_per_s"] for r in rows])),

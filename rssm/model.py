@@ -321,11 +321,7 @@ class RSSM(nn.Module):
             parts = self.gates_norm(self.gates(x)).astype(jnp.float32)
             parts = parts.reshape(*parts.shape[:-1], 1, parts.shape[-1])
         reset, cand, update = [p.reshape(*p.shape[:-2], -1) for p in jnp.split(parts, 3, -1)]
-        reset = jax.nn.sigmoid(reset)
-        cand = jnp.tanh(reset * cand)
-        # The -1 bias makes the update gate start mostly closed, so h carries over by default.
-        update = jax.nn.sigmoid(update - 1.0)
-        return update * cand + (1 - update) * deter.astype(jnp.float32)
+        return _gru_update(reset, cand, update, deter.astype(jnp.float32))
 
     def _block_gru(self, deter: Array, stoch: Array, action: Array) -> Array:
         """The block GRU's update with its gates in block-major layout ``[G, N, D / G]``, so the
@@ -335,10 +331,7 @@ class RSSM(nn.Module):
         parts = self._block_gates(deter, stoch, action, "grouped").astype(jnp.float32)
         reset, cand, update = jnp.split(parts, 3, -1)  # [G, N, D / G] each
         h = deter.astype(jnp.float32).reshape(-1, g, d).transpose(1, 0, 2)
-        reset = jax.nn.sigmoid(reset)
-        cand = jnp.tanh(reset * cand)
-        update = jax.nn.sigmoid(update - 1.0)
-        out = update * cand + (1 - update) * h
+        out = _gru_update(reset, cand, update, h)
         return out.transpose(1, 0, 2).reshape(*lead, self.deter)
 
     def _block_gru_per_block(self, deter: Array, stoch: Array, action: Array) -> Array:
@@ -349,11 +342,8 @@ class RSSM(nn.Module):
         h = deter.astype(jnp.float32)
         outs = []
         for j, part in enumerate(parts):
-            part = part.astype(jnp.float32)
-            reset = jax.nn.sigmoid(part[..., :d])
-            cand = jnp.tanh(reset * part[..., d : 2 * d])
-            update = jax.nn.sigmoid(part[..., 2 * d :] - 1.0)
-            outs.append(update * cand + (1 - update) * h[..., j * d : (j + 1) * d])
+            reset, cand, update = jnp.split(part.astype(jnp.float32), 3, -1)
+            outs.append(_gru_update(reset, cand, update, h[..., j * d : (j + 1) * d]))
         return jnp.concatenate(outs, -1)
 
     def _block_gates(self, deter: Array, stoch: Array, action: Array, layout: str = "flat"):
@@ -394,6 +384,16 @@ class RSSM(nn.Module):
                 f"action has shape {action.shape}; expected {(*batch, self.action_dim)} "
                 f"(batch {batch}, action_dim={self.action_dim})"
             )
+
+
+def _gru_update(reset: Array, cand: Array, update: Array, h: Array) -> Array:
+    """h' = u * c + (1 - u) * h with r = sigmoid(reset), c = tanh(r * cand) and
+    u = sigmoid(update - 1), from the gate pre-activations (any shape, all alike)."""
+    r = jax.nn.sigmoid(reset)
+    c = jnp.tanh(r * cand)
+    # The -1 bias makes the update gate start mostly closed, so h carries over by default.
+    u = jax.nn.sigmoid(update - 1.0)
+    return u * c + (1 - u) * h
 
 
 def _expand(mask: Array, like: Array) -> Array:

@@ -164,23 +164,22 @@ class BlockDense(nn.Module):
                 return [y[..., j * o : (j + 1) * o] for j in range(g)]
             return y
         bias = bias.astype(self.dtype)
+        # The shared input's contribution to every block, [..., G * O]: one dense product.
+        sh = None
+        if shared is not None:
+            dense = kernel[:, i:].transpose(1, 0, 2).reshape(s, self.features)
+            sh = shared.astype(self.dtype) @ dense
         if layout == "blocks":
             ys = [x[..., j, :] @ kernel[j, :i] + bias[j * o : (j + 1) * o] for j in range(g)]
-            if shared is not None:
-                sh = shared.astype(self.dtype) @ kernel[:, i:].transpose(1, 0, 2).reshape(
-                    s, self.features
-                )
+            if sh is not None:
                 ys = [y + sh[..., j * o : (j + 1) * o] for j, y in enumerate(ys)]
             return ys
         # Blocks as the leading batch axis of one batched matmul, [G, N, I] @ [G, I, O]:
         # XLA:CPU lays out the einsum above with N as the minor axis of its output and pays
         # for strided copies in whatever consumes it; this order runs several times faster.
         y = jnp.matmul(x.reshape(-1, g, i).transpose(1, 0, 2), kernel[:, :i])  # [G, N, O]
-        if shared is not None:
-            dense = kernel[:, i:].transpose(1, 0, 2).reshape(s, self.features)
-            y = y + (shared.astype(self.dtype).reshape(-1, s) @ dense).reshape(-1, g, o).transpose(
-                1, 0, 2
-            )
+        if sh is not None:
+            y = y + sh.reshape(-1, g, o).transpose(1, 0, 2)
         y = y + bias.reshape(g, 1, o)
         if layout == "grouped":
             return y

@@ -5,9 +5,9 @@
 FROM python:3.11-slim-bookworm
 
 # EGL through glvnd; the NVIDIA container toolkit mounts the driver's EGL vendor library when
-# the 'graphics' capability is requested (below).
+# the 'graphics' capability is requested (below). TCMalloc: the runner preloads it for the host.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libegl1 libopengl0 libglvnd0 \
+    && apt-get install -y --no-install-recommends libegl1 libopengl0 libglvnd0 libtcmalloc-minimal4 \
     && rm -rf /var/lib/apt/lists/*
 
 ENV NVIDIA_VISIBLE_DEVICES=all \

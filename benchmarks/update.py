@@ -26,7 +26,10 @@ the compiled HLO's metadata.
 
 ``--baseline REV`` builds the git revision REV in a temporary worktree and times it and the
 working tree alternately, one process per (revision, case, round), and prints each case's
-median seconds per update for both and their ratio (baseline / current).
+median seconds per update for both and their ratio (baseline / current). The script runs
+with the runner's allocator (TCMalloc where installed, ``experiments/malloc.py``), the
+baseline revision with glibc's malloc as it did; ``RSSM_JAX_MALLOC=system`` runs both with
+glibc's, which isolates the code's own speedup.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ if os.environ.get("UPDATE_BENCH_ROOT"):  # a baseline worktree's packages come f
     sys.path.insert(0, os.environ["UPDATE_BENCH_ROOT"])
 else:
     sys.path.insert(0, str(ROOT))
+    # The runner's allocator (experiments/malloc.py), chosen before JAX is imported; a
+    # baseline revision runs as it did, with glibc's malloc (see run_child).
+    from experiments import malloc
+
+    malloc.reexec()
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
@@ -168,6 +176,7 @@ def time_case(case: str, steps: int, args) -> dict[str, Any]:
         "peak_gflops": round(peak / 1e9, 1),
         "peak_estimate": how,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "malloc": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc",
         "loss_finite": bool(all(np.isfinite(float(v)) for v in metrics.values())),
     }
     if args.profile:
@@ -246,6 +255,9 @@ def run_child(root: Path | None, case: str, args) -> dict[str, Any]:
     env = dict(os.environ)
     if root is not None:
         env["UPDATE_BENCH_ROOT"] = str(root)
+        # The baseline as it ran: without the allocator this process may have been given.
+        env.pop("LD_PRELOAD", None)
+        env.pop("RSSM_JAX_MALLOC_ACTIVE", None)
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -288,6 +300,8 @@ def baseline(args, cases: list[str]) -> dict[str, Any]:
                         "speedup": round(o / n, 2),
                         "baseline_flops": old[0]["flops"],
                         "current_flops": new[0]["flops"],
+                        "baseline_malloc": old[0].get("malloc", "glibc"),
+                        "current_malloc": new[0]["malloc"],
                         "baseline_runs_s": [r["median_s"] for r in old],
                         "current_runs_s": [r["median_s"] for r in new],
                     }

@@ -13,6 +13,17 @@ update of B x T replayed steps every B x T / train_ratio agent steps.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the allocator is chosen before JAX is imported (malloc.py)
+    from experiments import malloc
+
+    try:
+        malloc.reexec()
+    except ValueError as err:
+        import sys
+
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
 import contextlib
 import json
 import math

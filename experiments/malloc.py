@@ -15,15 +15,21 @@ children such as environment workers inherit it). It is a no-op where TCMalloc i
 installed (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``) and where
 ``RSSM_JAX_MALLOC=system`` asks for glibc's malloc. Results do not depend on the allocator.
 
+Large buffers that must start zeroed and stay unbacked until written (replay rings) come from
+``lazy_zeros``, an anonymous mapping, because TCMalloc's ``calloc`` (``np.zeros``) writes every
+byte of a fresh block, which would touch a 5M-step replay's gigabytes at startup.
+
 This module imports nothing heavy: the runner calls ``reexec()`` before it imports JAX.
 """
 
 from __future__ import annotations
 
 import ctypes.util
+import mmap
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 ENV = "RSSM_JAX_MALLOC"  # 'tcmalloc' (default) or 'system'
 CHOICES = ("tcmalloc", "system")
@@ -100,3 +106,19 @@ def reexec() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *argv[1:]], preload_env(os.environ, library))
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: Any) -> Any:
+    """A zeroed, writable numpy array whose pages take memory only once written.
+
+    Backed by an anonymous ``mmap`` (the kernel zero-fills a page on first touch) whatever the
+    allocator: ``np.zeros`` gives the same laziness under glibc, not under TCMalloc.
+    """
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < mmap.PAGESIZE:
+        return np.zeros(shape, dtype)
+    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)

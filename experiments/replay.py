@@ -13,7 +13,7 @@ where ``[start_s, end_s)`` are the step indices of stream s still stored and ``L
 Windows may cross episode boundaries; ``is_first`` marks them for the model to reset on.
 
 Memory layout. All steps of all streams live in one ring of ``capacity`` rows per key
-(``[capacity, *shape]``, allocated with ``np.zeros`` so untouched pages cost no RAM), written in
+(``[capacity, *shape]``, allocated lazily so untouched pages cost no RAM), written in
 global insertion order. The row about to be overwritten therefore always holds the globally
 oldest step, which makes eviction exact FIFO at step granularity: ``len(replay) == capacity``
 once full, never more. Each stream keeps the ring rows of its stored steps in time order, so a
@@ -77,6 +77,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.malloc import lazy_zeros
 from experiments.replay_context import ContextStore
 
 __all__ = ["Replay", "chunk_file_name"]
@@ -372,10 +373,10 @@ class Replay:
                 )
         self._spec = {k: (tuple(int(d) for d in s), np.dtype(t)) for k, (s, t) in spec.items()}
         if data is None:
-            data = {k: np.zeros((self.capacity, *s), dtype=t) for k, (s, t) in self._spec.items()}
+            data = {k: lazy_zeros((self.capacity, *s), t) for k, (s, t) in self._spec.items()}
         self._data = data
-        self._stamps = np.zeros(self.capacity, dtype=np.int64)
-        self._owner = np.zeros(self.capacity, dtype=np.int32)
+        self._stamps = lazy_zeros((self.capacity,), np.int64)
+        self._owner = lazy_zeros((self.capacity,), np.int32)
 
     def _check_keys(self, values: Mapping[str, Any]) -> None:
         if values.keys() != self._spec.keys():
@@ -679,7 +680,7 @@ class Replay:
         rank = np.empty(len(flat), dtype=np.int64)
         rank[np.argsort(flat, kind="stable")] = np.arange(len(flat))
         offsets = np.cumsum([0] + [len(stamps[w]) for w in order])
-        data = {k: np.zeros((self.capacity, *s), dtype=d) for k, (s, d) in spec.items()}
+        data = {k: lazy_zeros((self.capacity, *s), d) for k, (s, d) in spec.items()}
         for i, w in enumerate(order):
             position = int(offsets[i])
             for path, lo, hi in plan.segments.get(w, []):

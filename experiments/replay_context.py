@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments.malloc import lazy_zeros
+
 _SNAPSHOT = re.compile(r"^context-(\d+)\.npz$")
 _SNAPSHOT_TEMP = re.compile(r"^context-(\d+)\.npz\.tmp$")
 _STAMP = "stamp"
@@ -51,8 +53,8 @@ class ContextStore:
     def _ensure(self, values: Mapping[str, np.ndarray], lead: int) -> None:
         shapes = {k: tuple(np.shape(v))[lead:] for k, v in values.items()}
         if not self.data:
-            # np.zeros: untouched rows cost no memory until written.
-            self.data = {k: np.zeros((self.capacity, *s), self.dtype) for k, s in shapes.items()}
+            # Untouched rows cost no memory until written.
+            self.data = {k: lazy_zeros((self.capacity, *s), self.dtype) for k, s in shapes.items()}
         elif shapes != self.spec:
             raise ValueError(
                 f"context keys/shapes {shapes} differ from the first context's {self.spec}"
@@ -123,7 +125,7 @@ class ContextStore:
                 "directory belongs to another run or was edited; restore the file or start a "
                 "new logdir"
             )
-        data = {k: np.zeros((self.capacity, *s), self.dtype) for k, s in spec.items()}
+        data = {k: lazy_zeros((self.capacity, *s), self.dtype) for k, s in spec.items()}
         with np.load(path) as npz:
             rows = stamp_to_row(npz[_STAMP])
             for k in spec:

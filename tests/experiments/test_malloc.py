@@ -75,3 +75,20 @@ def test_runner_refuses_an_unknown_allocator():
     assert proc.returncode == 2
     assert "RSSM_JAX_MALLOC='jemalloc'" in proc.stderr and "system" in proc.stderr
     assert not (ROOT / "unused").exists()
+
+
+def _rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_lazy_zeros_take_memory_only_where_written():
+    before = _rss_bytes()
+    ring = malloc.lazy_zeros((1 << 20, 128), "float32")  # 512 MiB, as a replay ring
+    assert ring.shape == (1 << 20, 128) and ring.dtype == "float32" and ring.flags.writeable
+    assert not ring[::4096].any() and not ring[-1].any()
+    ring[123] = 7.0
+    assert ring[123].sum() == 7.0 * 128 and ring[124].sum() == 0.0
+    # Reading zeros and writing one row touched a few pages, not the 512 MiB.
+    assert _rss_bytes() - before < 64 << 20
+    small = malloc.lazy_zeros((3, 2), bool)
+    assert small.shape == (3, 2) and not small.any()

@@ -269,9 +269,7 @@ class Dreamer:
             feat = rssm.features(traj)  # [N, H + 1, F]
             if not dynamics:
                 feat = sg(feat)
-            # r_1 .. r_H: the reward head never runs on the start states (r_0 is unused).
-            skip = 0 if reference_active() else 1
-            rew_dist, con_dist = self.wm.apply(wm_p, feat, skip, method=WorldModel.heads)
+            rew_dist, con_dist = self.wm.apply(wm_p, feat, method=WorldModel.heads)
             cont = con_dist.mean() if cfg.imag_cont == "prob" else (con_dist.mean() > 0.5)
             cont = cont.astype(jnp.float32)
             if cfg.first_cont == "data":
@@ -287,7 +285,7 @@ class Dreamer:
                 # the features are stopped already, so the gradients are unchanged.
                 critic_dist = self.critic.apply(params["critic"], feat)
                 values = sg(critic_dist.mean())
-            rewards = rew_dist.mean()[:, 1 - skip :]
+            rewards = rew_dist.mean()[:, 1:]
             rets = ac_math.lambda_returns(rewards, cont[:, 1:], values, gamma, cfg.lam)
             weights = ac_math.discount_weights(cont, gamma)
             retnorm = ac_math.returnnorm_update(state.retnorm, sg(rets), cfg.retnorm_decay)

@@ -273,10 +273,9 @@ class WorldModel(nn.Module):
                 out[name] = self.decoders[name](feat)
         return out
 
-    def heads(self, feat: Array, reward_from: int = 0) -> tuple[Any, Any]:
-        """(reward distribution, continue distribution) at features ``[B, T, F]``; the reward
-        only at steps ``reward_from`` .. T - 1 (imagination never reads r_0)."""
-        return self.reward(feat[:, reward_from:] if reward_from else feat), self.cont(feat)
+    def heads(self, feat: Array) -> tuple[Any, Any]:
+        """(reward distribution, continue distribution) at features ``[..., F]``."""
+        return self.reward(feat), self.cont(feat)
 
     def observe(self, batch: Batch, key: Array, state: rssm.model.State | None = None):
         """Posterior and prior over a batch, each a State ``[B, T, ...]``."""

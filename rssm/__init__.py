@@ -14,6 +14,7 @@ from rssm.dists import (
     twohot,
 )
 from rssm.elbo import kl_loss, sequential_elbo
+from rssm.iwae import sequence_iwae, sequence_log_weights, step_log_weights
 from rssm.latent import CategoricalLatent, GaussianLatent, Latent
 from rssm.model import (
     DREAMER_SIZES,
@@ -53,7 +54,10 @@ __all__ = [
     "planet",
     "reference_impl",
     "reparam_sample",
+    "sequence_iwae",
+    "sequence_log_weights",
     "sequential_elbo",
+    "step_log_weights",
     "symexp",
     "symexp_bins",
     "symlog",

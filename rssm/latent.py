@@ -33,6 +33,7 @@ class Latent(Protocol):
     def stats(self, raw: Array) -> Stats: ...
     def dist(self, stats: Stats) -> distrax.Distribution: ...
     def sample(self, stats: Stats, key: Array) -> Array: ...
+    def log_prob(self, stats: Stats, sample: Array) -> Array: ...
     def mode(self, stats: Stats) -> Array: ...
     def entropy(self, stats: Stats) -> Array: ...
     def kl(self, q: Stats, p: Stats) -> Array: ...
@@ -68,6 +69,10 @@ class GaussianLatent:
     def sample(self, stats: Stats, key: Array) -> Array:
         """Reparameterized z = mean + std * eps, ``[..., size]``."""
         return reparam_sample(key, stats["mean"], stats["std"])
+
+    def log_prob(self, stats: Stats, sample: Array) -> Array:
+        """log N(s; mean, diag(std^2)) summed over dimensions, ``[...]``."""
+        return self.dist(stats).log_prob(sample)
 
     def mode(self, stats: Stats) -> Array:
         return stats["mean"]
@@ -124,6 +129,12 @@ class CategoricalLatent:
         logits = stats["logits"]
         idx = jax.random.categorical(key, logits, axis=-1)
         return self._straight_through(jax.nn.one_hot(idx, self.classes), logits)
+
+    def log_prob(self, stats: Stats, sample: Array) -> Array:
+        """sum_groups sum_k x_k log p_k of a flat one-hot ``sample [..., groups * classes]``,
+        ``[...]`` (the logits are normalized log-probabilities, unimix included)."""
+        x = sample.reshape(*sample.shape[:-1], self.groups, self.classes)
+        return (x * jax.nn.log_softmax(stats["logits"], -1)).sum((-2, -1))
 
     def mode(self, stats: Stats) -> Array:
         logits = stats["logits"]

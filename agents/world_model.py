@@ -1,10 +1,13 @@
 """The world model: encoders + RSSM + decoders, reward and continue heads.
 
-loss = -ELBO of ``rssm.sequential_elbo`` over a replayed batch, with the likelihood terms
+loss = the objective of ``rssm.sequential_elbo`` over a replayed batch, with the terms
 
     log p(o_t | h_t, s_t)   one decoder per observation key ('vector', 'image')
-    log p(r_t | h_t, s_t)   two-hot reward head
+    log p(r_t | h_t, s_t)   reward head (two-hot, or a Normal density)
     log p(c_t | h_t, s_t)   Bernoulli continue head, c_t = (1 - is_terminal_t) * ``cont_target``
+
+Only some heads make their term a normalized log-density (``WorldModel.densities``); the
+per-step ELBO is logged as 'bound' only when all of them do (see ``WorldModel.loss``).
 
 A batch is a dict of ``[B, T, ...]`` arrays: the observation keys, ``action`` (a_{t-1}, the action
 that led to o_t; zeros where ``is_first``), ``reward`` (r_t, received on arriving at o_t),
@@ -32,6 +35,9 @@ Array = jax.Array
 Batch = dict[str, Array]
 ObsShapes = tuple[tuple[str, tuple[int, ...]], ...]
 CONTEXT_KEYS = ("deter", "stoch")
+REWARD_DISTS = ("symexp_twohot", "symlog_twohot", "normal")
+# Heads whose log_prob is a normalized log-density (with hard targets for 'binary').
+DENSITY_DISTS = ("normal", "binary")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +72,10 @@ class WorldModelConfig:
     bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)
     winit: str = "fan_in"  # weight init: truncated normal over fan_in (2024) or fan_avg (2023)
     vector_dist: str = "symlog_mse"  # decoder output for vector observations
-    reward_dist: str = "symexp_twohot"  # 'symexp_twohot' (2024, unbiased) or 'symlog_twohot'
+    vector_std: float = 1.0  # vector_dist 'normal': its fixed std (<= 0: learned)
+    # 'symexp_twohot' (2024, unbiased), 'symlog_twohot' (2023) or 'normal' (a density: PlaNet)
+    reward_dist: str = "symexp_twohot"
+    reward_std: float = 1.0  # reward_dist 'normal': its fixed std (<= 0: learned)
     reward_bins: int = 255  # bins of the two-hot reward head
     free_nats: float = 1.0  # KL below this many nats per step is not penalized
     beta_dyn: float = 1.0  # weight of KL(sg(q) || p)
@@ -110,7 +119,7 @@ class WorldModelConfig:
             "act": tuple(nets.ACTIVATIONS),
             "winit": nets.WINITS,
             "vector_dist": nets.HEADS,
-            "reward_dist": ("symexp_twohot", "symlog_twohot"),
+            "reward_dist": REWARD_DISTS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -212,7 +221,9 @@ class WorldModel(nn.Module):
                 )
             elif name == "vector":
                 enc[name] = rssm.MLP(c.layers, c.units, symlog_inputs=True, **common)
-                dec[name] = rssm.Head(shape, c.vector_dist, c.layers, c.units, **common)
+                dec[name] = rssm.Head(
+                    shape, c.vector_dist, c.layers, c.units, std=c.vector_std, **common
+                )
             else:
                 raise ValueError(f"unknown observation key {name!r}; expected 'vector' or 'image'")
         self.encoders, self.decoders = enc, dec
@@ -241,6 +252,7 @@ class WorldModel(nn.Module):
             c.head_layers,
             head_units,
             bins=c.reward_bins,
+            std=c.reward_std,
             outscale=0.0,  # rewards start at exactly 0 (DreamerV3)
             **common,
         )
@@ -298,10 +310,27 @@ class WorldModel(nn.Module):
 
     # --- loss ---------------------------------------------------------------------------------
 
-    def loss(self, batch: Batch, key: Array, state: rssm.model.State | None = None):
-        """-ELBO per step (see rssm.elbo), from ``state`` (replay context) if given.
+    def densities(self) -> dict[str, bool]:
+        """Which likelihood terms are normalized log-densities of their targets: a Normal head
+        (vectors, rewards), the Bernoulli continue head on hard targets (``cont_target`` 1).
+        Squared errors (images, 'mse', 'symlog_mse'), two-hot cross-entropies and a continue
+        head on soft targets are not."""
+        c = self.cfg
+        out = {
+            name: name == "vector" and c.vector_dist in DENSITY_DISTS for name, _ in self.obs_shapes
+        }
+        out.update(reward=c.reward_dist in DENSITY_DISTS, cont=self.cont_target == 1.0)
+        return out
 
-        Returns (loss, (metrics, posterior states ``[B, T]``)).
+    def loss(self, batch: Batch, key: Array, state: rssm.model.State | None = None):
+        """The training objective per step (see rssm.elbo), from ``state`` (replay context).
+
+        Returns (loss, (metrics, posterior states ``[B, T]``)). Metrics name what they are:
+        'objective' = sum_k term_k - KL with the heads' own terms (unscaled, unclipped);
+        'bound' = the same number, logged only when every term is a normalized log-density
+        (``densities``), the per-step ELBO in nats, a lower bound on log p(o, r, c | a);
+        'loglik/<name>' for density terms and 'score/<name>' for the others (a negative squared
+        error or a cross-entropy in the place of log p); 'kl', 'dyn', 'rep', entropies.
         """
         c = self.cfg
         post, prior = self.observe(batch, key, state)
@@ -315,9 +344,21 @@ class WorldModel(nn.Module):
         log_probs["reward"] = rew_dist.log_prob(batch["reward"].astype(jnp.float32))
         log_probs["cont"] = con_dist.log_prob(cont)
         scales.update(reward=c.rew_scale, cont=c.con_scale)
-        loss, metrics = rssm.sequential_elbo(
+        loss, raw = rssm.sequential_elbo(
             self.rssm.latent, post, prior, log_probs, scales, c.free_nats, c.beta_dyn, c.beta_rep
         )
+        exact = self.densities()
+        metrics = {}
+        for name, value in raw.items():
+            if name == "elbo":
+                metrics["objective"] = value
+                if all(exact.values()):
+                    metrics["bound"] = value
+            elif name.startswith("loglik/"):
+                term = name.split("/", 1)[1]
+                metrics[f"{'loglik' if exact[term] else 'score'}/{term}"] = value
+            else:
+                metrics[name] = value
         return loss, (metrics, post)
 
     def openloop(self, batch: Batch, key: Array, context: int = 5) -> dict[str, Array]:

@@ -13,7 +13,7 @@ from rssm.dists import (
     symlog,
     twohot,
 )
-from rssm.elbo import kl_loss, sequential_elbo
+from rssm.elbo import DREAMERV3_2023_KL, DREAMERV3_KL, PLANET_KL, kl_loss, sequential_elbo
 from rssm.iwae import sequence_iwae, sequence_log_weights, step_log_weights
 from rssm.latent import CategoricalLatent, GaussianLatent, Latent
 from rssm.model import (
@@ -30,9 +30,12 @@ from rssm.reference import reference_impl
 from rssm.vi import categorical_kl, gaussian_kl, iwae_bound, reparam_sample
 
 __all__ = [
+    "DREAMERV3_2023_KL",
+    "DREAMERV3_KL",
     "DREAMER_SIZES",
     "DREAMER_WIDTHS",
     "MLP",
+    "PLANET_KL",
     "RSSM",
     "CategoricalLatent",
     "ConvDecoder",

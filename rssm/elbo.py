@@ -17,9 +17,15 @@ The training loss replaces the KL by two terms with the same value but routed gr
     loss_t = -sum_k scale_k * log p_k(t) + beta_dyn * max(free, dyn_t) + beta_rep * max(free, rep_t)
 
 Since d/dq KL(q || sg(p)) + d/dp KL(sg(q) || p) = grad KL(q || p), beta_dyn = beta_rep = 1 with
-free_nats = 0 gives exactly the gradient of the plain ELBO (PlaNet uses that with free_nats = 3);
-the loss value then counts the KL twice, which is why the metrics report the true per-step
-'elbo' separately. The returned loss is the mean of loss_t over the [B, T] batch.
+free_nats = 0 (the defaults) gives exactly the gradient of the plain ELBO; the loss value then
+counts the KL twice, which is why the metrics report the per-step 'elbo' separately. Published
+losses are asked for by name: ``sequential_elbo(..., **rssm.DREAMERV3_KL)`` (free nats 1,
+beta_dyn 1, beta_rep 0.1), ``DREAMERV3_2023_KL`` (0.5 / 0.1) or ``PLANET_KL`` (free nats 3). The
+returned loss is the mean of loss_t over the [B, T] batch.
+
+'elbo' is a bound on log p(o_{1:T}) only when every ``log_probs`` term is a normalized
+log-density (a Normal or Bernoulli head on hard targets); a squared error or a two-hot
+cross-entropy in its place gives a number of the same form that bounds nothing.
 """
 
 from __future__ import annotations
@@ -35,14 +41,19 @@ from rssm.latent import Latent
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
+# KL settings of published losses (free nats per step, beta_dyn, beta_rep), by name.
+DREAMERV3_KL = {"free_nats": 1.0, "beta_dyn": 1.0, "beta_rep": 0.1}  # 2024 configs.yaml
+DREAMERV3_2023_KL = {"free_nats": 1.0, "beta_dyn": 0.5, "beta_rep": 0.1}  # arXiv v1, 2023 code
+PLANET_KL = {"free_nats": 3.0, "beta_dyn": 1.0, "beta_rep": 1.0}  # PlaNet: free nats on the KL
+
 
 def kl_loss(
     latent: Latent,
     post: Mapping[str, Array],
     prior: Mapping[str, Array],
-    free_nats: float = 1.0,
-    beta_dyn: float = 0.5,
-    beta_rep: float = 0.1,
+    free_nats: float = 0.0,
+    beta_dyn: float = 1.0,
+    beta_rep: float = 1.0,
 ) -> tuple[Array, dict[str, Array]]:
     """Balanced, free-nats-clipped KL loss per step, ``[B, T]``, and its parts.
 
@@ -65,11 +76,13 @@ def sequential_elbo(
     prior: Mapping[str, Array],
     log_probs: Mapping[str, Array],
     scales: Mapping[str, float] | None = None,
-    free_nats: float = 1.0,
-    beta_dyn: float = 0.5,
-    beta_rep: float = 0.1,
+    free_nats: float = 0.0,
+    beta_dyn: float = 1.0,
+    beta_rep: float = 1.0,
 ) -> tuple[Array, dict[str, Array]]:
     """Loss = mean over [B, T] of the per-step negative (scaled, balanced) ELBO.
+
+    The defaults train the exact ELBO (no free nats, unit betas: the plain KL's gradient).
 
     Args:
       latent: the latent family of the RSSM (static under jit).

@@ -1,0 +1,76 @@
+"""The world model's metrics name what they are: a bound only from normalized densities."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rssm
+from agents.world_model import WorldModel, WorldModelConfig, dummy_batch
+
+SMALL = WorldModelConfig(
+    deter=16, hidden=8, blocks=2, groups=2, classes=3, units=8, layers=1, reward_bins=15
+)
+OBS = (("vector", (3,)),)
+
+
+def _batch(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    batch = dict(dummy_batch(OBS, 2, batch=3, length=4))
+    batch["vector"] = jnp.asarray(rng.normal(size=(3, 4, 3)), jnp.float32)
+    batch["action"] = jnp.asarray(rng.uniform(-1, 1, (3, 4, 2)), jnp.float32)
+    batch["reward"] = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    batch["is_first"] = jnp.zeros((3, 4), bool).at[:, 0].set(True)
+    batch["is_terminal"] = jnp.zeros((3, 4), bool).at[1, 2].set(True)
+    return batch
+
+
+def _loss(wm: WorldModel, batch):
+    params = wm.init(jax.random.key(0), batch, jax.random.key(1), method=WorldModel.loss)
+    return params, wm.apply(params, batch, jax.random.key(2), method=WorldModel.loss)
+
+
+def test_bound_from_normal_heads_equals_the_elbo_computed_by_hand():
+    cfg = dataclasses.replace(
+        SMALL, vector_dist="normal", vector_std=0.5, reward_dist="normal", reward_std=2.0
+    )
+    wm = WorldModel(cfg, OBS, 2, cont_target=1.0)
+    batch = _batch()
+    params, (_, (metrics, _)) = _loss(wm, batch)
+    assert wm.densities() == {"vector": True, "reward": True, "cont": True}
+    assert {"bound", "objective", "loglik/vector", "loglik/reward", "loglik/cont"} <= set(metrics)
+    assert not any(k.startswith("score/") or k == "elbo" for k in metrics)
+
+    def parts(m: WorldModel, batch, key):
+        post, prior = m.observe(batch, key)
+        feat = rssm.features(post)
+        vec = m.decoders["vector"](feat).mean()
+        return post, prior, vec, m.reward(feat).mean(), m.cont(feat).distribution.logits
+
+    post, prior, vec, rew, logit = wm.apply(params, batch, jax.random.key(2), method=parts)
+    norm = jax.scipy.stats.norm.logpdf
+    c = 1.0 - batch["is_terminal"].astype(jnp.float32)
+    by_hand = (
+        norm(batch["vector"], vec, 0.5).sum(-1)
+        + norm(batch["reward"], rew, 2.0)
+        + c * jax.nn.log_sigmoid(logit)
+        + (1 - c) * jax.nn.log_sigmoid(-logit)
+        - cfg.make_latent().kl({"logits": post["logits"]}, {"logits": prior["logits"]})
+    )
+    np.testing.assert_allclose(metrics["bound"], by_hand.mean(), rtol=1e-5)
+    # A bound in nats per step on a density: below the best Normal log-densities can reach.
+    best = 3 * norm(0.0, 0.0, 0.5) + norm(0.0, 0.0, 2.0)
+    assert float(metrics["bound"]) < best
+
+
+def test_dreamerv3_heads_log_scores_and_no_bound():
+    wm = WorldModel(SMALL, OBS, 2, cont_target=1.0 - 1.0 / 333)  # contdisc: soft targets
+    _, (_, (metrics, _)) = _loss(wm, _batch())
+    assert wm.densities() == {"vector": False, "reward": False, "cont": False}
+    assert {"objective", "score/vector", "score/reward", "score/cont", "kl"} <= set(metrics)
+    assert not any(k in ("bound", "elbo") or k.startswith("loglik/") for k in metrics)
+    # Hard continue targets make that one term a log-likelihood; the rest still bound nothing.
+    wm = WorldModel(SMALL, OBS, 2, cont_target=1.0)
+    _, (_, (metrics, _)) = _loss(wm, _batch())
+    assert "loglik/cont" in metrics and "score/vector" in metrics and "bound" not in metrics

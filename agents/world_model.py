@@ -22,6 +22,7 @@ Without one, or where a sequence's first step is ``is_first``, it starts from h_
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -36,6 +37,7 @@ Batch = dict[str, Array]
 ObsShapes = tuple[tuple[str, tuple[int, ...]], ...]
 CONTEXT_KEYS = ("deter", "stoch")
 REWARD_DISTS = ("symexp_twohot", "symlog_twohot", "normal")
+IMAGE_DISTS = ("mse", "discretized_normal")
 # Heads whose log_prob is a normalized log-density (with hard targets for 'binary').
 DENSITY_DISTS = ("normal", "binary")
 
@@ -71,6 +73,10 @@ class WorldModelConfig:
     act: str = "silu"  # hidden activation
     bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)
     winit: str = "fan_in"  # weight init: truncated normal over fan_in (2024) or fan_avg (2023)
+    # Image likelihood: 'mse' (DreamerV3: -||x - mu||^2 on [0, 1], no density) or
+    # 'discretized_normal' (a probability over the 256 levels: an exact term, bits per dim).
+    image_dist: str = "mse"
+    image_std: float = 0.1  # image_dist 'discretized_normal': std on the [0, 1] scale
     vector_dist: str = "symlog_mse"  # decoder output for vector observations
     vector_std: float = 1.0  # vector_dist 'normal': its fixed std (<= 0: learned)
     # 'symexp_twohot' (2024, unbiased), 'symlog_twohot' (2023) or 'normal' (a density: PlaNet)
@@ -120,6 +126,7 @@ class WorldModelConfig:
             "winit": nets.WINITS,
             "vector_dist": nets.HEADS,
             "reward_dist": REWARD_DISTS,
+            "image_dist": IMAGE_DISTS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -138,6 +145,8 @@ class WorldModelConfig:
             )
         if self.action_clip < 0:
             raise ValueError(f"model.action_clip={self.action_clip}; must be >= 0 (0: off)")
+        if self.image_std <= 0:
+            raise ValueError(f"model.image_std={self.image_std}; must be > 0")
 
 
 def preprocess(name: str, x: Array) -> Array:
@@ -276,11 +285,15 @@ class WorldModel(nn.Module):
         return jnp.concatenate(parts, -1)
 
     def decode(self, feat: Array) -> dict[str, Any]:
-        """Observation distributions given features (images: MSE in [0, 1] space)."""
+        """Observation distributions given features (images on the [0, 1] scale)."""
         out = {}
         for name, _ in self.obs_shapes:
             if name == "image":
-                out[name] = rssm.MSEDist(self.decoders[name](feat), 3)
+                mean = self.decoders[name](feat)
+                if self.cfg.image_dist == "discretized_normal":
+                    out[name] = rssm.DiscretizedNormal(mean, self.cfg.image_std, 3)
+                else:
+                    out[name] = rssm.MSEDist(mean, 3)
             else:
                 out[name] = self.decoders[name](feat)
         return out
@@ -313,11 +326,13 @@ class WorldModel(nn.Module):
     def densities(self) -> dict[str, bool]:
         """Which likelihood terms are normalized log-densities of their targets: a Normal head
         (vectors, rewards), the Bernoulli continue head on hard targets (``cont_target`` 1).
-        Squared errors (images, 'mse', 'symlog_mse'), two-hot cross-entropies and a continue
-        head on soft targets are not."""
+        So are discretized-Normal images. Squared errors ('mse', 'symlog_mse', MSE images),
+        two-hot cross-entropies and a continue head on soft targets are not."""
         c = self.cfg
+        dists = {"vector": c.vector_dist, "image": c.image_dist}
         out = {
-            name: name == "vector" and c.vector_dist in DENSITY_DISTS for name, _ in self.obs_shapes
+            name: dists[name] in (*DENSITY_DISTS, "discretized_normal")
+            for name, _ in self.obs_shapes
         }
         out.update(reward=c.reward_dist in DENSITY_DISTS, cont=self.cont_target == 1.0)
         return out
@@ -330,7 +345,8 @@ class WorldModel(nn.Module):
         'bound' = the same number, logged only when every term is a normalized log-density
         (``densities``), the per-step ELBO in nats, a lower bound on log p(o, r, c | a);
         'loglik/<name>' for density terms and 'score/<name>' for the others (a negative squared
-        error or a cross-entropy in the place of log p); 'kl', 'dyn', 'rep', entropies.
+        error or a cross-entropy in the place of log p); 'bits_per_dim/image' with a discretized
+        image likelihood; 'kl', 'dyn', 'rep', entropies.
         """
         c = self.cfg
         post, prior = self.observe(batch, key, state)
@@ -357,6 +373,9 @@ class WorldModel(nn.Module):
             elif name.startswith("loglik/"):
                 term = name.split("/", 1)[1]
                 metrics[f"{'loglik' if exact[term] else 'score'}/{term}"] = value
+                if term == "image" and exact[term]:  # nats per image -> bits per pixel value
+                    size = math.prod(dict(self.obs_shapes)["image"])
+                    metrics["bits_per_dim/image"] = -value / (size * math.log(2))
             else:
                 metrics[name] = value
         return loss, (metrics, post)

@@ -4,6 +4,7 @@ Depends on jax, flax, distrax and optax only.
 """
 
 from rssm.dists import (
+    DiscretizedNormal,
     MSEDist,
     SymlogMSEDist,
     TwoHotDist,
@@ -40,6 +41,7 @@ __all__ = [
     "CategoricalLatent",
     "ConvDecoder",
     "ConvEncoder",
+    "DiscretizedNormal",
     "GaussianLatent",
     "Head",
     "Latent",

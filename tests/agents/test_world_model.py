@@ -74,3 +74,26 @@ def test_dreamerv3_heads_log_scores_and_no_bound():
     wm = WorldModel(SMALL, OBS, 2, cont_target=1.0)
     _, (_, (metrics, _)) = _loss(wm, _batch())
     assert "loglik/cont" in metrics and "score/vector" in metrics and "bound" not in metrics
+
+
+def test_discretized_images_give_a_bound_and_bits_per_dim():
+    cfg = dataclasses.replace(
+        SMALL,
+        depth=2,
+        image_dist="discretized_normal",
+        image_std=0.2,
+        reward_dist="normal",
+    )
+    obs = (("image", (64, 64, 3)),)
+    wm = WorldModel(cfg, obs, 2, cont_target=1.0)
+    batch = dict(dummy_batch(obs, 2, batch=2, length=3))
+    rng = np.random.default_rng(3)
+    batch["image"] = jnp.asarray(rng.integers(0, 256, (2, 3, 64, 64, 3)), jnp.uint8)
+    batch["is_first"] = jnp.zeros((2, 3), bool).at[:, 0].set(True)
+    _, (_, (metrics, _)) = _loss(wm, batch)
+    assert wm.densities() == {"image": True, "reward": True, "cont": True}
+    assert {"bound", "loglik/image", "bits_per_dim/image"} <= set(metrics)
+    bits = -float(metrics["loglik/image"]) / (64 * 64 * 3 * np.log(2))
+    np.testing.assert_allclose(float(metrics["bits_per_dim/image"]), bits, rtol=1e-6)
+    # Uniform random pixels cost at least their entropy, 8 bits, under any model.
+    assert bits >= 8.0 - 1e-3

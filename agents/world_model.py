@@ -337,6 +337,43 @@ class WorldModel(nn.Module):
         out.update(reward=c.reward_dist in DENSITY_DISTS, cont=self.cont_target == 1.0)
         return out
 
+    def log_likelihoods(self, feat: Array, batch: Batch) -> dict[str, Array]:
+        """Each term's log p (or its score) of the batch's targets at features ``[..., B, T, F]``:
+        name -> ``[..., B, T]``; the targets ``[B, T, ...]`` broadcast over the leading axes."""
+        lead = feat.shape[:-3]
+        tile = lambda x: jnp.broadcast_to(x, (*lead, *x.shape))
+        out = {
+            name: dist.log_prob(tile(target(name, batch[name])))
+            for name, dist in self.decode(feat).items()
+        }
+        rew_dist, con_dist = self.heads(feat)
+        cont = (1.0 - batch["is_terminal"].astype(jnp.float32)) * self.cont_target
+        out["reward"] = rew_dist.log_prob(tile(batch["reward"].astype(jnp.float32)))
+        out["cont"] = con_dist.log_prob(tile(cont))
+        return out
+
+    def heldout_bounds(self, batch: Batch, key: Array, particles: int) -> tuple[Array, Array]:
+        """(ELBO, IWAE_K) of each sequence of ``batch`` from h_0, in nats, ``[B]`` each: the ELBO
+        with the closed-form KL, IWAE_K over K = ``particles`` posterior trajectories
+        (``rssm.sequence_iwae``). Both bound log p(o, r, c | a) only when every term is a
+        density (``densities``); IWAE_K - ELBO is then a lower estimate of the ELBO's gap."""
+        k1, k2 = jax.random.split(key)
+        post, prior = self.observe(batch, k1)
+        stats = lambda s: {k: v for k, v in s.items() if k not in ("deter", "stoch")}
+        loglik = sum(self.log_likelihoods(rssm.features(post), batch).values())
+        elbo = (loglik - self.rssm.latent.kl(stats(post), stats(prior))).sum(-1)
+        log_w = rssm.sequence_log_weights(
+            self.rssm.observe,
+            self.rssm.latent,
+            lambda feat: sum(self.log_likelihoods(feat, batch).values()),
+            self.embed(batch),
+            batch["action"],
+            batch["is_first"],
+            k2,
+            particles,
+        )
+        return elbo, rssm.iwae_bound(log_w, axis=0)
+
     def loss(self, batch: Batch, key: Array, state: rssm.model.State | None = None):
         """The training objective per step (see rssm.elbo), from ``state`` (replay context).
 
@@ -350,15 +387,8 @@ class WorldModel(nn.Module):
         """
         c = self.cfg
         post, prior = self.observe(batch, key, state)
-        feat = rssm.features(post)
-        log_probs, scales = {}, {}
-        for name, dist in self.decode(feat).items():
-            log_probs[name] = dist.log_prob(target(name, batch[name]))
-            scales[name] = c.rec_scale
-        rew_dist, con_dist = self.heads(feat)
-        cont = (1.0 - batch["is_terminal"].astype(jnp.float32)) * self.cont_target
-        log_probs["reward"] = rew_dist.log_prob(batch["reward"].astype(jnp.float32))
-        log_probs["cont"] = con_dist.log_prob(cont)
+        log_probs = self.log_likelihoods(rssm.features(post), batch)
+        scales = {name: c.rec_scale for name, _ in self.obs_shapes}
         scales.update(reward=c.rew_scale, cont=c.con_scale)
         loss, raw = rssm.sequential_elbo(
             self.rssm.latent, post, prior, log_probs, scales, c.free_nats, c.beta_dyn, c.beta_rep

@@ -52,6 +52,10 @@ class RunConfig:
     overlap: bool = True  # dispatch updates before stepping the envs (same results, faster)
     eval_every: int = 10_000  # environment steps between evaluations (0: never)
     eval_episodes: int = 1  # episodes per evaluation (policy mode 'eval')
+    # IWAE particles K for the held-out ELBO gap, computed at each evaluation on windows of the
+    # evaluation episode (never trained on); 0: off. Needs density heads (see the README).
+    gap_particles: int = 0
+    gap_sequences: int = 8  # windows of batch_length steps the held-out gap averages over
     log_every: int = 1000  # environment steps between scalar logs
     video_every: int = 0  # updates between open-loop videos (0: never)
     save_every: int = 10_000  # environment steps between checkpoints
@@ -87,6 +91,8 @@ RESUMABLE_FIELDS = (
     "run.steps",
     "run.eval_every",
     "run.eval_episodes",
+    "run.gap_particles",
+    "run.gap_sequences",
     "run.log_every",
     "run.video_every",
     "run.save_every",
@@ -364,6 +370,25 @@ def validate(cfg: Config) -> Config:
         f"run.replay_capacity={r.replay_capacity} < run.batch_length={r.batch_length}",
     )
     need(r.save_every > 0, f"run.save_every={r.save_every}; must be positive")
+    need(
+        r.gap_particles >= 0 and r.gap_sequences >= 1,
+        f"run.gap_particles={r.gap_particles}, run.gap_sequences={r.gap_sequences}; need "
+        ">= 0 (0: off) and >= 1",
+    )
+    if r.gap_particles:
+        m = cfg.model
+        obs_dist = m.vector_dist if cfg.env.obs == "proprio" else m.image_dist
+        soft_cont = cfg.agent == "dreamer" and cfg.dreamer.contdisc
+        need(
+            obs_dist in ("normal", "discretized_normal")
+            and m.reward_dist == "normal"
+            and not soft_cont,
+            f"run.gap_particles={r.gap_particles} needs every likelihood term to be a density "
+            f"(observations {obs_dist!r}, reward {m.reward_dist!r}, continue targets "
+            f"{'soft' if soft_cont else 'hard'}): set --model.vector_dist normal (proprio) or "
+            "--model.image_dist discretized_normal (pixels), --model.reward_dist normal and "
+            "--dreamer.contdisc false, or --run.gap_particles 0",
+        )
     need(r.log_every > 0, f"run.log_every={r.log_every}; must be positive")
     need(
         cfg.logging.wandb in ("online", "offline", "disabled"),

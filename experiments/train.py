@@ -43,7 +43,7 @@ import numpy as np
 from agents.baselines import RandomAgent
 from agents.dreamer import Dreamer
 from agents.planet import PlanetAgent
-from agents.world_model import CONTEXT_KEYS
+from agents.world_model import CONTEXT_KEYS, WorldModel
 from experiments import envs as envs_lib
 from experiments import vecenv
 from experiments.checkpoint import Checkpointer, check_config
@@ -188,13 +188,22 @@ class ConfigMismatch(ValueError):
     """The logdir holds a checkpoint written under a different config."""
 
 
-def evaluate(agent, state, cfg: Config, env, key: jax.Array, keys: tuple[str, ...]) -> float:
-    """Mean return of ``cfg.run.eval_episodes`` episodes with the policy's 'eval' mode."""
-    returns = []
+def evaluate(
+    agent, state, cfg: Config, env, key: jax.Array, keys: tuple[str, ...], record: bool = False
+) -> tuple[float, dict[str, np.ndarray] | None]:
+    """Mean return of ``cfg.run.eval_episodes`` episodes with the policy's 'eval' mode, and with
+    ``record`` the first episode's steps as replay stores them (``[T, ...]`` per key, action
+    a_{t-1} at step t), data no update ever trains on."""
+    returns, episode = [], None
     for ep in range(cfg.run.eval_episodes):
         obs = {k: np.asarray(v)[None] for k, v in env.reset().items()}
         carry = agent.init_carry(1)
         total, t = 0.0, 0
+        steps = []
+        if record and ep == 0:
+            steps.append(
+                {**{k: v[0] for k, v in obs.items()}, "action": np.zeros(agent.action_dim)}
+            )
         while True:
             act, carry = agent.policy(
                 state,
@@ -204,12 +213,50 @@ def evaluate(agent, state, cfg: Config, env, key: jax.Array, keys: tuple[str, ..
                 "eval",
             )
             obs = {k: np.asarray(v)[None] for k, v in env.step(np.asarray(act)[0]).items()}
+            if steps:
+                steps.append({**{k: v[0] for k, v in obs.items()}, "action": np.asarray(act)[0]})
             total += float(obs["reward"][0])
             t += 1
             if obs["is_last"][0]:
                 break
         returns.append(total)
-    return float(np.mean(returns))
+        if steps:
+            episode = {k: np.stack([step[k] for step in steps]) for k in steps[0]}
+    return float(np.mean(returns)), episode
+
+
+def heldout_windows(
+    episode: dict[str, np.ndarray], length: int, count: int
+) -> dict[str, np.ndarray] | None:
+    """Up to ``count`` non-overlapping windows ``[B, length, ...]`` of an episode, each starting
+    from h_0 (``is_first`` at its first step); None if the episode is shorter than one."""
+    n = min(count, len(episode["reward"]) // length)
+    if n == 0:
+        return None
+    out = {k: v[: n * length].reshape(n, length, *v.shape[1:]) for k, v in episode.items()}
+    out["is_first"] = np.zeros((n, length), bool)
+    out["is_first"][:, 0] = True
+    out["action"] = out["action"].astype(np.float32)
+    out["action"][:, 0] = 0.0
+    return out
+
+
+def heldout_gap(agent, state, episode, run, key: jax.Array, fn) -> dict[str, float]:
+    """Per-step held-out ELBO, IWAE_K and their difference (a lower estimate of the ELBO's gap
+    KL(q || p(s | o))) on windows of an evaluation episode, and the seconds it took."""
+    start = time.perf_counter()
+    batch = heldout_windows(episode, run.batch_length, run.gap_sequences)
+    if batch is None:
+        return {}
+    params = state.params.get("wm", state.params)  # Dreamer's hold more than the world model
+    elbo, iwae = jax.device_get(fn(params, {k: jnp.asarray(v) for k, v in batch.items()}, key))
+    t = run.batch_length
+    return {
+        "heldout/elbo": float(elbo.mean()) / t,
+        "heldout/iwae": float(iwae.mean()) / t,
+        "heldout/gap": float((iwae - elbo).mean()) / t,
+        "heldout/seconds": time.perf_counter() - start,
+    }
 
 
 def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
@@ -235,6 +282,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
 
     key = jax.random.key(run.seed)
     init_key, policy_key, eval_key, video_key = jax.random.split(key, 4)
+    gap_root = jax.random.fold_in(key, 1 << 30)  # the held-out gap's own stream
     env_kw = env_kwargs(cfg)
     vec = vecenv.make_envs(
         cfg.env.task, cfg.env.obs, cfg.env.envs, run.seed, cfg.env.parallel, **env_kw
@@ -248,6 +296,12 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         obs_keys = tuple(vec.obs_spec)
         obs_shapes = tuple((k, tuple(vec.obs_spec[k][0])) for k in obs_keys)
         agent = make_agent(cfg, obs_shapes, vec.act_dim)
+        # run.gap_particles: the held-out ELBO and IWAE bounds as one compiled program.
+        heldout_fn = jax.jit(
+            lambda p, b, k: agent.wm.apply(
+                p, b, k, run.gap_particles, method=WorldModel.heldout_bounds
+            )
+        )
         replay_dir = logdir / "replay"
         if meta is None and replay_dir.exists() and any(replay_dir.iterdir()):
             # Chunks without any checkpoint come from a run killed before its first save:
@@ -458,15 +512,20 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                                 cfg.env.task, cfg.env.obs, seed=run.seed + 1_000_000, **env_kw
                             )
                         )
-                    ret = evaluate(
+                    ret, episode = evaluate(
                         agent,
                         state,
                         cfg,
                         eval_env,
                         jax.random.fold_in(eval_key, env_steps),
                         obs_keys,
+                        record=run.gap_particles > 0,
                     )
                     logger.scalars(env_steps, {"eval/return": ret})
+                    if episode is not None:
+                        gap_key = jax.random.fold_in(gap_root, env_steps)
+                        gap = heldout_gap(agent, state, episode, run, gap_key, heldout_fn)
+                        logger.scalars(env_steps, gap)
                 if env_steps >= counters["next_save"]:
                     counters["next_save"] += run.save_every
                     save()

@@ -17,6 +17,7 @@ otherwise the weights are not density ratios and the number bounds nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +31,8 @@ from rssm.vi import iwae_bound
 Array = jax.Array
 # features [K, B, T, F] -> log p(o_t | h_t, s_t) summed over all observed terms, [K, B, T].
 LogLik = Callable[[Array], Array]
+# (embed [N, T, E], action [N, T, A], is_first [N, T], key, state [N] or None) -> (post, prior).
+Observe = Callable[..., tuple[State, State]]
 
 
 def step_log_weights(
@@ -57,8 +60,8 @@ def step_log_weights(
 
 
 def sequence_log_weights(
-    model: RSSM,
-    params: Any,
+    observe: Observe,
+    latent: Latent,
     loglik: LogLik,
     embed: Array,
     action: Array,
@@ -70,7 +73,9 @@ def sequence_log_weights(
     """log w^k of K posterior trajectories per sequence (see the module doc), ``[K, B]``.
 
     Args:
-      model, params: the RSSM and its parameters.
+      observe: ``RSSM.observe`` bound to its parameters (e.g. ``functools.partial(model.apply,
+        params, method=RSSM.observe)``, or ``self.rssm.observe`` inside a module).
+      latent: the RSSM's latent family.
       loglik: features ``[K, B, T, F]`` -> log p(o_t | h_t, s_t) ``[K, B, T]`` (a decoder's
         normalized log-density of the observations ``[B, T, ...]``, which broadcast over K).
       embed, action, is_first: as ``RSSM.observe``, ``[B, T, ...]``.
@@ -85,19 +90,11 @@ def sequence_log_weights(
     # independent trajectories of q.
     tile = lambda x: jnp.broadcast_to(x, (particles, *x.shape)).reshape(particles * b, *x.shape[1:])
     start = None if state is None else jax.tree.map(tile, dict(state))
-    post, prior = model.apply(
-        params,
-        tile(embed),
-        tile(action),
-        tile(is_first),
-        key,
-        start,
-        method=RSSM.observe,
-    )
+    post, prior = observe(tile(embed), tile(action), tile(is_first), key, start)
     feat = features(post)
     ll = loglik(feat.reshape(particles, b, *feat.shape[1:]))
     terms = step_log_weights(
-        model.latent,
+        latent,
         jax.tree.map(lambda x: x.reshape(particles, b, *x.shape[1:]), post),
         jax.tree.map(lambda x: x.reshape(particles, b, *x.shape[1:]), prior),
         ll,
@@ -117,8 +114,9 @@ def sequence_iwae(
     state: State | None = None,
 ) -> Array:
     """IWAE_K = log (1/K) sum_k w^k, a lower bound on log p(o_{1:T} | a_{1:T}) per sequence,
-    ``[B]`` (arguments as ``sequence_log_weights``)."""
+    ``[B]``, for ``model`` with ``params`` (other arguments as ``sequence_log_weights``)."""
+    observe = functools.partial(model.apply, params, method=RSSM.observe)
     log_w = sequence_log_weights(
-        model, params, loglik, embed, action, is_first, key, particles, state
+        observe, model.latent, loglik, embed, action, is_first, key, particles, state
     )
     return iwae_bound(log_w, axis=0)

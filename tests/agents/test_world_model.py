@@ -97,3 +97,21 @@ def test_discretized_images_give_a_bound_and_bits_per_dim():
     np.testing.assert_allclose(float(metrics["bits_per_dim/image"]), bits, rtol=1e-6)
     # Uniform random pixels cost at least their entropy, 8 bits, under any model.
     assert bits >= 8.0 - 1e-3
+
+
+def test_heldout_bounds_elbo_and_iwae():
+    cfg = dataclasses.replace(SMALL, vector_dist="normal", reward_dist="normal")
+    wm = WorldModel(cfg, OBS, 2, cont_target=1.0)
+    batch = _batch(seed=4)
+    params, _ = _loss(wm, batch)
+    key = jax.random.key(5)
+    bounds = jax.jit(
+        lambda p, b, k: wm.apply(p, b, k, 64, method=WorldModel.heldout_bounds),
+    )
+    elbo, iwae = bounds(params, batch, key)
+    assert elbo.shape == iwae.shape == (3,)
+    # The ELBO is the loss's per-step bound summed over the sequence (same posterior sample).
+    _, (same, _) = wm.apply(params, batch, jax.random.split(key)[0], method=WorldModel.loss)
+    np.testing.assert_allclose(float(elbo.mean()) / 4, float(same["bound"]), rtol=1e-5)
+    # 64 importance-weighted trajectories tighten the bound of every sequence here.
+    assert bool((iwae > elbo).all()), (iwae, elbo)

@@ -216,7 +216,7 @@ def test_free_nats_zero_gradient_below_threshold(setup):
 
     def loss(p, free):
         post, prior = model.apply(p, embed, action, is_first, key, method=RSSM.observe)
-        return rssm.kl_loss(model.latent, post, prior, free_nats=free)[0].mean()
+        return rssm.kl_loss(model.latent, post, prior, free, beta_dyn=0.5, beta_rep=0.1)[0].mean()
 
     post, prior = model.apply(params, embed, action, is_first, key, method=RSSM.observe)
     kl = model.latent.kl(post, prior)

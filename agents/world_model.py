@@ -25,6 +25,7 @@ import dataclasses
 import math
 from typing import Any
 
+import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,7 @@ Batch = dict[str, Array]
 ObsShapes = tuple[tuple[str, tuple[int, ...]], ...]
 CONTEXT_KEYS = ("deter", "stoch")
 REWARD_DISTS = ("symexp_twohot", "symlog_twohot", "normal")
-IMAGE_DISTS = ("mse", "discretized_normal")
+IMAGE_DISTS = ("mse", "discretized_normal", "dequantized_normal")
 # Heads whose log_prob is a normalized log-density (with hard targets for 'binary').
 DENSITY_DISTS = ("normal", "binary")
 
@@ -73,10 +74,13 @@ class WorldModelConfig:
     act: str = "silu"  # hidden activation
     bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)
     winit: str = "fan_in"  # weight init: truncated normal over fan_in (2024) or fan_avg (2023)
-    # Image likelihood: 'mse' (DreamerV3: -||x - mu||^2 on [0, 1], no density) or
-    # 'discretized_normal' (a probability over the 256 levels: an exact term, bits per dim).
+    # Image likelihood: 'mse' (DreamerV3: -||x - mu||^2 on [0, 1], no density),
+    # 'discretized_normal' (a probability over the 256 levels: an exact term, bits per dim) or
+    # 'dequantized_normal' (PlaNet: a Normal density of the pixels reduced to image_bits and
+    # dequantized with uniform noise; its log-density + D log 2^-bits bounds log P(pixels)).
     image_dist: str = "mse"
-    image_std: float = 0.1  # image_dist 'discretized_normal': std on the [0, 1] scale
+    image_std: float = 0.1  # std of the image Normal on the [0, 1] scale
+    image_bits: int = 8  # 'dequantized_normal': bit depth of the modelled pixels (PlaNet: 5)
     vector_dist: str = "symlog_mse"  # decoder output for vector observations
     vector_std: float = 1.0  # vector_dist 'normal': its fixed std (<= 0: learned)
     # 'symexp_twohot' (2024, unbiased), 'symlog_twohot' (2023) or 'normal' (a density: PlaNet)
@@ -147,15 +151,25 @@ class WorldModelConfig:
             raise ValueError(f"model.action_clip={self.action_clip}; must be >= 0 (0: off)")
         if self.image_std <= 0:
             raise ValueError(f"model.image_std={self.image_std}; must be > 0")
+        if not 1 <= self.image_bits <= 8:
+            raise ValueError(f"model.image_bits={self.image_bits}; expected 1 .. 8")
 
 
-def preprocess(name: str, x: Array) -> Array:
-    """Encoder inputs: uint8 images -> float in [-0.5, 0.5]; vectors -> float32."""
+def preprocess(name: str, x: Array, bits: int = 8) -> Array:
+    """Encoder inputs: uint8 images -> float in [-0.5, 0.5] (reduced to ``bits``: the centre of
+    each level's bin); vectors -> float32."""
     if name == "image":
         if x.dtype != jnp.uint8:
             raise ValueError(f"observation 'image' must be uint8 [.., 64, 64, 3], got {x.dtype}")
+        if bits < 8:
+            return (quantize(x, bits) + 0.5) / 2**bits - 0.5
         return x.astype(jnp.float32) / 255.0 - 0.5
     return x.astype(jnp.float32)
+
+
+def quantize(x: Array, bits: int) -> Array:
+    """uint8 pixels -> their level among 2^bits, floor(x / 2^(8 - bits)), as float32."""
+    return jnp.floor(x.astype(jnp.float32) / 2 ** (8 - bits))
 
 
 def target(name: str, x: Array) -> Array:
@@ -281,7 +295,8 @@ class WorldModel(nn.Module):
                     f"observation {name!r} has shape {x.shape}; expected [..., "
                     f"{', '.join(map(str, shape))}]"
                 )
-            parts.append(self.encoders[name](preprocess(name, x)).astype(jnp.float32))
+            bits = self.cfg.image_bits if self.cfg.image_dist == "dequantized_normal" else 8
+            parts.append(self.encoders[name](preprocess(name, x, bits)).astype(jnp.float32))
         return jnp.concatenate(parts, -1)
 
     def decode(self, feat: Array) -> dict[str, Any]:
@@ -292,6 +307,9 @@ class WorldModel(nn.Module):
                 mean = self.decoders[name](feat)
                 if self.cfg.image_dist == "discretized_normal":
                     out[name] = rssm.DiscretizedNormal(mean, self.cfg.image_std, 3)
+                elif self.cfg.image_dist == "dequantized_normal":
+                    std = jnp.full_like(mean, self.cfg.image_std)
+                    out[name] = distrax.Independent(distrax.Normal(mean, std), 3)
                 else:
                     out[name] = rssm.MSEDist(mean, 3)
             else:
@@ -330,26 +348,37 @@ class WorldModel(nn.Module):
         two-hot cross-entropies and a continue head on soft targets are not."""
         c = self.cfg
         dists = {"vector": c.vector_dist, "image": c.image_dist}
-        out = {
-            name: dists[name] in (*DENSITY_DISTS, "discretized_normal")
-            for name, _ in self.obs_shapes
-        }
-        out.update(reward=c.reward_dist in DENSITY_DISTS, cont=self.cont_target == 1.0)
+        exact = (*DENSITY_DISTS, "discretized_normal", "dequantized_normal")
+        out = {name: dists[name] in exact for name, _ in self.obs_shapes}
+        out["reward"] = c.reward_dist in DENSITY_DISTS
+        if c.con_scale:  # a model without a continue term (PlaNet) leaves it out of the bound
+            out["cont"] = self.cont_target == 1.0
         return out
 
-    def log_likelihoods(self, feat: Array, batch: Batch) -> dict[str, Array]:
+    def log_likelihoods(self, feat: Array, batch: Batch, key: Array) -> dict[str, Array]:
         """Each term's log p (or its score) of the batch's targets at features ``[..., B, T, F]``:
-        name -> ``[..., B, T]``; the targets ``[B, T, ...]`` broadcast over the leading axes."""
+        name -> ``[..., B, T]``; the targets ``[B, T, ...]`` broadcast over the leading axes.
+        ``key`` draws the dequantization noise of 'dequantized_normal' images."""
+        c = self.cfg
         lead = feat.shape[:-3]
         tile = lambda x: jnp.broadcast_to(x, (*lead, *x.shape))
-        out = {
-            name: dist.log_prob(tile(target(name, batch[name])))
-            for name, dist in self.decode(feat).items()
-        }
+        out = {}
+        for name, dist in self.decode(feat).items():
+            if name == "image" and c.image_dist == "dequantized_normal":
+                # y = (level + u) / 2^bits with u ~ U(0, 1): E_u log p(y) + D log 2^-bits is a
+                # lower bound on log P(level), the probability of the pixels' bins.
+                levels = 2**c.image_bits
+                noise = jax.random.uniform(key, batch[name].shape)
+                y = (quantize(batch[name], c.image_bits) + noise) / levels
+                size = math.prod(batch[name].shape[2:])
+                out[name] = dist.log_prob(tile(y)) - size * math.log(levels)
+            else:
+                out[name] = dist.log_prob(tile(target(name, batch[name])))
         rew_dist, con_dist = self.heads(feat)
-        cont = (1.0 - batch["is_terminal"].astype(jnp.float32)) * self.cont_target
         out["reward"] = rew_dist.log_prob(tile(batch["reward"].astype(jnp.float32)))
-        out["cont"] = con_dist.log_prob(tile(cont))
+        if c.con_scale:
+            cont = (1.0 - batch["is_terminal"].astype(jnp.float32)) * self.cont_target
+            out["cont"] = con_dist.log_prob(tile(cont))
         return out
 
     def heldout_bounds(self, batch: Batch, key: Array, particles: int) -> tuple[Array, Array]:
@@ -360,12 +389,13 @@ class WorldModel(nn.Module):
         k1, k2 = jax.random.split(key)
         post, prior = self.observe(batch, k1)
         stats = lambda s: {k: v for k, v in s.items() if k not in ("deter", "stoch")}
-        loglik = sum(self.log_likelihoods(rssm.features(post), batch).values())
+        k1, k3 = jax.random.split(k1)
+        loglik = sum(self.log_likelihoods(rssm.features(post), batch, k3).values())
         elbo = (loglik - self.rssm.latent.kl(stats(post), stats(prior))).sum(-1)
         log_w = rssm.sequence_log_weights(
             self.rssm.observe,
             self.rssm.latent,
-            lambda feat: sum(self.log_likelihoods(feat, batch).values()),
+            lambda feat: sum(self.log_likelihoods(feat, batch, k3).values()),
             self.embed(batch),
             batch["action"],
             batch["is_first"],
@@ -387,9 +417,10 @@ class WorldModel(nn.Module):
         """
         c = self.cfg
         post, prior = self.observe(batch, key, state)
-        log_probs = self.log_likelihoods(rssm.features(post), batch)
+        log_probs = self.log_likelihoods(rssm.features(post), batch, jax.random.fold_in(key, 1))
         scales = {name: c.rec_scale for name, _ in self.obs_shapes}
         scales.update(reward=c.rew_scale, cont=c.con_scale)
+        scales = {k: v for k, v in scales.items() if k in log_probs}
         loss, raw = rssm.sequential_elbo(
             self.rssm.latent, post, prior, log_probs, scales, c.free_nats, c.beta_dyn, c.beta_rep
         )

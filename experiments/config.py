@@ -284,6 +284,15 @@ def planet() -> Config:
     PlaNet trains 100 updates of 50 x 50 steps per 1000 environment steps, i.e. 250 x action
     repeat replayed steps per agent step: 2000 for cartpole (repeat 8), the preset's task.
     Per-task action repeats are PlaNet's table (env.action_repeat = 0).
+
+    PlaNet's likelihoods (google-research/planet scripts/configs.py, networks/, tools/): pixels
+    reduced to 5 bits, dequantized with uniform noise and modelled by Normal(mu, 1); reward by
+    Normal(mu, 1) at scale 10 from 2 ReLU layers of 100; no continue term; ReLU everywhere and
+    no norms; Adam with a 10,000-update linear warm-up. With free nats 3 the objective is the
+    ELBO of section "The ELBO, exactly" (every term a density: the runner logs wm/bound).
+    Deviations, each for speed on accelerators and CPUs alike: the decoder upsamples by stride-1
+    convolutions + depth-to-space instead of transposed convolutions (same 4 stages), and the
+    encoder sees each 5-bit level's bin centre instead of a noisy sample of it.
     """
     return Config(
         agent="planet",
@@ -297,25 +306,35 @@ def planet() -> Config:
             min_std=0.1,
             deter=200,
             hidden=200,
-            core="gru",
+            core="planet",
+            initial="zeros",
             blocks=1,
             img_layers=1,
             dyn_layers=0,
             units=200,
             layers=2,
             head_layers=2,
+            head_units=100,
             cnn="strided",
             depth=32,
+            mults=(1, 2, 4, 8),
             kernel=4,
-            norm="layer",
-            act="elu",
+            norm="none",
+            act="relu",
+            image_dist="dequantized_normal",
+            image_bits=5,
+            image_std=1.0,
             vector_dist="normal",
+            reward_dist="normal",
+            reward_std=1.0,
+            rew_scale=10.0,
+            con_scale=0.0,
             free_nats=3.0,
             beta_dyn=1.0,
             beta_rep=1.0,
             replay_context=0,
         ),
-        opt=OptimConfig(kind="adam", lr=1e-3, eps=1e-4, clip=1000.0, warmup=0),
+        opt=OptimConfig(kind="adam", lr=1e-3, eps=1e-4, clip=1000.0, warmup=10_000),
     )
 
 

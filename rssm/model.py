@@ -37,7 +37,7 @@ from rssm.nets import (
 
 Array = jax.Array
 State = dict[str, Array]
-CORES = ("block", "gru")
+CORES = ("block", "gru", "planet")
 
 INITIALS = ("learned", "zeros")
 Policy = Callable[[State, Array], Array]
@@ -61,8 +61,10 @@ class RSSM(nn.Module):
       recurrent weights shrink by ``blocks`` while every block still sees the full input.
     - 'gru' (DreamerV2 / DreamerV3 2023 code): x = act(norm(W [s, a])), gates = norm(W' [h, x]),
       one dense GRU.
+    - 'planet' (PlaNet): x = act(norm(W [s, a])), then TensorFlow's GRUBlockCell: r, u =
+      sigmoid(W_ru [x, h]) with biases starting at 1, c = tanh(W_c [x, r h]), h' = u h + (1 - u) c.
 
-    Both use reset r, candidate c = tanh(r * c~), update u = sigmoid(u~ - 1) and
+    'block' and 'gru' use reset r, candidate c = tanh(r * c~), update u = sigmoid(u~ - 1) and
     h' = u * c + (1 - u) * h.
 
     Actions enter the transition bounded to the box: a / max(1, |a| / clip) per component (the
@@ -111,6 +113,17 @@ class RSSM(nn.Module):
             ]
             self.dyn_norm = [Norm(self.norm) for _ in range(self.dyn_layers)]
             self.gates = BlockDense(3 * self.deter, self.blocks, self.dtype, self.winit)
+        elif self.core == "planet":
+            self.in_joint = mk()
+            dense = lambda n, bias: nn.Dense(
+                n,
+                dtype=self.dtype,
+                kernel_init=kernel_init(self.winit),
+                bias_init=nn.initializers.constant(bias),
+            )
+            # TensorFlow's GRUBlockCell, which PlaNet uses: reset and update gates (biases
+            # start at 1), then the candidate from the reset state.
+            self.gates_ru, self.gates_c = dense(2 * self.deter, 1.0), dense(self.deter, 0.0)
         else:
             self.in_joint = mk()
             self.gates = nn.Dense(
@@ -313,6 +326,14 @@ class RSSM(nn.Module):
             if per_block:
                 return self._block_gru_per_block(deter, stoch, action)
             return self._block_gru(deter, stoch, action)
+        if self.core == "planet":
+            # r, u = sigmoid(W_ru [x, h]), c = tanh(W_c [x, r h]), h' = u h + (1 - u) c.
+            x = self.in_joint(jnp.concatenate([stoch, action], -1).astype(self.dtype))
+            h = deter.astype(self.dtype)
+            ru = jax.nn.sigmoid(self.gates_ru(jnp.concatenate([x, h], -1)).astype(jnp.float32))
+            r, u = jnp.split(ru, 2, -1)
+            c = jnp.tanh(self.gates_c(jnp.concatenate([x, (r * h).astype(self.dtype)], -1)))
+            return u * deter.astype(jnp.float32) + (1 - u) * c.astype(jnp.float32)
         if self.core == "block":
             parts = self._block_gates(deter, stoch, action)
         else:
@@ -428,17 +449,20 @@ def check_sequence(embed: Array, action: Array, is_first: Array, action_dim: int
 
 
 def planet(action_dim: int, **overrides: Any) -> RSSM:
-    """PlaNet (Hafner et al. 2019): Gaussian latent of 30, GRU of 200 on a dense embedding of
-    (s_{t-1}, a_{t-1}), hidden 200, ELU."""
+    """PlaNet (Hafner et al. 2019; google-research/planet models/rssm.py): Gaussian latent of
+    30 (std = softplus + 0.1), TensorFlow's GRUBlockCell of 200 on a ReLU dense embedding of
+    (s_{t-1}, a_{t-1}), one ReLU layer of 200 before the prior and the posterior, no norms,
+    zero initial state."""
     kw = dict(
         latent=GaussianLatent(30, 0.1),
         deter=200,
         hidden=200,
-        core="gru",
+        core="planet",
         img_layers=1,
         obs_layers=1,
-        norm="layer",
-        act="elu",
+        norm="none",
+        act="relu",
+        initial="zeros",
     )
     return RSSM(action_dim=action_dim, **{**kw, **overrides})
 

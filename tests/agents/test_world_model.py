@@ -115,3 +115,27 @@ def test_heldout_bounds_elbo_and_iwae():
     np.testing.assert_allclose(float(elbo.mean()) / 4, float(same["bound"]), rtol=1e-5)
     # 64 importance-weighted trajectories tighten the bound of every sequence here.
     assert bool((iwae > elbo).all()), (iwae, elbo)
+
+
+def test_planet_preset_trains_a_bound_over_images_and_rewards():
+    from experiments.config import planet
+
+    cfg = dataclasses.replace(
+        planet().model, depth=2, deter=16, hidden=16, units=16, stoch=4, head_units=8
+    )
+    obs = (("image", (64, 64, 3)),)
+    wm = WorldModel(cfg, obs, 2)
+    batch = dict(dummy_batch(obs, 2, batch=2, length=3))
+    rng = np.random.default_rng(5)
+    batch["image"] = jnp.asarray(rng.integers(0, 256, (2, 3, 64, 64, 3)), jnp.uint8)
+    batch["is_first"] = jnp.zeros((2, 3), bool).at[:, 0].set(True)
+    _, (_, (metrics, _)) = _loss(wm, batch)
+    # No continue term (con_scale 0); 5-bit pixels under a dequantized Normal(mu, 1): a density.
+    assert wm.densities() == {"image": True, "reward": True}
+    assert {"bound", "loglik/image", "loglik/reward", "bits_per_dim/image"} <= set(metrics)
+    assert not any(k.endswith("/cont") for k in metrics)
+    # log N(y; mu, 1) <= -0.5 log(2 pi) per dimension; the 5-bit bins add -D log(1/32).
+    d = 64 * 64 * 3
+    assert float(metrics["loglik/image"]) <= d * (-0.5 * np.log(2 * np.pi) + np.log(32))
+    bits = -float(metrics["loglik/image"]) / (d * np.log(2))
+    np.testing.assert_allclose(float(metrics["bits_per_dim/image"]), bits, rtol=1e-6)

@@ -8,6 +8,10 @@ Sources (danijar/dreamerv3):
   V3a  arXiv v1 code (2023), commit 8fa35f8 (configs.yaml as at ec526b9 / 323ea96):
        dreamerv3/configs.yaml (``defaults``, ``dmc_proprio``), dreamerv3/nets.py,
        dreamerv3/agent.py, dreamerv3/behaviors.py.
+
+Sources (google-research/planet, commit 0c6f7d3):
+  P    planet/scripts/configs.py (defaults read with ``params.get``), planet/models/rssm.py,
+       planet/networks/conv_ha.py, planet/networks/basic.py, planet/tools/preprocess.py.
 """
 
 import jax
@@ -169,7 +173,52 @@ DREAMERV3_2023 = {
     "opt.warmup": (0, "V3a configs.yaml model_opt.warmup"),
 }
 
+PLANET = {
+    "run.batch_size": (50, "P configs.py _data_processing batch_shape (50, 50)"),
+    "run.batch_length": (50, "P configs.py _data_processing batch_shape (50, 50)"),
+    "model.latent": ("gaussian", "P models/rssm.py tfd.MultivariateNormalDiag"),
+    "model.stoch": (30, "P configs.py state_size 30"),
+    "model.min_std": (0.1, "P configs.py min_stddev 1e-1; rssm.py softplus + min_stddev"),
+    "model.deter": (200, "P configs.py model_size 200 (belief_size)"),
+    "model.hidden": (200, "P configs.py model_size 200 (embed_size of the dense layers)"),
+    "model.core": ("planet", "P rssm.py tf.contrib.rnn.GRUBlockCell"),
+    "model.initial": ("zeros", "P rssm.py: the cell's zero state"),
+    "model.img_layers": (1, "P rssm.py _transition: one dense layer after the cell"),
+    "model.obs_layers": (1, "P rssm.py _posterior: one dense layer on [belief, obs]"),
+    "model.act": ("relu", "P rssm.py, conv_ha.py, basic.py: tf.nn.relu"),
+    "model.norm": ("none", "P rssm.py, conv_ha.py, basic.py: no normalization"),
+    "model.cnn": ("strided", "P conv_ha.py encoder: conv2d stride 2"),
+    "model.depth": (32, "P conv_ha.py encoder: 32, 64, 128, 256 channels"),
+    "model.mults": ((1, 2, 4, 8), "P conv_ha.py encoder: 32, 64, 128, 256 channels"),
+    "model.kernel": (4, "P conv_ha.py encoder: kernel 4"),
+    "model.image_dist": ("dequantized_normal", "P conv_ha.py decoder tfd.Normal(mean, 1.0)"),
+    "model.image_std": (1.0, "P conv_ha.py decoder tfd.Normal(mean, 1.0)"),
+    "model.image_bits": (5, "P configs.py image_bits 5; preprocess.py floor, + uniform noise"),
+    "model.reward_dist": ("normal", "P basic.py feed_forward tfd.Normal(mean, 1.0)"),
+    "model.reward_std": (1.0, "P basic.py feed_forward tfd.Normal(mean, 1.0)"),
+    "model.head_layers": (2, "P basic.py feed_forward num_layers=2"),
+    "model.head_units": (100, "P basic.py feed_forward dense 100"),
+    "model.rec_scale": (1.0, "P configs.py image_loss_scale 1.0"),
+    "model.rew_scale": (10.0, "P configs.py reward_scale 10.0"),
+    "model.con_scale": (0.0, "P configs.py: no continue head (dm-control never terminates)"),
+    "model.free_nats": (3.0, "P configs.py free_nats 3.0"),
+    "model.beta_dyn": (1.0, "P configs.py divergence_scale 1.0 (plain KL)"),
+    "model.beta_rep": (1.0, "P configs.py divergence_scale 1.0 (plain KL)"),
+    "model.replay_context": (0, "P: sequences start from the zero state"),
+    "opt.kind": ("adam", "P configs.py tf.train.AdamOptimizer"),
+    "opt.lr": (1e-3, "P configs.py learning_rate 1e-3"),
+    "opt.eps": (1e-4, "P configs.py AdamOptimizer epsilon 1e-4"),
+    "opt.clip": (1000.0, "P configs.py gradient_clipping 1000.0"),
+    "opt.warmup": (10_000, "P configs.py schedule linear ramp 10000"),
+    "planet.horizon": (12, "P configs.py collect_horizons [12]"),
+    "planet.candidates": (1000, "P configs.py cem_amount 1000"),
+    "planet.top_k": (100, "P configs.py cem_topk 100"),
+    "planet.iterations": (10, "P configs.py cem_iterations 10"),
+    "planet.explore_noise": (0.3, "P configs.py exploration_noises [0.3]"),
+}
+
 TABLES = {
+    "planet": PLANET,
     "dreamerv3": DREAMERV3,
     "dreamerv3-vision": DREAMERV3_VISION,
     "dreamerv3-2023": DREAMERV3_2023,

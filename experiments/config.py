@@ -21,6 +21,7 @@ import rssm
 from agents.dreamer import DreamerConfig
 from agents.optim import OptimConfig
 from agents.planet import PlanetConfig
+from agents.sac import SacConfig
 from agents.world_model import WorldModelConfig
 
 
@@ -81,10 +82,11 @@ class Config:
     dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
     opt: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     planet: PlanetConfig = dataclasses.field(default_factory=PlanetConfig)
+    sac: SacConfig = dataclasses.field(default_factory=SacConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
 
 
-AGENTS = ("dreamer", "planet", "random")
+AGENTS = ("dreamer", "planet", "random", "sac")
 
 # Fields that may change when a run resumes: how long to run and where to log.
 RESUMABLE_FIELDS = (
@@ -338,6 +340,30 @@ def planet() -> Config:
     )
 
 
+def sac() -> Config:
+    """SAC on dm-control states: twin critics, tanh-Gaussian policy, automatic temperature
+    (Haarnoja et al. 2018; the SAC papers' and jaxrl's DMC settings): one update of 256
+    transitions per environment step (train ratio 512 = 256 x 2 replayed steps, pairs of
+    steps), action repeat 1, 5,000 uniform prefill steps, 100,000 environment steps."""
+    return Config(
+        agent="sac",
+        env=EnvConfig(task="walker-walk", obs="proprio", action_repeat=1, envs=1),
+        run=RunConfig(
+            steps=100_000,
+            prefill=5000,
+            train_ratio=512.0,
+            batch_size=256,
+            batch_length=2,
+            replay_capacity=1_000_000,
+            eval_every=10_000,
+            eval_episodes=5,
+            log_every=5000,
+            save_every=20_000,
+        ),
+        model=WorldModelConfig(replay_context=0),
+    )
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "debug": debug,
     "dreamerv3": dreamerv3,
@@ -345,6 +371,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "dreamerv3-cpu": dreamerv3_cpu,
     "dreamerv3-2023": dreamerv3_2023,
     "planet": planet,
+    "sac": sac,
 }
 # Names of earlier versions: a clear error instead of a silently different configuration.
 RENAMED = {"dmc-proprio": "dreamerv3", "dmc-vision": "dreamerv3-vision"}
@@ -415,6 +442,15 @@ def validate(cfg: Config) -> Config:
     )
     cfg.dreamer.validate()
     cfg.planet.validate()
+    cfg.sac.validate()
+    need(
+        cfg.agent != "sac" or cfg.env.obs == "proprio",
+        f"agent sac learns from states; env.obs={cfg.env.obs!r}: use --obs proprio",
+    )
+    need(
+        cfg.agent != "sac" or not cfg.model.replay_context,
+        "agent sac has no recurrent state to store in replay: set --model.replay_context 0",
+    )
     cfg.model.validate()
     cfg.opt.validate()
     need(

@@ -43,6 +43,7 @@ import numpy as np
 from agents.baselines import RandomAgent
 from agents.dreamer import Dreamer
 from agents.planet import PlanetAgent
+from agents.sac import SAC
 from agents.world_model import CONTEXT_KEYS, WorldModel
 from experiments import envs as envs_lib
 from experiments import vecenv
@@ -76,6 +77,8 @@ def make_agent(cfg: Config, obs_shapes, action_dim: int):
         return PlanetAgent(cfg.model, cfg.planet, obs_shapes, action_dim, **kw)
     if cfg.agent == "random":
         return RandomAgent(cfg.model, obs_shapes, action_dim, **kw)
+    if cfg.agent == "sac":
+        return SAC(cfg.sac, obs_shapes, action_dim)
     raise ValueError(f"agent={cfg.agent!r} is not available")
 
 

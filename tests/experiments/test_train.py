@@ -401,3 +401,21 @@ def test_heldout_gap_on_evaluation_episodes(tmp_path):
     with pytest.raises(ValueError, match=r"model\.reward_dist normal"):
         config_lib.parse_args(["--logdir", str(tmp_path / "x"), "--run.gap_particles", "8"])
     assert not (tmp_path / "x").exists()
+
+
+def test_sac_runs_through_the_runner(tmp_path):
+    # The runner's own loop with agent sac: prefill, one update per step on pairs of steps,
+    # evaluation with the greedy policy; pixels and a replay context are refused up front.
+    args = ["--preset", "sac", "--logdir", str(tmp_path), "--task", "cartpole-balance"]
+    args += ["--steps", "700", "--run.prefill", "300", "--run.eval_every", "700"]
+    args += ["--run.eval_episodes", "1", "--run.batch_size", "32", "--run.train_ratio", "16"]
+    args += ["--sac.units", "32", "--run.log_every", "350", "--env.action_repeat", "2"]
+    cfg, _ = config_lib.parse_args(args)
+    summary = train(cfg, tmp_path)
+    assert summary["env_steps"] == 700 and summary["counters"]["updates"] > 0
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert any("eval/return" in r for r in rows) and any("sac/critic_loss" in r for r in rows)
+    with pytest.raises(ValueError, match="--obs proprio"):
+        config_lib.parse_args(["--preset", "sac", "--logdir", "x", "--obs", "pixels"])
+    with pytest.raises(ValueError, match="replay_context 0"):
+        config_lib.parse_args(["--preset", "sac", "--logdir", "x", "--model.replay_context", "1"])

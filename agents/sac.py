@@ -1,0 +1,267 @@
+"""SAC: maximum-entropy RL as RL regularized by a KL to an action prior.
+
+Soft actor-critic (Haarnoja et al. 2018, with the automatic temperature of the second paper)
+maximizes E[sum_t gamma^t (r_t - alpha KL(pi(.|s_t) || prior))]. With the uniform prior on the
+action box [-1, 1]^A, KL(pi || U) = E_pi[log pi(a|s)] + A log 2 = A log 2 - H(pi(.|s)), so the
+bonus is SAC's entropy bonus up to a constant; any distrax distribution on the box as the prior
+gives a KL-regularized objective instead.
+
+- Policy: a = tanh(u), u ~ N(mu(s), sigma(s)), with the log-det-Jacobian correction
+  log pi(a|s) = log N(u) - sum_i log(1 - tanh(u_i)^2): its support is the box, so the KL to the
+  uniform prior is finite and >= 0.
+- Critics: twin Q networks, targets y = r + gamma (1 - terminal) (min_j Q'_j(s', a') - alpha
+  KL-term(s', a')) with a' ~ pi(.|s') and Polyak-averaged target critics Q'.
+- Temperature: alpha is a Lagrange multiplier holding the policy's entropy at a target (-A by
+  default): loss -log alpha * sg(log pi(a|s) + target), i.e. a constraint on the KL to U.
+
+Batches are replay windows ``[B, T >= 2]``: each row's first two steps make the transition
+(o_t, a_t = action[:, 1], r_{t+1} = reward[:, 1], terminal, o_{t+1}); a row whose second step
+starts a new episode is masked out. Proprioceptive ('vector') observations only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import distrax
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents.baselines import check_mode, random_actions
+
+Array = jax.Array
+sg = jax.lax.stop_gradient
+PRIORS = ("uniform", "tanh_normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class SacConfig:
+    """SAC hyperparameters; defaults are the SAC papers' (and jaxrl's) for DMC states."""
+
+    units: int = 256  # hidden width of actor and critics
+    layers: int = 2  # hidden layers of actor and critics
+    lr: float = 3e-4  # Adam learning rate of actor, critics and temperature
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # Polyak rate of the target critics
+    init_alpha: float = 1.0  # initial temperature
+    target_entropy: float = 0.0  # entropy target; 0 means -A (the number of action dims)
+    log_std_min: float = -10.0  # bounds of the pre-tanh Gaussian's log std
+    log_std_max: float = 2.0
+    prior: str = "uniform"  # action prior: 'uniform' (standard SAC) or 'tanh_normal'
+    prior_std: float = 0.3  # 'tanh_normal' prior: tanh(N(0, prior_std)) per dimension
+
+    def validate(self) -> None:
+        if self.prior not in PRIORS:
+            raise ValueError(f"sac.prior={self.prior!r}; expected one of {PRIORS}")
+        for name in ("units", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sac.{name}={getattr(self, name)}; must be >= 1")
+        if not 0 < self.tau <= 1 or not 0 <= self.gamma < 1:
+            raise ValueError(
+                f"sac.tau={self.tau}, sac.gamma={self.gamma}; need 0 < tau <= 1 and 0 <= gamma < 1"
+            )
+        if self.lr <= 0 or self.init_alpha <= 0 or self.prior_std <= 0:
+            raise ValueError("sac.lr, sac.init_alpha and sac.prior_std must be positive")
+
+
+def squashed_normal(mean: Array, std: Array) -> distrax.Distribution:
+    """a = tanh(u), u ~ N(mean, diag(std^2)); log_prob includes the log-det of tanh."""
+    base = distrax.MultivariateNormalDiag(mean, std)
+    return distrax.Transformed(base, distrax.Block(distrax.Tanh(), 1))
+
+
+def uniform_log_prob(action: Array) -> Array:
+    """log U[-1, 1]^A (a) = -A log 2 for actions inside the box, ``[...]``."""
+    return jnp.full(action.shape[:-1], -action.shape[-1] * math.log(2.0))
+
+
+class MLP(nn.Module):
+    units: int
+    layers: int
+    out: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        for _ in range(self.layers):
+            x = nn.relu(nn.Dense(self.units)(x))
+        return nn.Dense(self.out)(x)
+
+
+class Actor(nn.Module):
+    action_dim: int
+    units: int
+    layers: int
+    log_std_min: float
+    log_std_max: float
+
+    @nn.compact
+    def __call__(self, obs: Array) -> distrax.Distribution:
+        out = MLP(self.units, self.layers, 2 * self.action_dim)(obs)
+        mean, log_std = jnp.split(out, 2, -1)
+        # tanh keeps the log std inside its bounds smoothly (jaxrl, SAC v2 implementations).
+        lo, hi = self.log_std_min, self.log_std_max
+        log_std = lo + 0.5 * (hi - lo) * (jnp.tanh(log_std) + 1)
+        return squashed_normal(mean, jnp.exp(log_std))
+
+
+class TwinCritic(nn.Module):
+    units: int
+    layers: int
+
+    @nn.compact
+    def __call__(self, obs: Array, action: Array) -> Array:
+        """Q_1, Q_2 at (s, a): ``[2, ...]``."""
+        x = jnp.concatenate([obs, action], -1)
+        make = nn.vmap(
+            MLP,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=2,
+        )
+        return make(self.units, self.layers, 1)(x)[..., 0]
+
+
+@flax.struct.dataclass
+class SacState:
+    params: Any  # {'actor', 'critic'}
+    target_critic: Any  # Polyak average of the critics' parameters
+    log_alpha: Array  # log temperature, scalar
+    opt_state: Any  # {'actor', 'critic', 'alpha'}
+    key: Array
+    updates: Array
+
+
+class SAC:
+    """The SAC agent with the runner's interface: init, init_carry, policy, train."""
+
+    def __init__(self, cfg: SacConfig, obs_shapes, action_dim: int):
+        cfg.validate()
+        names = [name for name, _ in obs_shapes]
+        if names != ["vector"]:
+            raise ValueError(
+                f"agent sac learns from proprioceptive observations only; got {names}: use "
+                "--obs proprio"
+            )
+        self.cfg, self.action_dim = cfg, action_dim
+        self.obs_dim = int(dict(obs_shapes)["vector"][0])
+        self.target_entropy = cfg.target_entropy or -float(action_dim)
+        self.actor = Actor(action_dim, cfg.units, cfg.layers, cfg.log_std_min, cfg.log_std_max)
+        self.critic = TwinCritic(cfg.units, cfg.layers)
+        self.opt = optax.adam(cfg.lr)
+        self.train = jax.jit(self._train, donate_argnums=0)
+        self.policy = jax.jit(self._policy, static_argnums=4)
+
+    def prior_log_prob(self, action: Array) -> Array:
+        if self.cfg.prior == "uniform":
+            return uniform_log_prob(action)
+        zeros = jnp.zeros(action.shape)
+        prior = squashed_normal(zeros, jnp.full(action.shape, self.cfg.prior_std))
+        return prior.log_prob(jnp.clip(action, -1 + 1e-6, 1 - 1e-6))
+
+    def kl_term(self, pi: distrax.Distribution, key: Array) -> tuple[Array, Array, Array]:
+        """(a ~ pi, log pi(a), log pi(a) - log prior(a)): the last is a one-sample estimate of
+        KL(pi || prior), ``[...]``."""
+        action, log_pi = pi.sample_and_log_prob(seed=key)
+        return action, log_pi, log_pi - self.prior_log_prob(action)
+
+    def init(self, key: Array) -> SacState:
+        k1, k2, k3 = jax.random.split(key, 3)
+        obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
+        params = {"actor": self.actor.init(k1, obs), "critic": self.critic.init(k2, obs, act)}
+        log_alpha = jnp.asarray(math.log(self.cfg.init_alpha), jnp.float32)
+        opt_state = {
+            "actor": self.opt.init(params["actor"]),
+            "critic": self.opt.init(params["critic"]),
+            "alpha": self.opt.init(log_alpha),
+        }
+        target = jax.tree.map(jnp.copy, params["critic"])
+        return SacState(params, target, log_alpha, opt_state, k3, jnp.zeros((), jnp.int32))
+
+    def init_carry(self, num_envs: int) -> dict[str, Array]:
+        return {"action": jnp.zeros((num_envs, self.action_dim))}
+
+    def _policy(self, state: SacState, carry, obs, key, mode: str):
+        """'explore': a ~ pi(.|s); 'eval': tanh of the Gaussian's mean; 'random': uniform."""
+        check_mode(mode)
+        x = obs["vector"].astype(jnp.float32)
+        if mode == "random":
+            action = random_actions(key, x.shape[0], self.action_dim)
+        else:
+            pi = self.actor.apply(state.params["actor"], x)
+            greedy = jnp.tanh(pi.distribution.mean())
+            action = pi.sample(seed=key) if mode == "explore" else greedy
+        action = jnp.clip(action, -1.0, 1.0)
+        return action, {"action": action}
+
+    def _train(self, state: SacState, batch: dict):
+        cfg = self.cfg
+        key, k_next, k_pi = jax.random.split(state.key, 3)
+        obs = batch["vector"][:, 0].astype(jnp.float32)
+        nxt = batch["vector"][:, 1].astype(jnp.float32)
+        action = batch["action"][:, 1]
+        reward = batch["reward"][:, 1]
+        cont = 1.0 - batch["is_terminal"][:, 1].astype(jnp.float32)
+        mask = 1.0 - batch["is_first"][:, 1].astype(jnp.float32)  # pairs inside one episode
+        count = jnp.maximum(mask.sum(), 1.0)
+        mean = lambda x: (mask * x).sum() / count
+        alpha = jnp.exp(state.log_alpha)
+
+        pi_next = self.actor.apply(state.params["actor"], nxt)
+        a_next, _, kl_next = self.kl_term(pi_next, k_next)
+        q_next = self.critic.apply(state.target_critic, nxt, a_next).min(0)
+        target = sg(reward + cfg.gamma * cont * (q_next - alpha * kl_next))
+
+        def critic_loss(p):
+            q = self.critic.apply(p, obs, action)
+            return mean(((q - target) ** 2).sum(0)), q
+
+        def actor_loss(p):
+            a, log_pi, kl = self.kl_term(self.actor.apply(p, obs), k_pi)
+            q = self.critic.apply(state.params["critic"], obs, a).min(0)
+            return mean(alpha * kl - q), (log_pi, kl)
+
+        (c_loss, q), c_grad = jax.value_and_grad(critic_loss, has_aux=True)(state.params["critic"])
+        (a_loss, (log_pi, kl)), a_grad = jax.value_and_grad(actor_loss, has_aux=True)(
+            state.params["actor"]
+        )
+        entropy = -mean(sg(log_pi))  # one-sample estimate of H(pi(.|s)), averaged over s
+
+        def alpha_loss(log_alpha):
+            # Gradient H - target: alpha falls while the entropy exceeds its target.
+            return log_alpha * sg(entropy - self.target_entropy)
+
+        al_loss, al_grad = jax.value_and_grad(alpha_loss)(state.log_alpha)
+        new_params, opt_state = {}, {}
+        for name, grad in (("actor", a_grad), ("critic", c_grad)):
+            upd, opt_state[name] = self.opt.update(grad, state.opt_state[name])
+            new_params[name] = optax.apply_updates(state.params[name], upd)
+        upd, opt_state["alpha"] = self.opt.update(al_grad, state.opt_state["alpha"])
+        log_alpha = optax.apply_updates(state.log_alpha, upd)
+        target_critic = jax.tree.map(
+            lambda t, p: (1 - cfg.tau) * t + cfg.tau * p, state.target_critic, new_params["critic"]
+        )
+        metrics = {
+            "sac/critic_loss": c_loss,
+            "sac/actor_loss": a_loss,
+            "sac/alpha_loss": al_loss,
+            "sac/alpha": alpha,
+            "sac/q": mean(q.mean(0)),
+            "sac/policy_entropy": entropy,
+            "sac/prior_kl": mean(sg(kl)),
+        }
+        new_state = state.replace(
+            params=new_params,
+            target_critic=target_critic,
+            log_alpha=log_alpha,
+            opt_state=opt_state,
+            key=key,
+            updates=state.updates + 1,
+        )
+        return new_state, metrics, {}

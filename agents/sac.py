@@ -254,7 +254,9 @@ class SAC:
             "sac/alpha": alpha,
             "sac/q": mean(q.mean(0)),
             "sac/policy_entropy": entropy,
-            "sac/prior_kl": mean(sg(kl)),
+            # log pi(a) - log prior(a) at one sample per state: an unbiased estimate of the KL
+            # to the prior, not a KL itself (a batch of it can fall below zero).
+            "sac/prior_log_ratio": mean(sg(kl)),
         }
         new_state = state.replace(
             params=new_params,

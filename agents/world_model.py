@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 import rssm
 from rssm import RSSM
+from rssm.model import latent_stats
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -386,12 +387,11 @@ class WorldModel(nn.Module):
         with the closed-form KL, IWAE_K over K = ``particles`` posterior trajectories
         (``rssm.sequence_iwae``). Both bound log p(o, r, c | a) only when every term is a
         density (``densities``); IWAE_K - ELBO is then a lower estimate of the ELBO's gap."""
-        k1, k2 = jax.random.split(key)
+        k1, k2, k3 = jax.random.split(key, 3)  # posterior sample, particles, dequantization
         post, prior = self.observe(batch, k1)
-        stats = lambda s: {k: v for k, v in s.items() if k not in ("deter", "stoch")}
-        k1, k3 = jax.random.split(k1)
         loglik = sum(self.log_likelihoods(rssm.features(post), batch, k3).values())
-        elbo = (loglik - self.rssm.latent.kl(stats(post), stats(prior))).sum(-1)
+        kl = self.rssm.latent.kl(latent_stats(post), latent_stats(prior))
+        elbo = (loglik - kl).sum(-1)
         log_w = rssm.sequence_log_weights(
             self.rssm.observe,
             self.rssm.latent,

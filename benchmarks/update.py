@@ -153,11 +153,13 @@ def time_case(case: str, steps: int, args) -> dict[str, Any]:
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
         t0 = time.perf_counter()
         state, metrics = train_step(agent, state, batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
     median = float(np.median(times))
     peak, how = peak_flops(args.peak_gflops)
     result = {
@@ -177,6 +179,8 @@ def time_case(case: str, steps: int, args) -> dict[str, Any]:
         "peak_estimate": how,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "malloc": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc",
+        # Page faults per timed update: a buffer mapped afresh each update shows up here.
+        "minor_faults_per_update": round(faults),
         "loss_finite": bool(all(np.isfinite(float(v)) for v in metrics.values())),
     }
     if args.profile:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from rssm.latent import Latent
-from rssm.model import RSSM, State, features
+from rssm.model import RSSM, State, features, latent_stats
 from rssm.vi import iwae_bound
 
 Array = jax.Array
@@ -49,9 +49,8 @@ def step_log_weights(
       the per-step log weights, ``[..., T]``.
     """
     stoch = jax.lax.stop_gradient(post["stoch"])
-    stats = lambda state: {k: v for k, v in state.items() if k not in ("deter", "stoch")}
-    log_prior = latent.log_prob(stats(prior), stoch)
-    log_post = latent.log_prob(stats(post), stoch)
+    log_prior = latent.log_prob(latent_stats(prior), stoch)
+    log_post = latent.log_prob(latent_stats(post), stoch)
     if log_prior.shape != loglik.shape:
         raise ValueError(
             f"loglik has shape {loglik.shape}; expected the states' batch shape {log_prior.shape}"

@@ -421,6 +421,11 @@ def _expand(mask: Array, like: Array) -> Array:
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
+def latent_stats(state: State) -> State:
+    """The latent distribution's statistics of a state: every entry but ``deter``/``stoch``."""
+    return {k: v for k, v in state.items() if k not in ("deter", "stoch")}
+
+
 def features(state: State) -> Array:
     """concat(h_t, s_t): the input of every head, ``[..., H + S]``."""
     return jnp.concatenate([state["deter"], state["stoch"]], -1)

@@ -111,7 +111,7 @@ def test_heldout_bounds_elbo_and_iwae():
     elbo, iwae = bounds(params, batch, key)
     assert elbo.shape == iwae.shape == (3,)
     # The ELBO is the loss's per-step bound summed over the sequence (same posterior sample).
-    _, (same, _) = wm.apply(params, batch, jax.random.split(key)[0], method=WorldModel.loss)
+    _, (same, _) = wm.apply(params, batch, jax.random.split(key, 3)[0], method=WorldModel.loss)
     np.testing.assert_allclose(float(elbo.mean()) / 4, float(same["bound"]), rtol=1e-5)
     # 64 importance-weighted trajectories tighten the bound of every sequence here.
     assert bool((iwae > elbo).all()), (iwae, elbo)

@@ -7,6 +7,8 @@ An agent is a bundle of pure, jit-compiled functions over one training-state pyt
     policy(state, carry, obs, key, mode) -> (action [N, A], carry)
                                                       mode: 'explore', 'eval' or 'random'
     train(state, batch) -> (state, metrics, context)  one update; donates ``state``
+    update(state, batch)                              ``train`` before jit, for callers that
+                                                      compile it with their own shardings
     openloop(state, batch, key) -> {name: [B, T, ...]}  world-model predictions for videos
 
 ``obs`` holds ``[N, ...]`` observation arrays and ``is_first [N]``. ``mode`` is static: 'explore'
@@ -52,6 +54,7 @@ class Agent(Protocol):
     def init_carry(self, num_envs: int) -> Any: ...
     def policy(self, state: Any, carry: Any, obs: dict, key: Array, mode: str): ...
     def train(self, state: Any, batch: dict) -> tuple[Any, dict, dict]: ...
+    def update(self, state: Any, batch: dict) -> tuple[Any, dict, dict]: ...
     def openloop(self, state: Any, batch: dict, key: Array) -> dict: ...
 
 
@@ -135,6 +138,7 @@ class RandomAgent:
         self.opt = optim.make(opt or optim.OptimConfig(), "wm")
         self.obs_shapes = obs_shapes
         self.batch_size = batch_size
+        self.update = self._train  # uncompiled: the runner jits it with its shardings
         self.train = jax.jit(self._train, donate_argnums=0)
         self.policy = jax.jit(self._policy, static_argnums=4)
         self.openloop = jax.jit(self._openloop)

@@ -171,6 +171,7 @@ class Dreamer:
         )
         self.opt = {k: optim.make(opt, k) for k in optim.MODULES}
         self.feat_size = wm_cfg.feat_size
+        self.update = self._train  # uncompiled: the runner jits it with its shardings
         self.train = jax.jit(self._train, donate_argnums=0)
         self.policy = jax.jit(self._policy, static_argnums=4)
         self.openloop = jax.jit(self._openloop)

@@ -155,6 +155,7 @@ class SAC:
         self.actor = Actor(action_dim, cfg.units, cfg.layers, cfg.log_std_min, cfg.log_std_max)
         self.critic = TwinCritic(cfg.units, cfg.layers)
         self.opt = optax.adam(cfg.lr)
+        self.update = self._train  # uncompiled: the runner jits it with its shardings
         self.train = jax.jit(self._train, donate_argnums=0)
         self.policy = jax.jit(self._policy, static_argnums=4)
 

@@ -44,7 +44,7 @@ class RunConfig:
     steps: int = 100_000  # environment steps (agent steps x action repeat) to run
     prefill: int = 2500  # environment steps of uniform random actions before training
     train_ratio: float = 512.0  # replayed steps per policy step (DreamerV3's definition)
-    batch_size: int = 16  # sequences per update
+    batch_size: int = 16  # sequences per update, global: split over every device of every host
     batch_length: int = 64  # steps per sequence
     replay_capacity: int = 1_000_000  # replay size in steps (FIFO)
     replay_chunk: int = 1024  # steps per replay file on disk
@@ -61,6 +61,9 @@ class RunConfig:
     video_every: int = 0  # updates between open-loop videos (0: never)
     save_every: int = 10_000  # environment steps between checkpoints
     keep_checkpoints: int = 3  # checkpoints kept on disk
+    # Split parameters of >= 65,536 elements (and their optimizer state) over the devices
+    # instead of replicating them (FSDP): less memory per device, one gather per use.
+    fsdp: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +104,7 @@ RESUMABLE_FIELDS = (
     "logging",
     "env.parallel",
     "run.overlap",
+    "run.fsdp",
 )
 
 
@@ -578,6 +582,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         default=os.environ.get("RSSM_JAX_CACHE", str(Path.home() / ".cache" / "rssm-jax" / "xla")),
         help="directory of JAX's persistent compilation cache (a second launch of the same "
         "command loads its compiled programs instead of compiling); env RSSM_JAX_CACHE",
+    )
+    dist = parser.add_argument_group(
+        "several processes (hosts)",
+        "one run over several processes: every process gets the same command with its own "
+        "--process-id (defaults: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)",
+    )
+    dist.add_argument("--coordinator", default=None, help="host:port of process 0")
+    dist.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+    dist.add_argument("--process-id", type=int, default=None, help="this process, from 0")
+    dist.add_argument(
+        "--distributed",
+        choices=("auto",),
+        default=None,
+        help="'auto': let JAX find the cluster (TPU pods, SLURM, Open MPI)",
     )
     parser.add_argument(
         "--no-compile-cache",

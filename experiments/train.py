@@ -25,6 +25,7 @@ if __name__ == "__main__":  # the allocator is chosen before JAX is imported (ma
         raise SystemExit(2) from None
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -52,6 +53,7 @@ from experiments.config import RESUMABLE_FIELDS, Config, from_dict, parse_args, 
 from experiments.evaluate import env_kwargs
 from experiments.logging import Logger, openloop_grid
 from experiments.replay import Replay
+from experiments.scale import BatchSplit, Topology, initialize
 
 # Saved with every checkpoint. 'credit' is the fractional number of updates owed under
 # run.train_ratio (the ratio schedule's state); the 'next_*' fields are when each periodic
@@ -109,8 +111,8 @@ class ContextWriteBack:
     the host steps the environments; the result is the same at every later sample and save.
     """
 
-    def __init__(self, replay: Replay):
-        self.replay = replay
+    def __init__(self, replay: Replay, topo: Topology):
+        self.replay, self.topo = replay, topo
         self.pending: tuple[np.ndarray, np.ndarray, dict] | None = None
 
     def hold(self, rows: np.ndarray, stamps: np.ndarray, values: dict) -> None:
@@ -120,21 +122,21 @@ class ContextWriteBack:
     def flush(self) -> None:
         if self.pending is not None:
             rows, stamps, values = self.pending
-            self.replay.update_context(rows, stamps, {k: np.asarray(v) for k, v in values.items()})
+            self.replay.update_context(rows, stamps, self.topo.local_rows(dict(values)))
             self.pending = None
 
 
 class Progress:
     """One console line: steps, env steps/s, updates/s and ETA; newline-terminated off a TTY."""
 
-    def __init__(self, total: int, start: int, updates: int):
+    def __init__(self, total: int, start: int, updates: int, quiet: bool = False):
         self.total, self.start, self.t0 = total, start, time.time()
         self.updates0, self.last = updates, 0.0
-        self.tty = sys.stderr.isatty()
+        self.tty, self.quiet = sys.stderr.isatty() and not quiet, quiet
 
     def show(self, env_steps: int, updates: int, force: bool = False) -> None:
         now = time.time()
-        if not force and now - self.last < (1.0 if self.tty else 30.0):
+        if self.quiet or (not force and now - self.last < (1.0 if self.tty else 30.0)):
             return
         self.last = now
         dt = max(now - self.t0, 1e-6)
@@ -265,9 +267,14 @@ def heldout_gap(agent, state, episode, run, key: jax.Array, fn) -> dict[str, flo
 def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
     """Run (or resume) an experiment in ``logdir``; returns the final counters and returns."""
     logdir = Path(logdir)
+    run = cfg.run
+    # Every device of every process; the batch is global and splits over them (scale.py).
+    topo = Topology.create(fsdp=run.fsdp)
+    local_batch = topo.local_batch_size(run.batch_size)
+    proc, procs = topo.process_index, topo.process_count
+    lead = proc == 0  # the one process that logs, evaluates and records videos
     logdir.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
-    run = cfg.run
     ckpt = Checkpointer(logdir / "checkpoints", keep=run.keep_checkpoints, async_save=True)
     resume_step = ckpt.latest_step()
     meta = None
@@ -280,17 +287,33 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         except ValueError as err:
             ckpt.close()
             raise ConfigMismatch(f"{logdir}: {err}") from None
-    (logdir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
-    print(json.dumps(cfg_dict, indent=2), file=sys.stderr)
+        saved_procs = len(meta["replay"]) if isinstance(meta["replay"], list) else 1
+        if saved_procs != procs:
+            ckpt.close()
+            raise ConfigMismatch(
+                f"{logdir}: the checkpoint was written by {saved_procs} process(es), each with "
+                f"its own replay; resume it with {saved_procs} process(es) (the number of "
+                "devices per process may change)"
+            )
+    if lead:
+        (logdir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
+        print(json.dumps(cfg_dict, indent=2), file=sys.stderr)
 
     key = jax.random.key(run.seed)
     init_key, policy_key, eval_key, video_key = jax.random.split(key, 4)
+    if proc:  # each process explores with its own noise
+        policy_key = jax.random.fold_in(policy_key, proc)
     gap_root = jax.random.fold_in(key, 1 << 30)  # the held-out gap's own stream
     env_kw = env_kwargs(cfg)
+    # Environment i of process p is seeded seed + p * envs + i: one numbering over the run.
     vec = vecenv.make_envs(
-        cfg.env.task, cfg.env.obs, cfg.env.envs, run.seed, cfg.env.parallel, **env_kw
+        cfg.env.task,
+        cfg.env.obs,
+        cfg.env.envs,
+        run.seed + proc * cfg.env.envs,
+        cfg.env.parallel,
+        **env_kw,
     )
-    eval_env = None
     stack = contextlib.ExitStack()
     stop = stack.enter_context(stop_on_signals())
     stack.enter_context(vec)
@@ -305,7 +328,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 p, b, k, run.gap_particles, method=WorldModel.heldout_bounds
             )
         )
-        replay_dir = logdir / "replay"
+        replay_dir = logdir / ("replay" if proc == 0 else f"replay-process{proc}")
         if meta is None and replay_dir.exists() and any(replay_dir.iterdir()):
             # Chunks without any checkpoint come from a run killed before its first save:
             # nothing refers to them, and a fresh start collects that data again.
@@ -318,12 +341,13 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             run.replay_capacity,
             replay_dir,
             run.replay_chunk,
-            run.seed,
+            run.seed + (proc << 20),
             context_dtype=run.context_dtype,
             online=run.batch_length + cfg.model.replay_context if run.replay_online else 0,
         )
-        writeback = ContextWriteBack(replay)
-        state = jax.jit(agent.init)(init_key)  # one compiled program (cached), not op by op
+        writeback = ContextWriteBack(replay, topo)
+        abstract = topo.abstract_state(agent.init, init_key)
+        train_fn = topo.jit_train(agent.update, abstract)
         counters = dict.fromkeys(COUNTERS, 0)
         counters.update(
             next_log=run.log_every,
@@ -332,26 +356,33 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             next_video=run.video_every,
         )
         run_id = None
-        if meta is not None:
-            state, meta = ckpt.restore(state, resume_step)
+        if meta is None:
+            state = topo.init_state(agent.init, init_key)
+        else:
+            # Restored into this run's shardings, whatever devices the checkpoint came from.
+            state, meta = ckpt.restore(abstract, resume_step)
             counters.update(meta["counters"])
-            replay.load(meta["replay"])
+            replay.load(meta["replay"][proc] if procs > 1 else meta["replay"])
             run_id = meta["wandb_run_id"]
             print(
                 f"resumed from checkpoint at agent step {resume_step}: {counters}", file=sys.stderr
             )
-        state = place_state(state)
+        acting = topo.local_view(state)  # what the policy reads: this process's replica
         lg = cfg.logging
-        logger = Logger(
-            logdir,
-            cfg_dict,
-            wandb_mode=lg.wandb,
-            project=lg.project,
-            entity=lg.entity or None,
-            group=lg.group or None,
-            name=lg.name or logdir.name,
-            tags=lg.tags,
-            run_id=run_id,
+        logger = (
+            Logger(
+                logdir,
+                cfg_dict,
+                wandb_mode=lg.wandb,
+                project=lg.project,
+                entity=lg.entity or None,
+                group=lg.group or None,
+                name=lg.name or logdir.name,
+                tags=lg.tags,
+                run_id=run_id,
+            )
+            if lead
+            else NullLogger()
         )
         stack.callback(logger.close)
 
@@ -367,7 +398,9 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             f"pre-flight: {params:,} parameters | replay at capacity {run.replay_capacity:,} "
             f"steps x {step_bytes:,} B = {run.replay_capacity * step_bytes / 2**30:.2f} GiB | "
             f"{run.steps:,} env steps = {math.ceil(run.steps / repeat):,} agent steps "
-            f"(repeat {repeat}, {n} envs) | ~{planned:,} updates planned",
+            f"(repeat {repeat}, {n} envs x {procs} process(es)) | {topo.size} device(s), "
+            f"{local_batch} of {run.batch_size} sequences per update from this process | "
+            f"~{planned:,} updates planned",
             file=sys.stderr,
         )
 
@@ -375,10 +408,13 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             if final and ckpt.latest_step() == counters["agent_steps"]:
                 return
             writeback.flush()
+            replay_state = replay.save()
+            if procs > 1:  # every process's replay state, in the one meta file process 0 writes
+                replay_state = [json.loads(x) for x in topo.gather_json(json.dumps(replay_state))]
             meta = {
                 "config": cfg_dict,
                 "counters": dict(counters),
-                "replay": replay.save(),
+                "replay": replay_state,
                 "wandb_run_id": logger.run_id,
             }
             ckpt.save(counters["agent_steps"], state, meta)
@@ -388,8 +424,8 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
 
         def log_metrics(env_steps: int) -> None:
             nonlocal logged_at
-            scalars = {k: float(v) for k, v in metrics.items()}
-            if scalars and not np.isfinite(float(_total_loss(metrics))):
+            scalars = {k: float(v) for k, v in topo.to_host(metrics).items()}
+            if scalars and not np.isfinite(_host_total_loss(scalars)):
                 raise NonFiniteLoss(counters["updates"], metrics)
             scalars.update({"replay/steps": len(replay), "run/updates": counters["updates"]})
             now = time.time()
@@ -407,21 +443,19 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             """The updates owed after agent step t: once prefill is over and replay holds a
             batch's worth of data (B x T steps, and T + context consecutive steps in a stream),
             one per ``per_update`` agent steps."""
-            nonlocal state, metrics, pending_loss
-            ready = len(replay) >= run.batch_size * run.batch_length and replay.can_sample(
-                run.batch_length + ctx_steps
-            )
-            if not (t * repeat >= run.prefill and per_update and ready):
+            nonlocal state, acting, metrics, pending_loss
+            if not (t * repeat >= run.prefill and per_update and replay_ready()):
                 return
-            counters["credit"] += n / per_update
+            counters["credit"] += n * procs / per_update
             while counters["credit"] >= 1.0:
                 writeback.flush()
                 batch, rows, stamps = replay.sample_sequences(
-                    run.batch_size, run.batch_length, ctx_steps
+                    local_batch, run.batch_length, ctx_steps
                 )
-                if pending_loss is not None and not np.isfinite(float(pending_loss)):
+                if pending_loss is not None and not np.isfinite(topo_float(pending_loss)):
                     raise NonFiniteLoss(counters["updates"], metrics)
-                state, metrics, new_context = agent.train(state, batch)
+                state, metrics, new_context = train_fn(state, topo.global_batch(batch))
+                acting = None  # refreshed before the policy next reads it
                 writeback.hold(rows, stamps, new_context)
                 pending_loss = _total_loss(metrics)
                 counters["updates"] += 1
@@ -436,15 +470,65 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                     )
                 if run.video_every and counters["updates"] >= counters["next_video"]:
                     counters["next_video"] += run.video_every
-                    _log_video(
-                        agent,
-                        state,
-                        batch,
-                        obs_keys,
-                        logger,
-                        jax.random.fold_in(video_key, counters["updates"]),
-                        (t + n) * repeat,
-                    )
+                    if lead:  # from this process's share of the batch
+                        _log_video(
+                            agent,
+                            topo.local_view(state),
+                            batch,
+                            obs_keys,
+                            logger,
+                            jax.random.fold_in(video_key, counters["updates"]),
+                            (t + n * procs) * repeat,
+                        )
+
+        ready = False
+
+        def replay_ready() -> bool:
+            """Whether replay holds a batch's worth of data (this process's share of B x T
+            steps, and T + context consecutive steps in a stream) in every process; once true
+            it stays true, so the processes agree on it (a collective) only until then."""
+            nonlocal ready
+            if not ready:
+                ready = len(replay) >= local_batch * run.batch_length and replay.can_sample(
+                    run.batch_length + ctx_steps
+                )
+                ready = not topo.any(not ready)
+            return ready
+
+        def topo_float(x) -> float:
+            return float(topo.to_host(x))
+
+        def stopping() -> bool:
+            """A signal asked to stop; several processes agree on it every 64 iterations."""
+            if procs == 1:
+                return stop.signum is not None
+            if (counters["agent_steps"] // (n * procs)) % 64:
+                return False
+            return topo.any(stop.signum is not None)
+
+        eval_env = None
+
+        def run_evaluation(acting, env_steps: int) -> None:
+            """Evaluation episodes (and the held-out gap on the first), on this process."""
+            nonlocal eval_env
+            if eval_env is None:
+                eval_env = stack.enter_context(
+                    envs_lib.DMCEnv(cfg.env.task, cfg.env.obs, seed=run.seed + 1_000_000, **env_kw)
+                )
+            ret, episode = evaluate(
+                agent,
+                acting,
+                cfg,
+                eval_env,
+                jax.random.fold_in(eval_key, env_steps),
+                obs_keys,
+                record=run.gap_particles > 0,
+            )
+            logger.scalars(env_steps, {"eval/return": ret})
+            if episode is not None:
+                gap_key = jax.random.fold_in(gap_root, env_steps)
+                gap = heldout_gap(agent, acting, episode, run, gap_key, heldout_fn)
+                logger.scalars(env_steps, gap)
 
         obs = vec.reset()
         carry = agent.init_carry(n)
@@ -454,22 +538,26 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         ep_length = np.zeros(n, np.int64)
         metrics: dict[str, Any] = {}
         pending_loss = None
-        progress = Progress(run.steps, counters["agent_steps"] * repeat, counters["updates"])
+        progress = Progress(
+            run.steps, counters["agent_steps"] * repeat, counters["updates"], quiet=not lead
+        )
         healthy = True
         try:
-            while counters["agent_steps"] * repeat < run.steps and stop.signum is None:
+            while counters["agent_steps"] * repeat < run.steps and not stopping():
                 # Before acting with freshly updated parameters: the policy step waits for the
                 # update anyway, so checking its loss here costs no extra synchronization.
                 if pending_loss is not None:
-                    if not np.isfinite(float(pending_loss)):
+                    if not np.isfinite(topo_float(pending_loss)):
                         raise NonFiniteLoss(counters["updates"], metrics)
                     pending_loss = None
+                if acting is None:
+                    acting = topo.local_view(state)
                 t = counters["agent_steps"]
                 k = jax.random.fold_in(policy_key, t)
                 # Prefill acts uniformly at random, through the agent so that its recurrent
                 # state follows the executed actions.
                 mode = "random" if t * repeat < run.prefill else "explore"
-                action, carry = agent.policy(state, carry, _policy_obs(obs, obs_keys), k, mode)
+                action, carry = agent.policy(acting, carry, _policy_obs(obs, obs_keys), k, mode)
                 # o_t is stored once the policy has seen it: with its posterior as context.
                 replay.add_batch(_record(obs, prev_action), context=_context(cfg, carry))
                 counters["stored_steps"] += n
@@ -483,7 +571,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 prev_action = action
                 if not run.overlap:
                     train_owed(t)
-                counters["agent_steps"] += n
+                counters["agent_steps"] += n * procs  # every process steps n envs
                 ep_return += obs["reward"]
                 ep_length += 1
                 for i in np.flatnonzero(obs["is_first"]):
@@ -509,31 +597,15 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                     log_metrics(env_steps)
                 if run.eval_every and env_steps >= counters["next_eval"]:
                     counters["next_eval"] += run.eval_every
-                    if eval_env is None:
-                        eval_env = stack.enter_context(
-                            envs_lib.DMCEnv(
-                                cfg.env.task, cfg.env.obs, seed=run.seed + 1_000_000, **env_kw
-                            )
-                        )
-                    ret, episode = evaluate(
-                        agent,
-                        state,
-                        cfg,
-                        eval_env,
-                        jax.random.fold_in(eval_key, env_steps),
-                        obs_keys,
-                        record=run.gap_particles > 0,
-                    )
-                    logger.scalars(env_steps, {"eval/return": ret})
-                    if episode is not None:
-                        gap_key = jax.random.fold_in(gap_root, env_steps)
-                        gap = heldout_gap(agent, state, episode, run, gap_key, heldout_fn)
-                        logger.scalars(env_steps, gap)
+                    if lead:
+                        if acting is None:
+                            acting = topo.local_view(state)
+                        run_evaluation(acting, env_steps)
                 if env_steps >= counters["next_save"]:
                     counters["next_save"] += run.save_every
                     save()
                 progress.show(env_steps, counters["updates"])
-            if pending_loss is not None and not np.isfinite(float(pending_loss)):
+            if pending_loss is not None and not np.isfinite(topo_float(pending_loss)):
                 raise NonFiniteLoss(counters["updates"], metrics)
             if logged_at != counters["agent_steps"] * repeat:  # the run's last metrics
                 log_metrics(counters["agent_steps"] * repeat)
@@ -558,7 +630,10 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             "counters": dict(counters),
             "replay_steps": len(replay),
             "env_steps": counters["agent_steps"] * repeat,
-            "interrupted": stop.signum is not None,
+            "interrupted": counters["agent_steps"] * repeat < run.steps,  # stopped by a signal
+            "process": proc,
+            "devices": topo.size,
+            "params_sha256": params_digest(topo.local_view(state)),
         }
     finally:
         stack.close()
@@ -583,6 +658,34 @@ def _total_loss(metrics: dict) -> jax.Array:
     return sum(v for k, v in metrics.items() if k.endswith("loss"))
 
 
+def _host_total_loss(scalars: dict[str, float]) -> float:
+    return sum(v for k, v in scalars.items() if k.endswith("loss"))
+
+
+class NullLogger:
+    """The logger of every process but the first: one run writes one set of logs."""
+
+    run_id = None
+
+    def scalars(self, step: int, metrics: Any) -> None:
+        pass
+
+    def video(self, step: int, name: str, frames: Any, fps: int = 10) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def params_digest(state: Any) -> str:
+    """SHA-256 of the parameters' bytes (this process's replica): equal digests, equal
+    parameters, bit for bit."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(state.params)):
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()
+
+
 def _log_video(agent, state, batch, obs_keys, logger: Logger, key, step: int) -> None:
     if "image" not in obs_keys:
         return
@@ -591,17 +694,6 @@ def _log_video(agent, state, batch, obs_keys, logger: Logger, key, step: int) ->
     truth = sub["image"].astype(np.float32) / 255.0
     frames = openloop_grid(truth, np.clip(np.asarray(pred), 0.0, 1.0))
     logger.video(step, "openloop", frames)
-
-
-def place_state(state: Any) -> Any:
-    """The agent state committed to the default device, whether fresh or restored.
-
-    A restored checkpoint's arrays are committed to a device, a fresh ``init``'s are not; jit
-    lowers the two differently (sharding annotations), so a resumed run would miss every
-    program the persistent compilation cache holds from the first launch. Committing both the
-    same way makes the second launch of a command load its programs instead of compiling.
-    """
-    return jax.device_put(state, jax.devices()[0])
 
 
 def use_compile_cache(directory: str | os.PathLike) -> None:
@@ -623,11 +715,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        initialize(
+            args.coordinator, args.num_processes, args.process_id, auto=args.distributed == "auto"
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not args.no_compile_cache:
         use_compile_cache(args.compile_cache)
     try:
         summary = train(cfg, args.logdir)
-    except ConfigMismatch as err:
+    except (ConfigMismatch, BatchSplit) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary))

@@ -369,16 +369,21 @@ def test_a_resumed_state_lowers_like_a_fresh_one(tmp_path):
     # its update exactly as the first launch did, or a second launch compiles everything again.
     import jax
 
-    from experiments.train import make_agent, place_state
+    from experiments.scale import Topology
+    from experiments.train import make_agent
 
     cfg = config_lib.PRESETS["debug"]()
     agent = make_agent(cfg, (("vector", (3,)),), 1)
-    fresh = place_state(jax.jit(agent.init)(jax.random.key(0)))
+    topo = Topology.create()
+    key = jax.random.key(0)
+    abstract = topo.abstract_state(agent.init, key)
+    fresh = topo.init_state(agent.init, key)
     with Checkpointer(tmp_path / "ckpt", async_save=False) as ck:
         ck.save(1, fresh, {"note": "x"})
-        restored = place_state(ck.restore(fresh, 1)[0])
-    batch = agent.dummy_batch(cfg.run.batch_size, 4)
-    lowered = lambda s: agent.train.lower(s, batch).as_text(debug_info=False)
+        restored = ck.restore(abstract, 1)[0]
+    batch = topo.global_batch(jax.device_get(agent.dummy_batch(cfg.run.batch_size, 4)))
+    train = topo.jit_train(agent.update, abstract)
+    lowered = lambda s: train.lower(s, batch).as_text(debug_info=False)
     assert lowered(restored) == lowered(fresh)
 
 

@@ -1,0 +1,178 @@
+"""Scaling out (experiments/scale.py): the update over several devices equals the one-device
+update; a run checkpointed on 4 devices resumes on 1 and 2; two processes on this machine
+train one run in lockstep and resume after SIGKILL. Devices are virtual CPU devices
+(``--xla_force_host_platform_device_count``) and hosts are local processes over gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments.logging import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).resolve().parent / "scale_scripts"
+
+
+def _env(devices: int = 1) -> dict[str, str]:
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    if devices > 1:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    cache = os.environ.get("RSSM_JAX_CACHE", str(ROOT / ".jax_cache"))
+    env.update(
+        XLA_FLAGS=" ".join(flags),
+        MUJOCO_GL="egl",
+        WANDB_MODE="offline",
+        PYTHONUNBUFFERED="1",
+        RSSM_JAX_CACHE=cache,
+        JAX_COMPILATION_CACHE_DIR=cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    return env
+
+
+def _runner(logdir: Path, devices: int, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "experiments.train", "--preset", "debug", "--logdir", str(logdir)]
+    cmd += ["--run.eval_every", "0", "--run.prefill", "200", *args]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=_env(devices),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _summary(out: str) -> dict:
+    """The JSON line the runner prints last."""
+    for line in reversed(out.splitlines()):
+        if line.startswith('{"counters"'):
+            return json.loads(line)
+    raise AssertionError(out[-3000:])
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> dict:
+    out = proc.communicate(timeout=timeout)[0]
+    assert proc.returncode == 0, out[-3000:]
+    return _summary(out) | {"output": out}
+
+
+def test_update_on_four_devices_equals_one_device():
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "sharded_update.py")],
+        cwd=ROOT,
+        env=_env(4),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    # FSDP really split parameters on 4 devices; none is split on one.
+    assert r["split_params"][0] == 0 and r["split_params"][1] > 5
+    for name, (one, four) in r["losses"].items():
+        assert four == pytest.approx(one, rel=1e-5, abs=1e-7), name
+    assert r["worst_param_rel"] < 1e-5
+    # The refreshed per-step states come back whole ([B, T, ...]) and equal.
+    assert all(shape[:2] == [8, 16] for shape in r["context_shape"]) and r["context_shape"]
+    assert r["worst_context_abs"] < 1e-4
+    assert "run.batch_size=6" in r["refused"] and "multiple of 4" in r["refused"]
+
+
+def test_run_on_four_devices_resumes_on_one_and_on_two(tmp_path):
+    first = tmp_path / "four"
+    # Updates start once replay holds B x T = 64 steps: agent step 64 of 8 env steps each.
+    s4 = _finish(_runner(first, 4, "--steps", "640", "--run.save_every", "640"))
+    assert s4["devices"] == 4
+    assert s4["counters"]["updates"] > 0
+    resumed = {}
+    for devices in (1, 2):
+        logdir = tmp_path / f"on{devices}"
+        shutil.copytree(first, logdir)
+        resumed[devices] = _finish(_runner(logdir, devices, "--steps", "800"))
+    for devices, s in resumed.items():
+        assert s["devices"] == devices
+        assert "resumed from checkpoint at agent step 80" in s["output"]
+        # Counters continue exactly: 20 more agent steps of 8 env steps, one update each
+        # (debug: train ratio 64 = batch 4 x length 16 per agent step).
+        assert s["counters"]["agent_steps"] == 100
+        assert s["counters"]["updates"] == s4["counters"]["updates"] + 20
+        assert s["replay_steps"] == 100
+    assert resumed[1]["counters"] == resumed[2]["counters"]
+    # A batch that does not split over the devices is refused before anything starts.
+    bad = _runner(tmp_path / "bad", 4, "--run.batch_size", "6", "--steps", "200")
+    out = bad.communicate(timeout=120)[0]
+    assert bad.returncode == 2 and "run.batch_size=6" in out and "multiple of 4" in out
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(logdir: Path, *args: str) -> list[subprocess.Popen]:
+    port = _free_port()
+    return [
+        _runner(
+            logdir,
+            1,
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+            *args,
+        )
+        for i in range(2)
+    ]
+
+
+def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
+    logdir = tmp_path / "run"
+    # Updates start at agent step 62 (each process holds its 2 x 16 steps), one per 4 agent
+    # steps at train ratio 16 (collectives over gloo are slow); the first checkpoint comes at
+    # agent step 76, the end at 120.
+    args = ("--steps", "960", "--run.save_every", "600", "--run.train_ratio", "16")
+    procs = _two_processes(logdir, *args)
+    ckpts = logdir / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
+            break
+        time.sleep(0.05)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=60)
+    saved = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+    assert saved, "no checkpoint before the deadline"
+    assert saved[-1] < 120  # killed before the end
+    summaries = [_finish(p) for p in _two_processes(logdir, *args)]
+    for i, s in enumerate(summaries):
+        assert s["process"] == i and s["devices"] == 2
+        assert f"resumed from checkpoint at agent step {saved[-1]}" in s["output"]
+        # Agent steps count both processes' environments: 1 env each, 2 per iteration.
+        assert s["counters"]["agent_steps"] == 120 and s["env_steps"] == 960
+        assert s["counters"]["updates"] == (120 - 62) // 4  # from the iteration at step 62
+        assert s["replay_steps"] == 60  # each process keeps its own half
+    # One run: the same parameters in both processes, bit for bit.
+    assert summaries[0]["params_sha256"] == summaries[1]["params_sha256"]
+    assert summaries[0]["counters"] == summaries[1]["counters"]
+    # Each process has its own replay; only process 0 writes the logs and the config.
+    assert (logdir / "replay").is_dir() and (logdir / "replay-process1").is_dir()
+    steps = [r["step"] for r in read_jsonl(logdir / "metrics.jsonl") if "run/updates" in r]
+    assert steps and steps == sorted(set(steps))  # one writer: no step logged twice

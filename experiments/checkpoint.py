@@ -276,9 +276,16 @@ def _stored_shape_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype] | None:
 
 
 def _abstract_leaf(leaf: Any) -> Any:
-    """Replaces a jax array with its ShapeDtypeStruct, so donated (deleted) buffers are fine."""
+    """Replaces a jax array with its ShapeDtypeStruct, so donated (deleted) buffers are fine.
+
+    A leaf without a sharding is restored onto this process's first device: orbax would
+    otherwise ask for the devices the checkpoint was written from, which a run saved on 4
+    devices and read on 1 does not have."""
     if isinstance(leaf, jax.Array):
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
     return leaf
 
 

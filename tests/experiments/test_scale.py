@@ -97,6 +97,17 @@ def test_run_on_four_devices_resumes_on_one_and_on_two(tmp_path):
     s4 = _finish(_runner(first, 4, "--steps", "640", "--run.save_every", "640"))
     assert s4["devices"] == 4
     assert s4["counters"]["updates"] > 0
+    # experiments.evaluate reads the 4-device checkpoint in a 1-device process.
+    ev = subprocess.run(
+        [sys.executable, "-m", "experiments.evaluate", "--logdir", str(first), "--episodes", "1"],
+        cwd=ROOT,
+        env=_env(1),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["agent_steps"] == 80
     resumed = {}
     for devices in (1, 2):
         logdir = tmp_path / f"on{devices}"

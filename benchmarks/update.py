@@ -1,7 +1,7 @@
 """Seconds per training update of the runner's own agents, printed as JSON.
 
     python benchmarks/update.py [--cases size1m,size12m,size12m-vision,planet] [--steps 10]
-        [--peak-gflops 166] [--profile DIR] [--baseline REV [--rounds 3]]
+        [--peak-gflops 166] [--profile DIR] [--baseline REV [--rounds 3]] [--seeds 1,2,4,8]
 
 One update is one call of ``agent.train(state, batch)`` exactly as ``experiments.train`` makes
 and calls it (``experiments.train.make_agent`` on the preset's config), on a batch of the preset's
@@ -23,6 +23,10 @@ and the process's peak RSS.
 time per part of the update (the ``jax.named_scope`` of each op: world model, imagination,
 actor, critic, replay value, optimizer) and the top ops, by matching the trace's op names to
 the compiled HLO's metadata.
+
+``--seeds 1,2,4,8`` times, per case, K agents updated together by one ``vmap``-ed update (as
+``--run.seeds K`` trains them, ``experiments/seeds.py``) and reports each K's time relative to
+one agent.
 
 ``--baseline REV`` builds the git revision REV in a temporary worktree and times it and the
 working tree alternately, one process per (revision, case, round), and prints each case's
@@ -139,9 +143,16 @@ def peak_flops(override: float | None) -> tuple[float, str]:
     return cores * ghz * 1e9 * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
 
 
-def time_case(case: str, steps: int, args) -> dict[str, Any]:
+def time_case(case: str, steps: int, args, seeds: int = 1) -> dict[str, Any]:
     agent, batch, preset, (b, t) = make_case(case, args.batch_size, args.length, tuple(args.set))
-    state = jax.jit(agent.init)(jax.random.key(0))
+    key = jax.random.key(0)
+    if seeds > 1:  # K agents in one vmapped update, as --run.seeds K trains them
+        from experiments.seeds import SeedBatch
+
+        agent = SeedBatch(agent, seeds)
+        key = jax.random.split(key, seeds)
+        batch = jax.tree.map(lambda x: jnp.stack([x] * seeds), batch)
+    state = jax.jit(agent.init)(key)
     jax.block_until_ready(state)
     start = time.perf_counter()
     lowered = agent.train.lower(state, batch)
@@ -164,6 +175,7 @@ def time_case(case: str, steps: int, args) -> dict[str, Any]:
     peak, how = peak_flops(args.peak_gflops)
     result = {
         "case": case,
+        "seeds": seeds,
         "preset": preset,
         "overrides": list(args.set),
         "batch": [b, t],
@@ -181,7 +193,7 @@ def time_case(case: str, steps: int, args) -> dict[str, Any]:
         "malloc": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc",
         # Page faults per timed update: a buffer mapped afresh each update shows up here.
         "minor_faults_per_update": round(faults),
-        "loss_finite": bool(all(np.isfinite(float(v)) for v in metrics.values())),
+        "loss_finite": bool(all(np.all(np.isfinite(np.asarray(v))) for v in metrics.values())),
     }
     if args.profile:
         result["profile"] = profile(agent, state, batch, compiled, steps, Path(args.profile) / case)
@@ -331,6 +343,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument(
+        "--seeds",
+        default="1",
+        help="comma-separated K: time K agents updated together (vmap, --run.seeds K), with "
+        "each K's seconds per update relative to K=1 when 1 is listed",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="config override"
     )
     args = parser.parse_args()
@@ -342,7 +360,12 @@ def main() -> None:
     if args.baseline:
         report.update(baseline(args, cases))
     else:
-        report["results"] = [time_case(c, args.steps, args) for c in cases]
+        seeds = [int(k) for k in args.seeds.split(",") if k]
+        report["results"] = [time_case(c, args.steps, args, k) for c in cases for k in seeds]
+        one = {r["case"]: r["median_s"] for r in report["results"] if r["seeds"] == 1}
+        for r in report["results"]:
+            if r["case"] in one and r["seeds"] > 1:
+                r["time_vs_one_seed"] = round(r["median_s"] / one[r["case"]], 2)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -41,6 +41,9 @@ class EnvConfig:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     seed: int = 0  # the one seed everything derives from
+    # Independent agents trained together in this process (vmap over their states); agent k is
+    # the run with seed run.seed + k, with its own envs, replay and logs under seed{k}/.
+    seeds: int = 1
     steps: int = 100_000  # environment steps (agent steps x action repeat) to run
     prefill: int = 2500  # environment steps of uniform random actions before training
     train_ratio: float = 512.0  # replayed steps per policy step (DreamerV3's definition)
@@ -410,6 +413,7 @@ def validate(cfg: Config) -> Config:
     )
     r = cfg.run
     need(r.steps > 0, f"run.steps={r.steps}; must be positive")
+    need(r.seeds >= 1, f"run.seeds={r.seeds}; must be >= 1 (agents trained together)")
     need(
         r.batch_size >= 1 and r.batch_length >= 2,
         f"run.batch_size={r.batch_size}, run.batch_length={r.batch_length}; need >= 1 and >= 2",

@@ -32,6 +32,7 @@ from experiments import envs as envs_lib
 from experiments.checkpoint import Checkpointer
 from experiments.config import Config, from_dict
 from experiments.logging import write_gif
+from experiments.seeds import SeedBatch, take
 
 
 def env_kwargs(cfg: Config) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def env_kwargs(cfg: Config) -> dict[str, Any]:
 class LoadedPolicy:
     """A trained agent restored from ``logdir``'s checkpoint, acting step by step."""
 
-    def __init__(self, logdir: str | Path, step: int | None = None, seed: int = 0):
+    def __init__(self, logdir: str | Path, step: int | None = None, seed: int = 0, member: int = 0):
         from experiments.train import make_agent  # the runner builds agents one way
 
         self.logdir = Path(logdir)
@@ -70,8 +71,20 @@ class LoadedPolicy:
                 self.obs_spec, self.act_dim = probe.obs_spec, probe.act_dim
             obs_shapes = tuple((k, tuple(v[0])) for k, v in self.obs_spec.items())
             self.agent = make_agent(self.cfg, obs_shapes, self.act_dim)
-            target = jax.eval_shape(self.agent.init, jax.random.key(0))
-            self.state, meta = ckpt.restore(target, step)
+            seeds = self.cfg.run.seeds
+            if not 0 <= member < seeds:
+                raise ValueError(
+                    f"--member {member}: the run trained {seeds} agent(s) (run.seeds); pick one "
+                    f"in [0, {seeds})"
+                )
+            if seeds == 1:
+                target = jax.eval_shape(self.agent.init, jax.random.key(0))
+                self.state, meta = ckpt.restore(target, step)
+            else:  # agent `member` of a --run.seeds K run: the run with seed run.seed + member
+                init = SeedBatch(self.agent, seeds).init
+                target = jax.eval_shape(init, jax.random.split(jax.random.key(0), seeds))
+                states, meta = ckpt.restore(target, step)
+                self.state = take(states, member)
         self.step = meta["counters"]["agent_steps"]
         self.obs_keys = tuple(self.obs_spec)
         self._key = jax.random.key(seed)
@@ -113,9 +126,11 @@ def evaluate(
     seed: int = 10_000,
     step: int | None = None,
     video: bool = False,
+    member: int = 0,
 ) -> dict[str, Any]:
-    """Returns of ``episodes`` episodes with the evaluation policy (and a GIF of the first)."""
-    policy = LoadedPolicy(logdir, step, seed)
+    """Returns of ``episodes`` episodes with the evaluation policy (and a GIF of the first);
+    ``member``: which agent of a ``--run.seeds K`` run."""
+    policy = LoadedPolicy(logdir, step, seed, member)
     returns, frames, video_path = [], [], None
     with policy.make_env(seed) as env:
         for ep in range(episodes):
@@ -133,11 +148,16 @@ def evaluate(
     if video:
         video_path = str(
             write_gif(
-                policy.logdir / "videos" / f"eval_{policy.step:09d}.gif", np.stack(frames), fps=25
+                policy.logdir / "videos" / f"eval_{policy.step:09d}_member{member}.gif"
+                if policy.cfg.run.seeds > 1
+                else policy.logdir / "videos" / f"eval_{policy.step:09d}.gif",
+                np.stack(frames),
+                fps=25,
             )
         )
     return {
         "logdir": str(logdir),
+        "member": member,
         "agent_steps": policy.step,
         "env_steps": policy.step * env.action_repeat,
         "episodes": episodes,
@@ -163,10 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=10_000)
     parser.add_argument("--step", type=int, default=None, help="checkpoint (default: latest)")
     parser.add_argument("--video", action="store_true", help="write a GIF of the first episode")
+    parser.add_argument(
+        "--member", type=int, default=0, help="agent k of a --run.seeds K run (default 0)"
+    )
     args = parser.parse_args(argv)
     try:
-        result = evaluate(args.logdir, args.episodes, args.seed, args.step, args.video)
-    except FileNotFoundError as err:
+        result = evaluate(args.logdir, args.episodes, args.seed, args.step, args.video, args.member)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result))

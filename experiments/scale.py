@@ -103,14 +103,19 @@ class Topology:
     mesh: Mesh
     fsdp: bool = False
     fsdp_min_size: int = FSDP_MIN_SIZE
+    lead: int = 0  # axes before the batch axis (1 with many seeds: [K, B, ...])
 
     @classmethod
     def create(
-        cls, devices: list | None = None, fsdp: bool = False, fsdp_min_size: int = FSDP_MIN_SIZE
+        cls,
+        devices: list | None = None,
+        fsdp: bool = False,
+        fsdp_min_size: int = FSDP_MIN_SIZE,
+        lead: int = 0,
     ) -> Topology:
         """A one-axis mesh over ``devices`` (default: every device of every process)."""
         devices = jax.devices() if devices is None else list(devices)
-        return cls(Mesh(np.array(devices), (AXIS,)), fsdp, fsdp_min_size)
+        return cls(Mesh(np.array(devices), (AXIS,)), fsdp, fsdp_min_size, lead)
 
     @property
     def size(self) -> int:
@@ -130,8 +135,8 @@ class Topology:
 
     @property
     def batched(self) -> NamedSharding:
-        """Split along the leading (batch) axis over every device."""
-        return NamedSharding(self.mesh, P(AXIS))
+        """Split along the batch axis (after ``lead`` axes) over every device."""
+        return NamedSharding(self.mesh, P(*[None] * self.lead, AXIS))
 
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.size:
@@ -155,7 +160,7 @@ class Topology:
         def place(path, leaf) -> NamedSharding:
             names = {getattr(k, "name", getattr(k, "key", None)) for k in path}
             shape = tuple(getattr(leaf, "shape", ()))
-            if names & set(BATCH_LEAVES) and shape:
+            if names & set(BATCH_LEAVES) and len(shape) > self.lead:
                 return self.batched
             if self.fsdp and int(np.prod(shape, dtype=np.int64)) >= self.fsdp_min_size:
                 for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
@@ -201,8 +206,9 @@ class Topology:
 
         def put(x):
             x = np.asarray(x)
-            shape = (x.shape[0] * self.process_count, *x.shape[1:])
-            return jax.make_array_from_process_local_data(self.batched, x, shape)
+            shape = list(x.shape)
+            shape[self.lead] *= self.process_count
+            return jax.make_array_from_process_local_data(self.batched, x, tuple(shape))
 
         return jax.tree.map(put, dict(local))
 
@@ -213,7 +219,7 @@ class Topology:
             return jax.tree.map(np.asarray, tree)
         return jax.tree.map(
             np.asarray,
-            multihost_utils.global_array_to_host_local_array(tree, self.mesh, P(AXIS)),
+            multihost_utils.global_array_to_host_local_array(tree, self.mesh, self.batched.spec),
         )
 
     def local_view(self, state: Any) -> Any:

@@ -25,6 +25,7 @@ if __name__ == "__main__":  # the allocator is chosen before JAX is imported (ma
         raise SystemExit(2) from None
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -47,6 +48,7 @@ from agents.planet import PlanetAgent
 from agents.sac import SAC
 from agents.world_model import CONTEXT_KEYS, WorldModel
 from experiments import envs as envs_lib
+from experiments import seeds as seeds_lib
 from experiments import vecenv
 from experiments.checkpoint import Checkpointer, check_config
 from experiments.config import RESUMABLE_FIELDS, Config, from_dict, parse_args, to_dict
@@ -269,7 +271,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
     logdir = Path(logdir)
     run = cfg.run
     # Every device of every process; the batch is global and splits over them (scale.py).
-    topo = Topology.create(fsdp=run.fsdp)
+    topo = Topology.create(fsdp=run.fsdp, lead=1 if run.seeds > 1 else 0)
     local_batch = topo.local_batch_size(run.batch_size)
     proc, procs = topo.process_index, topo.process_count
     lead = proc == 0  # the one process that logs, evaluates and records videos
@@ -287,7 +289,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         except ValueError as err:
             ckpt.close()
             raise ConfigMismatch(f"{logdir}: {err}") from None
-        saved_procs = len(meta["replay"]) if isinstance(meta["replay"], list) else 1
+        saved_procs = meta.get("processes", 1)
         if saved_procs != procs:
             ckpt.close()
             raise ConfigMismatch(
@@ -299,19 +301,30 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         (logdir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
         print(json.dumps(cfg_dict, indent=2), file=sys.stderr)
 
-    key = jax.random.key(run.seed)
-    init_key, policy_key, eval_key, video_key = jax.random.split(key, 4)
+    # With run.seeds K, every key has a leading seed axis [K]: agent k's are those of the run
+    # with seed run.seed + k (seeds.py).
+    n_seeds = run.seeds
+    if n_seeds == 1:
+        key = jax.random.key(run.seed)
+        init_key, policy_key, eval_key, video_key = jax.random.split(key, 4)
+    else:
+        key = jnp.stack([jax.random.key(run.seed + k) for k in range(n_seeds)])
+        init_key, policy_key, eval_key, video_key = jax.vmap(jax.random.split, (0, None))(key, 4).T
     if proc:  # each process explores with its own noise
-        policy_key = jax.random.fold_in(policy_key, proc)
-    gap_root = jax.random.fold_in(key, 1 << 30)  # the held-out gap's own stream
+        policy_key = seeds_lib.fold_in(policy_key, proc)
+    gap_root = seeds_lib.fold_in(key, 1 << 30)  # the held-out gap's own stream
     env_kw = env_kwargs(cfg)
-    # Environment i of process p is seeded seed + p * envs + i: one numbering over the run.
+    # Environment i of process p is seeded seed + p * envs + i: one numbering over the run;
+    # agent k of many seeds has the environments of the run with seed run.seed + k.
+    n = cfg.env.envs
+    env_seeds = [run.seed + k + proc * n + i for k in range(n_seeds) for i in range(n)]
     vec = vecenv.make_envs(
         cfg.env.task,
         cfg.env.obs,
-        cfg.env.envs,
-        run.seed + proc * cfg.env.envs,
+        n * n_seeds,
+        run.seed,
         cfg.env.parallel,
+        seeds=env_seeds,
         **env_kw,
     )
     stack = contextlib.ExitStack()
@@ -321,10 +334,11 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
     try:
         obs_keys = tuple(vec.obs_spec)
         obs_shapes = tuple((k, tuple(vec.obs_spec[k][0])) for k in obs_keys)
-        agent = make_agent(cfg, obs_shapes, vec.act_dim)
+        single = make_agent(cfg, obs_shapes, vec.act_dim)  # one seed's agent
+        agent = single if n_seeds == 1 else seeds_lib.SeedBatch(single, n_seeds)
         # run.gap_particles: the held-out ELBO and IWAE bounds as one compiled program.
         heldout_fn = jax.jit(
-            lambda p, b, k: agent.wm.apply(
+            lambda p, b, k: single.wm.apply(
                 p, b, k, run.gap_particles, method=WorldModel.heldout_bounds
             )
         )
@@ -337,14 +351,18 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 file=sys.stderr,
             )
             shutil.rmtree(replay_dir)
-        replay = Replay(
-            run.replay_capacity,
-            replay_dir,
-            run.replay_chunk,
-            run.seed + (proc << 20),
-            context_dtype=run.context_dtype,
-            online=run.batch_length + cfg.model.replay_context if run.replay_online else 0,
-        )
+        replays = [
+            Replay(
+                run.replay_capacity,
+                replay_dir if n_seeds == 1 else replay_dir / f"seed{k}",
+                run.replay_chunk,
+                run.seed + k + (proc << 20),
+                context_dtype=run.context_dtype,
+                online=run.batch_length + cfg.model.replay_context if run.replay_online else 0,
+            )
+            for k in range(n_seeds)
+        ]
+        replay = replays[0] if n_seeds == 1 else seeds_lib.ReplaySet(replays)
         writeback = ContextWriteBack(replay, topo)
         abstract = topo.abstract_state(agent.init, init_key)
         train_fn = topo.jit_train(agent.update, abstract)
@@ -369,27 +387,32 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             )
         acting = topo.local_view(state)  # what the policy reads: this process's replica
         lg = cfg.logging
-        logger = (
-            Logger(
+        make_logger = functools.partial(
+            Logger, wandb_mode=lg.wandb, project=lg.project, entity=lg.entity or None, tags=lg.tags
+        )
+        if not lead:
+            logger = NullLogger()
+        elif n_seeds == 1:
+            logger = make_logger(
+                logdir, cfg_dict, group=lg.group or None, name=lg.name or logdir.name, run_id=run_id
+            )
+        else:  # one log (and wandb run) per seed, grouped
+            logger = seeds_lib.LoggerSet(
                 logdir,
                 cfg_dict,
-                wandb_mode=lg.wandb,
-                project=lg.project,
-                entity=lg.entity or None,
-                group=lg.group or None,
-                name=lg.name or logdir.name,
-                tags=lg.tags,
-                run_id=run_id,
+                n_seeds,
+                run.seed,
+                run_id,
+                make_logger,
+                lg.name or logdir.name,
+                lg.group or logdir.name,
             )
-            if lead
-            else NullLogger()
-        )
         stack.callback(logger.close)
 
         repeat = vec.action_repeat
-        n = vec.num_envs
+        n = cfg.env.envs  # environments per seed in this process (vec holds n x seeds)
         per_update = run.batch_size * run.batch_length / run.train_ratio if run.train_ratio else 0
-        params = sum(x.size for x in jax.tree.leaves(state.params))
+        params = sum(x.size for x in jax.tree.leaves(state.params)) // n_seeds
         step_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in vec.obs_spec.values())
         step_bytes += 4 * vec.act_dim + 4 + 3
         train_agent_steps = max(0, (run.steps - run.prefill) // repeat)
@@ -398,7 +421,8 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             f"pre-flight: {params:,} parameters | replay at capacity {run.replay_capacity:,} "
             f"steps x {step_bytes:,} B = {run.replay_capacity * step_bytes / 2**30:.2f} GiB | "
             f"{run.steps:,} env steps = {math.ceil(run.steps / repeat):,} agent steps "
-            f"(repeat {repeat}, {n} envs x {procs} process(es)) | {topo.size} device(s), "
+            f"(repeat {repeat}, {n} envs x {procs} process(es)) | {n_seeds} seed(s) | "
+            f"{topo.size} device(s), "
             f"{local_batch} of {run.batch_size} sequences per update from this process | "
             f"~{planned:,} updates planned",
             file=sys.stderr,
@@ -415,6 +439,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 "config": cfg_dict,
                 "counters": dict(counters),
                 "replay": replay_state,
+                "processes": procs,
                 "wandb_run_id": logger.run_id,
             }
             ckpt.save(counters["agent_steps"], state, meta)
@@ -424,8 +449,12 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
 
         def log_metrics(env_steps: int) -> None:
             nonlocal logged_at
-            scalars = {k: float(v) for k, v in topo.to_host(metrics).items()}
-            if scalars and not np.isfinite(_host_total_loss(scalars)):
+            # One value per metric, or one per seed ([K]) with many seeds.
+            scalars = {
+                k: (float(v) if n_seeds == 1 else np.asarray(v, np.float64))
+                for k, v in topo.to_host(metrics).items()
+            }
+            if scalars and not np.all(np.isfinite(_host_total_loss(scalars))):
                 raise NonFiniteLoss(counters["updates"], metrics)
             scalars.update({"replay/steps": len(replay), "run/updates": counters["updates"]})
             now = time.time()
@@ -452,7 +481,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 batch, rows, stamps = replay.sample_sequences(
                     local_batch, run.batch_length, ctx_steps
                 )
-                if pending_loss is not None and not np.isfinite(topo_float(pending_loss)):
+                if pending_loss is not None and not finite(pending_loss):
                     raise NonFiniteLoss(counters["updates"], metrics)
                 state, metrics, new_context = train_fn(state, topo.global_batch(batch))
                 acting = None  # refreshed before the policy next reads it
@@ -474,7 +503,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                         _log_video(
                             agent,
                             topo.local_view(state),
-                            batch,
+                            batch if n_seeds == 1 else seeds_lib.take(batch, 0),
                             obs_keys,
                             logger,
                             jax.random.fold_in(video_key, counters["updates"]),
@@ -495,8 +524,30 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 ready = not topo.any(not ready)
             return ready
 
-        def topo_float(x) -> float:
-            return float(topo.to_host(x))
+        def finite(x) -> bool:
+            """Whether a loss (one per seed with many seeds) is finite everywhere."""
+            return bool(np.all(np.isfinite(topo.to_host(x))))
+
+        def log_episodes(ended: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarray):
+            """Mean return and length of the episodes that just ended, per seed."""
+            env_steps = (counters["agent_steps"]) * repeat
+            for k in range(n_seeds):
+                mine = ended[ended // n == k]
+                if not len(mine):
+                    continue
+                if n_seeds == 1:
+                    counters["episodes"] += len(mine)
+                    count = counters["episodes"]
+                else:
+                    counters["episodes"] += len(mine)
+                    counters["seed_episodes"][k] += len(mine)
+                    count = counters["seed_episodes"][k]
+                row = {
+                    "episode/return": float(np.mean(ep_return[mine])),
+                    "episode/length": float(np.mean(ep_length[mine])) * repeat,
+                    "episode/count": count,
+                }
+                logger.scalars(env_steps, row, **({"seed": k} if n_seeds > 1 else {}))
 
         def stopping() -> bool:
             """A signal asked to stop; several processes agree on it every 64 iterations."""
@@ -506,36 +557,44 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 return False
             return topo.any(stop.signum is not None)
 
-        eval_env = None
+        eval_envs: dict[int, Any] = {}
 
         def run_evaluation(acting, env_steps: int) -> None:
-            """Evaluation episodes (and the held-out gap on the first), on this process."""
-            nonlocal eval_env
-            if eval_env is None:
-                eval_env = stack.enter_context(
-                    envs_lib.DMCEnv(cfg.env.task, cfg.env.obs, seed=run.seed + 1_000_000, **env_kw)
+            """Evaluation episodes (and the held-out gap on the first) of every seed's agent,
+            each in its own evaluation environment, on this process."""
+            for k in range(n_seeds):
+                if k not in eval_envs:
+                    eval_envs[k] = stack.enter_context(
+                        envs_lib.DMCEnv(
+                            cfg.env.task, cfg.env.obs, seed=run.seed + k + 1_000_000, **env_kw
+                        )
+                    )
+                one = (lambda x: x) if n_seeds == 1 else functools.partial(seeds_lib.take, k=k)
+                to_seed = {} if n_seeds == 1 else {"seed": k}
+                state_k = one(acting)
+                ret, episode = evaluate(
+                    single,
+                    state_k,
+                    cfg,
+                    eval_envs[k],
+                    jax.random.fold_in(one(eval_key), env_steps),
+                    obs_keys,
+                    record=run.gap_particles > 0,
                 )
-            ret, episode = evaluate(
-                agent,
-                acting,
-                cfg,
-                eval_env,
-                jax.random.fold_in(eval_key, env_steps),
-                obs_keys,
-                record=run.gap_particles > 0,
-            )
-            logger.scalars(env_steps, {"eval/return": ret})
-            if episode is not None:
-                gap_key = jax.random.fold_in(gap_root, env_steps)
-                gap = heldout_gap(agent, acting, episode, run, gap_key, heldout_fn)
-                logger.scalars(env_steps, gap)
+                logger.scalars(env_steps, {"eval/return": ret}, **to_seed)
+                if episode is not None:
+                    gap_key = jax.random.fold_in(one(gap_root), env_steps)
+                    gap = heldout_gap(single, state_k, episode, run, gap_key, heldout_fn)
+                    logger.scalars(env_steps, gap, **to_seed)
 
         obs = vec.reset()
-        carry = agent.init_carry(n)
-        prev_action = np.zeros((n, vec.act_dim), np.float32)
+        carry = agent.init_carry(vec.num_envs)
+        prev_action = np.zeros((vec.num_envs, vec.act_dim), np.float32)
         ctx_steps = cfg.model.replay_context
-        ep_return = np.zeros(n)
-        ep_length = np.zeros(n, np.int64)
+        ep_return = np.zeros(vec.num_envs)
+        ep_length = np.zeros(vec.num_envs, np.int64)
+        if n_seeds > 1:
+            counters.setdefault("seed_episodes", [0] * n_seeds)
         metrics: dict[str, Any] = {}
         pending_loss = None
         progress = Progress(
@@ -547,20 +606,20 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 # Before acting with freshly updated parameters: the policy step waits for the
                 # update anyway, so checking its loss here costs no extra synchronization.
                 if pending_loss is not None:
-                    if not np.isfinite(topo_float(pending_loss)):
+                    if not finite(pending_loss):
                         raise NonFiniteLoss(counters["updates"], metrics)
                     pending_loss = None
                 if acting is None:
                     acting = topo.local_view(state)
                 t = counters["agent_steps"]
-                k = jax.random.fold_in(policy_key, t)
+                k = seeds_lib.fold_in(policy_key, t)
                 # Prefill acts uniformly at random, through the agent so that its recurrent
                 # state follows the executed actions.
                 mode = "random" if t * repeat < run.prefill else "explore"
                 action, carry = agent.policy(acting, carry, _policy_obs(obs, obs_keys), k, mode)
                 # o_t is stored once the policy has seen it: with its posterior as context.
                 replay.add_batch(_record(obs, prev_action), context=_context(cfg, carry))
-                counters["stored_steps"] += n
+                counters["stored_steps"] += n  # per seed
                 if run.overlap:
                     # The updates owed now sample only what is stored (up to o_t), so they can
                     # be dispatched before the environments step: the device computes them
@@ -576,20 +635,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 ep_length += 1
                 for i in np.flatnonzero(obs["is_first"]):
                     ep_return[i], ep_length[i] = 0.0, 0  # auto-reset: a new episode began
-                episode_stats = []
-                for i in np.flatnonzero(obs["is_last"]):
-                    counters["episodes"] += 1
-                    episode_stats.append((ep_return[i], ep_length[i]))
-                if episode_stats:
-                    ret, length = np.mean(episode_stats, axis=0)
-                    logger.scalars(
-                        counters["agent_steps"] * repeat,
-                        {
-                            "episode/return": ret,
-                            "episode/length": length * repeat,
-                            "episode/count": counters["episodes"],
-                        },
-                    )
+                log_episodes(np.flatnonzero(obs["is_last"]), ep_return, ep_length)
 
                 env_steps = counters["agent_steps"] * repeat
                 if env_steps >= counters["next_log"]:
@@ -605,7 +651,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                     counters["next_save"] += run.save_every
                     save()
                 progress.show(env_steps, counters["updates"])
-            if pending_loss is not None and not np.isfinite(topo_float(pending_loss)):
+            if pending_loss is not None and not finite(pending_loss):
                 raise NonFiniteLoss(counters["updates"], metrics)
             if logged_at != counters["agent_steps"] * repeat:  # the run's last metrics
                 log_metrics(counters["agent_steps"] * repeat)
@@ -626,6 +672,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             progress.show(counters["agent_steps"] * repeat, counters["updates"], force=True)
             if progress.tty:
                 print(file=sys.stderr)
+        view = topo.local_view(state)
         return {
             "counters": dict(counters),
             "replay_steps": len(replay),
@@ -633,7 +680,11 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             "interrupted": counters["agent_steps"] * repeat < run.steps,  # stopped by a signal
             "process": proc,
             "devices": topo.size,
-            "params_sha256": params_digest(topo.local_view(state)),
+            "params_sha256": (
+                params_digest(view)
+                if n_seeds == 1
+                else [params_digest(seeds_lib.take(view, k)) for k in range(n_seeds)]
+            ),
         }
     finally:
         stack.close()

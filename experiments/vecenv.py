@@ -285,8 +285,10 @@ def make_envs(
     camera: int | None = None,
     fast_render: bool = False,
     time_limit: int = DEFAULT_TIME_LIMIT,
+    seeds: Sequence[int] | None = None,
 ) -> VecEnv:
-    """Build ``num_envs`` copies of a task as one `VecEnv`; environment i is seeded ``seed + i``.
+    """Build ``num_envs`` copies of a task as one `VecEnv`; environment i is seeded ``seed + i``
+    (or ``seeds[i]`` when given: one seed per environment).
 
     Arguments other than ``num_envs`` and ``parallel`` are those of `DMCEnv`. ``parallel=True``
     gives each environment its own process (started with 'spawn': forking a process that holds
@@ -295,13 +297,18 @@ def make_envs(
     """
     num_envs = check_int("num_envs", num_envs, 1)
     seed = check_int("seed", seed, 0, 2**32 - num_envs + 1)
+    if seeds is None:
+        seeds = [seed + i for i in range(num_envs)]
+    if len(seeds) != num_envs:
+        raise ValueError(f"{len(seeds)} seeds for {num_envs} environments; give one each")
+    seeds = [check_int("seeds[i]", s, 0, 2**32) for s in seeds]
     # Fail here, not inside the workers, on a bad name.
     parse_task(task)
     kwargs = [
         dict(
             task=task,
             obs=obs,
-            seed=seed + i,
+            seed=seeds[i],
             action_repeat=action_repeat,
             size=tuple(size),
             camera=camera,

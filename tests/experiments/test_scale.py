@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 from experiments.logging import read_jsonl
@@ -69,7 +71,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> dict:
     return _summary(out) | {"output": out}
 
 
-def test_update_on_four_devices_equals_one_device():
+def test_update_on_four_devices_equals_one_device_and_seeds_equal_single_runs():
     out = subprocess.run(
         [sys.executable, str(SCRIPTS / "sharded_update.py")],
         cwd=ROOT,
@@ -89,6 +91,8 @@ def test_update_on_four_devices_equals_one_device():
     assert all(shape[:2] == [8, 16] for shape in r["context_shape"]) and r["context_shape"]
     assert r["worst_context_abs"] < 1e-4
     assert "run.batch_size=6" in r["refused"] and "multiple of 4" in r["refused"]
+    # Two seeds updated together by one vmapped update equal their updates alone.
+    assert r["worst_seed_rel"] < 1e-5
 
 
 def test_run_on_four_devices_resumes_on_one_and_on_two(tmp_path):
@@ -187,3 +191,59 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
     assert (logdir / "replay").is_dir() and (logdir / "replay-process1").is_dir()
     steps = [r["step"] for r in read_jsonl(logdir / "metrics.jsonl") if "run/updates" in r]
     assert steps and steps == sorted(set(steps))  # one writer: no step logged twice
+
+
+def test_many_seeds_in_one_process(tmp_path):
+    from experiments import config as config_lib
+    from experiments.logging import read_offline_run
+    from experiments.train import train
+
+    def cfg(*args: str):
+        base = ["--preset", "debug", "--run.eval_every", "0", "--run.prefill", "1000"]
+        return config_lib.parse_args([*base, "--logdir", "-", *args])[0]
+
+    # The first episode (1000 env steps) is all prefill: uniform actions from the policy key.
+    single = {}
+    for seed in (3, 4):
+        train(cfg("--seed", str(seed), "--steps", "1000"), tmp_path / f"single{seed}")
+        rows = read_jsonl(tmp_path / f"single{seed}" / "metrics.jsonl")
+        single[seed] = [r["episode/return"] for r in rows if "episode/return" in r]
+    assert single[3] != single[4]
+    logdir = tmp_path / "seeds"
+    many = ["--seed", "3", "--run.seeds", "2", "--wandb", "offline", "--run.save_every", "1000"]
+    many += ["--run.eval_every", "1200"]
+    s = train(cfg(*many, "--steps", "1200"), logdir)
+    assert s["counters"]["updates"] == 25 and s["counters"]["seed_episodes"] == [1, 1]
+    assert len(set(s["params_sha256"])) == 2  # two agents, not one copied
+    ids = {}
+    for k in (0, 1):
+        rows = read_jsonl(logdir / f"seed{k}" / "metrics.jsonl")
+        # Agent k acted in the environments of the run with seed 3 + k, with its keys.
+        assert [r["episode/return"] for r in rows if "episode/return" in r] == single[3 + k]
+        assert [r["step"] for r in rows if "eval/return" in r] == [1200]
+        assert any("wm/loss" in r for r in rows)
+        (run_dir,) = (logdir / f"seed{k}" / "wandb").glob("offline-run-*")
+        record = read_offline_run(run_dir)
+        assert record["config"]["run"]["seed"] == 3 + k
+        ids[k] = record["run_id"]
+    losses = [
+        [r["wm/loss"] for r in read_jsonl(logdir / f"seed{k}" / "metrics.jsonl") if "wm/loss" in r]
+        for k in (0, 1)
+    ]
+    assert losses[0] != losses[1]
+    assert (logdir / "replay" / "seed0").is_dir() and (logdir / "replay" / "seed1").is_dir()
+    # Resumed: the same two agents and wandb runs continue.
+    s = train(cfg(*many, "--steps", "1400"), logdir)
+    assert s["counters"]["updates"] == 50 and s["env_steps"] == 1400
+    for k in (0, 1):
+        runs = sorted((logdir / f"seed{k}" / "wandb").glob("offline-run-*"))
+        assert {read_offline_run(r)["run_id"] for r in runs} == {ids[k]}
+    # experiments.evaluate picks one agent of the run, and refuses one it did not train.
+    from experiments.evaluate import LoadedPolicy
+
+    policies = [LoadedPolicy(logdir, member=k) for k in (0, 1)]
+    assert policies[0].step == 175
+    w = [jax.tree.leaves(p.state.params)[0] for p in policies]
+    assert w[0].shape == w[1].shape and not np.array_equal(w[0], w[1])
+    with pytest.raises(ValueError, match=r"--member 2: the run trained 2 agent"):
+        LoadedPolicy(logdir, member=2)

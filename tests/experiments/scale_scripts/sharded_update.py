@@ -8,6 +8,7 @@ import numpy as np
 
 from experiments import config as config_lib
 from experiments.scale import BatchSplit, Topology
+from experiments.seeds import SeedBatch, take
 from experiments.train import make_agent
 
 assert jax.device_count() == 4, jax.devices()
@@ -39,6 +40,8 @@ for name, devices, fsdp in (("one", jax.devices()[:1], False), ("four", jax.devi
     state = topo.init_state(agent.init, key)
     split = sum(not x.sharding.is_fully_replicated for x in jax.tree.leaves(state.params))
     fn = topo.jit_train(agent.update, abstract)
+    if name == "one":
+        single_update = fn  # reused below: one compiled single-seed update
     state, metrics, context = fn(state, topo.global_batch(batch))
     out[name] = {
         "split_params": split,
@@ -46,6 +49,25 @@ for name, devices, fsdp in (("one", jax.devices()[:1], False), ("four", jax.devi
         "params": [np.asarray(x) for x in jax.tree.leaves(topo.local_view(state).params)],
         "context": {k: np.asarray(v) for k, v in topo.local_rows(context).items()},
     }
+# Two seeds in one vmapped update (experiments/seeds.py): each equals its own single update.
+seeds = SeedBatch(agent, 2)
+keys = jax.random.split(key, 2)
+batches = [batch, jax.tree.map(lambda x: x[::-1], batch)]
+both = jax.jit(seeds.update)(seeds.init(keys), jax.tree.map(lambda *x: np.stack(x), *batches))
+worst_seed = 0.0
+for k in range(2):
+    alone = single_update(agent.init(keys[k]), batches[k])
+    pairs = zip(
+        jax.tree.leaves(alone[0].params), jax.tree.leaves(take(both[0], k).params), strict=True
+    )
+    for a, b in pairs:
+        a, b = np.asarray(a), np.asarray(b)
+        rel = float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12))
+        worst_seed = max(worst_seed, rel)
+    for name, v in alone[1].items():
+        ref = float(v)
+        if abs(float(both[1][name][k]) - ref) > 1e-5 * max(abs(ref), 1e-2):
+            worst_seed = max(worst_seed, 1.0)  # a metric differs: fail loudly
 try:
     Topology.create().check_batch(6)
     refused = ""
@@ -73,6 +95,7 @@ print(
             "worst_param_rel": worst_param,
             "worst_context_abs": worst_context,
             "refused": refused,
+            "worst_seed_rel": worst_seed,
             "context_shape": [list(v.shape) for v in out["four"]["context"].values()],
         }
     )

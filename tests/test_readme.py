@@ -23,3 +23,22 @@ def test_ci_runs_the_readme_test_command():
     install = next(b.strip() for b in bash if "apt-get" in b)
     for pkg in re.search(r'APT_PACKAGES="([^"]+)"', CI).group(1).split():
         assert pkg in install, pkg
+
+
+def test_readme_train_commands_parse():
+    # Every runner command the README shows is accepted as written (flags, fields, presets).
+    import shlex
+
+    from experiments import config as config_lib
+
+    bash = "\n".join(re.findall(r"```bash\n(.*?)```", README, re.S)).replace("\\\n", " ")
+    commands = [line.split("#")[0] for line in bash.splitlines() if "-m experiments.train" in line]
+    assert len(commands) >= 6
+    for line in commands:
+        argv = shlex.split(line)
+        argv = argv[argv.index("experiments.train") + 1 :]
+        cfg, args = config_lib.parse_args(argv)
+        if "--run.seeds" in line:
+            assert cfg.run.seeds > 1, line
+        if "--num-processes" in line:
+            assert args.num_processes == 2 and args.process_id == 0, line

@@ -114,6 +114,8 @@ class Topology:
         lead: int = 0,
     ) -> Topology:
         """A one-axis mesh over ``devices`` (default: every device of every process)."""
+        # jax.devices() lists each process's devices together (by process index), which the
+        # assembly of a global batch from per-process shares expects.
         devices = jax.devices() if devices is None else list(devices)
         return cls(Mesh(np.array(devices), (AXIS,)), fsdp, fsdp_min_size, lead)
 
@@ -224,10 +226,14 @@ class Topology:
 
     def local_view(self, state: Any) -> Any:
         """The state as arrays on this process's first device, for acting and evaluating
-        without collectives. Replicated leaves are views of the local replica (no copy, valid
-        until the state is donated to the next update); split leaves are gathered, which every
-        process must do at the same point."""
+        without collectives, and without the training carry (``BATCH_LEAVES``: the policy does
+        not read it). Replicated leaves are views of the local replica (no copy, valid until
+        the state is donated to the next update); FSDP-split leaves are gathered, a collective
+        that every process must run at the same point."""
         device = self.mesh.local_devices[0]
+        drop = {k: None for k in BATCH_LEAVES if getattr(state, k, None) is not None}
+        if drop:
+            state = state.replace(**drop)
         leaves, tree = jax.tree.flatten(state)
         split = [
             i

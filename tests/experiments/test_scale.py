@@ -87,11 +87,14 @@ def test_update_on_four_devices_equals_one_device_and_seeds_equal_single_runs():
     for name, (one, four) in r["losses"].items():
         assert four == pytest.approx(one, rel=1e-5, abs=1e-7), name
     assert r["worst_param_rel"] < 1e-5
-    # The refreshed per-step states come back whole ([B, T, ...]) and equal.
-    assert all(shape[:2] == [8, 16] for shape in r["context_shape"]) and r["context_shape"]
-    assert r["worst_context_abs"] < 1e-4
+    # The training carry (the last posterior of each sequence) is split along the batch on 4
+    # devices, comes back whole ([B, ...]) and equal.
+    assert r["carry_split"] == [False, True]
+    assert r["carry_shapes"] and all(shape[0] == 8 for shape in r["carry_shapes"])
+    assert r["worst_carry_abs"] < 1e-4
     assert "run.batch_size=6" in r["refused"] and "multiple of 4" in r["refused"]
-    # Two seeds updated together by one vmapped update equal their updates alone.
+    # Two seeds updated together by one vmapped update (batch split over 4 devices) equal
+    # their updates alone.
     assert r["worst_seed_rel"] < 1e-5
 
 
@@ -126,6 +129,13 @@ def test_run_on_four_devices_resumes_on_one_and_on_two(tmp_path):
         assert s["counters"]["updates"] == s4["counters"]["updates"] + 20
         assert s["replay_steps"] == 100
     assert resumed[1]["counters"] == resumed[2]["counters"]
+    # Both resumed from the same state and replay: their losses agree up to the order of sums.
+    losses = [
+        [r["wm/loss"] for r in read_jsonl(tmp_path / f"on{d}" / "metrics.jsonl") if "wm/loss" in r]
+        for d in (1, 2)
+    ]
+    assert len(losses[0]) == len(losses[1]) > 1
+    assert losses[0][-1] == pytest.approx(losses[1][-1], rel=1e-3)
     # A batch that does not split over the devices is refused before anything starts.
     bad = _runner(tmp_path / "bad", 4, "--run.batch_size", "6", "--steps", "200")
     out = bad.communicate(timeout=120)[0]
@@ -163,6 +173,10 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
     # steps at train ratio 16 (collectives over gloo are slow); the first checkpoint comes at
     # agent step 76, the end at 120.
     args = ("--steps", "960", "--run.save_every", "600", "--run.train_ratio", "16")
+    # Process 0 evaluates alone at 800 while process 1 goes on; the carried training state
+    # (2023 code) is split along the batch, and the policy's local copy leaves it out.
+    args += ("--run.eval_every", "800", "--model.carry_state", "true")
+    args += ("--model.replay_context", "0")
     procs = _two_processes(logdir, *args)
     ckpts = logdir / "checkpoints"
     deadline = time.time() + 300
@@ -189,8 +203,10 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
     assert summaries[0]["counters"] == summaries[1]["counters"]
     # Each process has its own replay; only process 0 writes the logs and the config.
     assert (logdir / "replay").is_dir() and (logdir / "replay-process1").is_dir()
-    steps = [r["step"] for r in read_jsonl(logdir / "metrics.jsonl") if "run/updates" in r]
+    rows = read_jsonl(logdir / "metrics.jsonl")
+    steps = [r["step"] for r in rows if "run/updates" in r]
     assert steps and steps == sorted(set(steps))  # one writer: no step logged twice
+    assert [r["step"] for r in rows if "eval/return" in r] == [800]
 
 
 def test_many_seeds_in_one_process(tmp_path):

@@ -75,8 +75,10 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"policy mode {mode!r}; expected one of {POLICY_MODES}")
 
 
-def random_actions(key: Array, num: int, action_dim: int) -> Array:
-    """Uniform actions in [-1, 1], ``[N, A]``."""
+def random_actions(key: Array, num: int, action_dim: int, discrete: bool = False) -> Array:
+    """Uniform actions ``[N, A]``: in [-1, 1]^A, or one-hot over A classes if ``discrete``."""
+    if discrete:
+        return jax.nn.one_hot(jax.random.randint(key, (num,), 0, action_dim), action_dim)
     return jax.random.uniform(key, (num, action_dim), minval=-1.0, maxval=1.0)
 
 
@@ -130,10 +132,12 @@ class RandomAgent:
         action_dim: int,
         opt: optim.OptimConfig | None = None,
         batch_size: int = 16,
+        discrete: bool = False,
     ):
         cfg.validate()
         self.cfg = self.wm_cfg = cfg
         self.action_dim = action_dim
+        self.discrete = discrete  # one-hot actions over action_dim classes
         self.wm = WorldModel(cfg, obs_shapes, action_dim)
         self.opt = optim.make(opt or optim.OptimConfig(), "wm")
         self.obs_shapes = obs_shapes
@@ -167,7 +171,7 @@ class RandomAgent:
         post = self.wm.apply(
             state.params, carry["state"], carry["action"], obs, k_obs, method=WorldModel.obs_step
         )
-        action = random_actions(k_act, obs["is_first"].shape[0], self.action_dim)
+        action = random_actions(k_act, obs["is_first"].shape[0], self.action_dim, self.discrete)
         return action, {"state": post, "action": action}
 
     def _train(self, state: WorldModelState, batch: dict):

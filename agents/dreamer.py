@@ -140,9 +140,22 @@ class Dreamer:
         action_dim: int,
         opt: optim.OptimConfig | None = None,
         batch_size: int = 16,
+        discrete: bool = False,
     ):
         cfg.validate()
         wm_cfg.validate()
+        if discrete and cfg.estimator == "dynamics":
+            raise ValueError(
+                "dreamer.estimator=dynamics backpropagates through sampled actions, which "
+                "one-hot categorical samples do not allow: use --dreamer.estimator reinforce "
+                "for discrete actions"
+            )
+        if discrete and cfg.prior != "uniform":
+            raise ValueError(
+                f"dreamer.prior={cfg.prior!r} is a Normal over continuous actions; discrete "
+                "actions take the uniform categorical prior: --dreamer.prior uniform"
+            )
+        self.discrete = discrete  # one-hot actions over action_dim classes
         opt = opt or optim.OptimConfig()
         self.cfg, self.wm_cfg, self.opt_cfg = cfg, wm_cfg, opt
         self.action_dim = action_dim
@@ -159,6 +172,7 @@ class Dreamer:
         )
         self.actor = ac_math.ActorHead(
             action_dim,
+            discrete=discrete,
             layers=cfg.layers,
             units=cfg.units,
             minstd=cfg.minstd,
@@ -226,7 +240,7 @@ class Dreamer:
             state.params["wm"], carry["state"], carry["action"], obs, k1, method=WorldModel.obs_step
         )
         if mode == "random":
-            action = random_actions(k2, post["deter"].shape[0], self.action_dim)
+            action = random_actions(k2, post["deter"].shape[0], self.action_dim, self.discrete)
         else:
             dist = self.actor.apply(state.params["actor"], rssm.features(post))
             sample = mode == "explore" or self.cfg.eval_sample

@@ -230,8 +230,14 @@ class PlanetAgent(RandomAgent):
         action_dim: int,
         opt: optim.OptimConfig | None = None,
         batch_size: int = 16,
+        discrete: bool = False,
     ):
         cfg.validate()
+        if discrete:
+            raise ValueError(
+                "agent planet plans continuous actions with CEM (a Gaussian over action "
+                "sequences); this task has discrete actions: use --agent dreamer"
+            )
         super().__init__(wm_cfg, obs_shapes, action_dim, opt, batch_size)
         self.cfg, self.wm_cfg = cfg, wm_cfg
 

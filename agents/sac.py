@@ -141,8 +141,13 @@ class SacState:
 class SAC:
     """The SAC agent with the runner's interface: init, init_carry, policy, train."""
 
-    def __init__(self, cfg: SacConfig, obs_shapes, action_dim: int):
+    def __init__(self, cfg: SacConfig, obs_shapes, action_dim: int, discrete: bool = False):
         cfg.validate()
+        if discrete:
+            raise ValueError(
+                "agent sac has a tanh-Gaussian policy over a box of actions; this task has "
+                "discrete actions: use --agent dreamer"
+            )
         names = [name for name, _ in obs_shapes]
         if names != ["vector"]:
             raise ValueError(

@@ -27,9 +27,9 @@ from agents.world_model import WorldModelConfig
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    task: str = "cartpole-balance"  # dm-control 'domain-task'
+    task: str = "cartpole-balance"  # dm-control 'domain-task', or 'gym:<id>' (Gymnasium)
     obs: str = "proprio"  # 'proprio' (state vector) or 'pixels' (64x64x3 uint8)
-    action_repeat: int = 0  # 0: the task's default (PlaNet's table, else 2)
+    action_repeat: int = 0  # 0: the task's default (PlaNet's table, else 2; Gymnasium 1)
     envs: int = 1  # environments stepped together
     parallel: bool = False  # one process per environment
     size: int = 64  # image height and width
@@ -396,7 +396,12 @@ def validate(cfg: Config) -> Config:
             raise ValueError(msg)
 
     need(cfg.agent in AGENTS, f"agent={cfg.agent!r}; expected one of {AGENTS}")
-    envs.parse_task(cfg.env.task)  # raises with the list of valid tasks
+    envs.check_task(cfg.env.task)  # raises with the list of valid tasks
+    need(
+        not cfg.env.task.startswith("gym:") or cfg.env.obs == "proprio",
+        f"env.obs={cfg.env.obs!r} with {cfg.env.task}: a Gymnasium task observes what its "
+        "observation space holds (images become 'image'); leave env.obs at 'proprio'",
+    )
     need(
         cfg.env.obs in ("proprio", "pixels"),
         f"env.obs={cfg.env.obs!r}; expected 'proprio' or 'pixels'",

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 # dm_control chooses (and initialises) its OpenGL backend when it is first imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -98,6 +98,69 @@ def parse_task(name: str) -> tuple[str, str]:
     return domain, task
 
 
+class Env(Protocol):
+    """What the runner steps: ``DMCEnv``, ``gym_env.GymEnv`` (``from_gymnasium``), or your own.
+
+    ``reset()`` and ``step(action [act_dim])`` return the step dict of this module's doc;
+    ``discrete`` means the action is one-hot over ``act_dim`` classes; ``max_agent_steps``
+    bounds an episode (None: unbounded).
+    """
+
+    obs_spec: Spec
+    act_dim: int
+    discrete: bool
+    action_repeat: int
+
+    @property
+    def max_agent_steps(self) -> int | None: ...
+    def reset(self) -> dict[str, Any]: ...
+    def step(self, action: Any) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def check_task(name: str) -> None:
+    """Raises ValueError naming the fix when ``name`` is neither a dm-control task nor a
+    registered Gymnasium id written ``'gym:<id>'``."""
+    from experiments import gym_env
+
+    if gym_env.is_gym_task(name):
+        gym_env.check_gym_task(name)
+    else:
+        parse_task(name)
+
+
+def make_env(
+    task: str,
+    obs: str = "proprio",
+    seed: int = 0,
+    action_repeat: int | None = None,
+    size: tuple[int, int] = (64, 64),
+    camera: int | None = None,
+    fast_render: bool = False,
+    time_limit: int = DEFAULT_TIME_LIMIT,
+) -> Env:
+    """A dm-control task (``'walker-walk'``) or a Gymnasium one (``'gym:CartPole-v1'``, whose
+    observations follow its observation space; ``obs``, ``size``, ``camera`` and
+    ``fast_render`` are dm-control's)."""
+    from experiments import gym_env
+
+    if gym_env.is_gym_task(task):
+        if obs != "proprio":
+            raise ValueError(
+                f"{task}: env.obs={obs!r}; a Gymnasium task observes what its observation space "
+                "holds (images become 'image'), so leave env.obs at 'proprio'"
+            )
+        return gym_env.make(task, seed=seed, action_repeat=action_repeat, time_limit=time_limit)
+    return DMCEnv(task, obs, seed, action_repeat, size, camera, fast_render, time_limit)
+
+
+def env_seed(run_seed: int, index: int) -> int:
+    """The seed of environment ``index`` of a run seeded ``run_seed``: a hash of both (numpy's
+    ``SeedSequence``), so runs with nearby seeds share no environment (``seed + index`` would
+    give the runs with seeds 0 and 1 all but one environment seed in common)."""
+    return int(np.random.SeedSequence((run_seed, index)).generate_state(1)[0])
+
+
 def default_action_repeat(task: str) -> int:
     """PlaNet's action repeat for the task's domain (cartpole 8, cheetah 4, ...), else 2."""
     domain, _ = parse_task(task)
@@ -159,6 +222,7 @@ class DMCEnv:
         height, width = (check_int("size", s, 1) for s in size)
 
         self.task = f"{domain}-{task_name}"
+        self.discrete = False  # actions in [-1, 1]^act_dim
         self.domain = domain
         self.obs_mode = obs
         self.seed = seed
@@ -314,7 +378,11 @@ __all__ = [
     "TASKS",
     "TASK_ALIASES",
     "DMCEnv",
+    "Env",
     "check_int",
+    "check_task",
     "default_action_repeat",
+    "env_seed",
+    "make_env",
     "parse_task",
 ]

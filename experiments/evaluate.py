@@ -36,7 +36,7 @@ from experiments.seeds import SeedBatch, take
 
 
 def env_kwargs(cfg: Config) -> dict[str, Any]:
-    """Keyword arguments of ``envs.DMCEnv`` / ``vecenv.make_envs`` implied by a config."""
+    """Keyword arguments of ``envs.make_env`` / ``vecenv.make_envs`` implied by a config."""
     e = cfg.env
     return dict(
         action_repeat=e.action_repeat or None,
@@ -69,8 +69,9 @@ class LoadedPolicy:
             self.cfg: Config = from_dict(meta["config"])
             with self.make_env(seed=0) as probe:
                 self.obs_spec, self.act_dim = probe.obs_spec, probe.act_dim
+                discrete = probe.discrete
             obs_shapes = tuple((k, tuple(v[0])) for k, v in self.obs_spec.items())
-            self.agent = make_agent(self.cfg, obs_shapes, self.act_dim)
+            self.agent = make_agent(self.cfg, obs_shapes, self.act_dim, discrete)
             seeds = self.cfg.run.seeds
             if not 0 <= member < seeds:
                 raise ValueError(
@@ -91,9 +92,9 @@ class LoadedPolicy:
         self._t = 0
         self.carry = None
 
-    def make_env(self, seed: int) -> envs_lib.DMCEnv:
+    def make_env(self, seed: int) -> envs_lib.Env:
         """An environment like the run's (task, observations, repeat), with its own seed."""
-        return envs_lib.DMCEnv(
+        return envs_lib.make_env(
             self.cfg.env.task, self.cfg.env.obs, seed=seed, **env_kwargs(self.cfg)
         )
 
@@ -168,9 +169,14 @@ def evaluate(
     }
 
 
-def _frame(env: envs_lib.DMCEnv, obs: dict[str, Any]) -> np.ndarray:
+def _frame(env: envs_lib.Env, obs: dict[str, Any]) -> np.ndarray:
     if "image" in obs:
         return np.asarray(obs["image"])
+    if not hasattr(env, "dm_env"):
+        raise ValueError(
+            f"--video: {env.task} has no image observation to record; drop --video, or wrap "
+            "the env so that it observes images"
+        )
     return env.dm_env.physics.render(height=128, width=128, camera_id=env.camera)
 
 

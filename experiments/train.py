@@ -59,7 +59,9 @@ from experiments.scale import BatchSplit, Topology, initialize
 
 # Saved with every checkpoint. 'credit' is the fractional number of updates owed under
 # run.train_ratio (the ratio schedule's state); the 'next_*' fields are when each periodic
-# action is due next, so a resumed run keeps the same rhythm.
+# action is due next, so a resumed run keeps the same rhythm. 'agent_steps' counts the
+# environments of every process; 'episodes' (and 'seed_episodes' with many seeds) and
+# 'stored_steps' count those of process 0, the one that logs them.
 COUNTERS = (
     "agent_steps",
     "updates",
@@ -73,8 +75,10 @@ COUNTERS = (
 )
 
 
-def make_agent(cfg: Config, obs_shapes, action_dim: int):
-    kw = dict(opt=cfg.opt, batch_size=cfg.run.batch_size)
+def make_agent(cfg: Config, obs_shapes, action_dim: int, discrete: bool = False):
+    """The agent of ``cfg.agent`` for these observations and ``action_dim`` actions (one-hot
+    over ``action_dim`` classes if ``discrete``)."""
+    kw = dict(opt=cfg.opt, batch_size=cfg.run.batch_size, discrete=discrete)
     if cfg.agent == "dreamer":
         return Dreamer(cfg.model, cfg.dreamer, obs_shapes, action_dim, **kw)
     if cfg.agent == "planet":
@@ -82,7 +86,7 @@ def make_agent(cfg: Config, obs_shapes, action_dim: int):
     if cfg.agent == "random":
         return RandomAgent(cfg.model, obs_shapes, action_dim, **kw)
     if cfg.agent == "sac":
-        return SAC(cfg.sac, obs_shapes, action_dim)
+        return SAC(cfg.sac, obs_shapes, action_dim, discrete)
     raise ValueError(f"agent={cfg.agent!r} is not available")
 
 
@@ -314,10 +318,12 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         policy_key = seeds_lib.fold_in(policy_key, proc)
     gap_root = seeds_lib.fold_in(key, 1 << 30)  # the held-out gap's own stream
     env_kw = env_kwargs(cfg)
-    # Environment i of process p is seeded seed + p * envs + i: one numbering over the run;
-    # agent k of many seeds has the environments of the run with seed run.seed + k.
+    # Environment i of process p is seeded env_seed(seed, p * envs + i): one numbering over the
+    # run; agent k of many seeds has the environments of the run with seed run.seed + k.
     n = cfg.env.envs
-    env_seeds = [run.seed + k + proc * n + i for k in range(n_seeds) for i in range(n)]
+    env_seeds = [
+        envs_lib.env_seed(run.seed + k, proc * n + i) for k in range(n_seeds) for i in range(n)
+    ]
     vec = vecenv.make_envs(
         cfg.env.task,
         cfg.env.obs,
@@ -334,7 +340,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
     try:
         obs_keys = tuple(vec.obs_spec)
         obs_shapes = tuple((k, tuple(vec.obs_spec[k][0])) for k in obs_keys)
-        single = make_agent(cfg, obs_shapes, vec.act_dim)  # one seed's agent
+        single = make_agent(cfg, obs_shapes, vec.act_dim, vec.discrete)  # one seed's agent
         agent = single if n_seeds == 1 else seeds_lib.SeedBatch(single, n_seeds)
         # run.gap_particles: the held-out ELBO and IWAE bounds as one compiled program.
         heldout_fn = jax.jit(
@@ -499,10 +505,11 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                     )
                 if run.video_every and counters["updates"] >= counters["next_video"]:
                     counters["next_video"] += run.video_every
+                    view = topo.local_view(state)  # every process: it may gather (FSDP)
                     if lead:  # from this process's share of the batch
                         _log_video(
                             agent,
-                            topo.local_view(state),
+                            view,
                             batch if n_seeds == 1 else seeds_lib.take(batch, 0),
                             obs_keys,
                             logger,
@@ -565,7 +572,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             for k in range(n_seeds):
                 if k not in eval_envs:
                     eval_envs[k] = stack.enter_context(
-                        envs_lib.DMCEnv(
+                        envs_lib.make_env(
                             cfg.env.task, cfg.env.obs, seed=run.seed + k + 1_000_000, **env_kw
                         )
                     )
@@ -643,9 +650,9 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                     log_metrics(env_steps)
                 if run.eval_every and env_steps >= counters["next_eval"]:
                     counters["next_eval"] += run.eval_every
+                    if acting is None:  # every process: it may gather (FSDP)
+                        acting = topo.local_view(state)
                     if lead:
-                        if acting is None:
-                            acting = topo.local_view(state)
                         run_evaluation(acting, env_steps)
                 if env_steps >= counters["next_save"]:
                     counters["next_save"] += run.save_every
@@ -660,11 +667,18 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             last = ckpt.latest_step()
             raise FloatingPointError(
                 f"non-finite loss at update {err.args[0]} "
-                f"({ {k: float(v) for k, v in err.args[1].items()} }). Training stopped; the "
+                f"({ {k: np.asarray(v).tolist() for k, v in topo.to_host(err.args[1]).items()} }). "
+                "Training stopped; the "
                 f"last checkpoint (agent step {last}) is kept unchanged. Lower opt.lr, check "
                 f"the observations for NaN/inf, or resume from it with a changed config in a "
                 f"new logdir."
             ) from None
+        except BaseException:
+            # The final save is a collective with several processes: one that failed alone
+            # would wait in it for the others forever. The last complete checkpoint stays.
+            if procs > 1:
+                healthy = False
+            raise
         finally:
             if healthy:
                 save(final=True)
@@ -718,7 +732,7 @@ class NullLogger:
 
     run_id = None
 
-    def scalars(self, step: int, metrics: Any) -> None:
+    def scalars(self, step: int, metrics: Any, seed: int | None = None) -> None:
         pass
 
     def video(self, step: int, name: str, frames: Any, fps: int = 10) -> None:

@@ -1,9 +1,9 @@
-"""Batches of DeepMind Control Suite environments: `make_envs` -> `VecEnv`.
+"""Batches of environments (dm-control or Gymnasium): `make_envs` -> `VecEnv`.
 
-A `VecEnv` steps ``N`` `experiments.envs.DMCEnv` copies, in this process or one process each,
-and returns the keys of a single environment stacked to ``[N, ...]``. An environment that
-returned ``is_last`` is reset on the following `step` (its action is ignored), so the caller just
-keeps stepping. Environment ``i`` is seeded ``seed + i``.
+A `VecEnv` steps ``N`` environments (`experiments.envs.make_env`), in this process or one
+process each, and returns the keys of a single environment stacked to ``[N, ...]``. An
+environment that returned ``is_last`` is reset on the following `step` (its action is
+ignored), so the caller just keeps stepping. Environment ``i`` is seeded ``seed + i``.
 
 Workers are started with 'spawn': forking a process that holds an OpenGL context is unsafe.
 Importing this module imports `experiments.envs`, which sets ``MUJOCO_GL`` before dm_control
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.envs import DEFAULT_TIME_LIMIT, DMCEnv, Spec, check_int, parse_task
+from experiments.envs import DEFAULT_TIME_LIMIT, Env, Spec, check_int, check_task, make_env
 
 
 class _RemoteTraceback(Exception):
@@ -47,12 +47,12 @@ def _error_reply(err: BaseException) -> tuple[str, tuple[bytes | None, str]]:
     return ("error", (payload, tb))
 
 
-def _describe(env: DMCEnv) -> tuple[Spec, int, int, int]:
-    return env.obs_spec, env.act_dim, env.action_repeat, env.max_agent_steps
+def _describe(env: Env) -> tuple[Spec, int, int, int | None, bool]:
+    return env.obs_spec, env.act_dim, env.action_repeat, env.max_agent_steps, env.discrete
 
 
 def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
-    """Serve ('reset' | 'step' | 'close', arg) requests for one `DMCEnv` over ``conn``.
+    """Serve ('reset' | 'step' | 'close', arg) requests for one environment over ``conn``.
 
     Runs in a process started with the 'spawn' context: importing this module (to unpickle this
     function) sets MUJOCO_GL before dm_control is imported, and no OpenGL context is inherited.
@@ -63,7 +63,7 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
     env = None
     try:
         try:
-            env = DMCEnv(**env_kwargs)
+            env = make_env(**env_kwargs)
         except Exception as err:
             conn.send(_error_reply(err))
             return
@@ -89,12 +89,12 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
 
 
 class _InProcessWorker:
-    """Runs a `DMCEnv` in this process behind the same request/reply interface as a process."""
+    """Runs an environment in this process behind the same request/reply interface as a process."""
 
     pid = None
 
     def __init__(self, env_kwargs: dict[str, Any]) -> None:
-        self._env = DMCEnv(**env_kwargs)
+        self._env = make_env(**env_kwargs)
         self._reply: tuple[str, Any] = ("ok", _describe(self._env))
 
     def request(self, command: str, arg: Any = None) -> None:
@@ -113,7 +113,7 @@ class _InProcessWorker:
 
 
 class _ProcessWorker:
-    """Runs a `DMCEnv` in a spawned process; requests and replies travel over a pipe."""
+    """Runs an environment in a spawned process; requests and replies travel over a pipe."""
 
     def __init__(self, ctx: Any, env_kwargs: dict[str, Any]) -> None:
         self._conn, child_conn = ctx.Pipe()
@@ -163,7 +163,8 @@ class _ProcessWorker:
 
 
 class VecEnv:
-    """``N`` `DMCEnv`s stepped together; outputs are the single-env dicts stacked to ``[N, ...]``.
+    """``N`` environments stepped together; outputs are the single-env dicts stacked to
+    ``[N, ...]``.
 
     Auto-reset (DreamerV3's convention): after environment i returned ``is_last``, the next
     `step` ignores ``actions[i]`` and returns environment i's reset observation (``is_first=True``,
@@ -190,7 +191,9 @@ class VecEnv:
             self.close()
             raise
         self.obs_spec: Spec
-        self.obs_spec, self.act_dim, self.action_repeat, self.max_agent_steps = specs[0]
+        (self.obs_spec, self.act_dim, self.action_repeat, self.max_agent_steps, self.discrete) = (
+            specs[0]
+        )
         self.num_envs = len(self._workers)
         self._needs_reset = np.ones(self.num_envs, dtype=bool)
 
@@ -290,10 +293,10 @@ def make_envs(
     """Build ``num_envs`` copies of a task as one `VecEnv`; environment i is seeded ``seed + i``
     (or ``seeds[i]`` when given: one seed per environment).
 
-    Arguments other than ``num_envs`` and ``parallel`` are those of `DMCEnv`. ``parallel=True``
-    gives each environment its own process (started with 'spawn': forking a process that holds
-    an OpenGL context is unsafe). Scripts that use it need an ``if __name__ == '__main__':``
-    guard, as for any spawned multiprocessing.
+    Arguments other than ``num_envs`` and ``parallel`` are those of `envs.make_env`.
+    ``parallel=True`` gives each environment its own process (started with 'spawn': forking a
+    process that holds an OpenGL context is unsafe). Scripts that use it need an
+    ``if __name__ == '__main__':`` guard, as for any spawned multiprocessing.
     """
     num_envs = check_int("num_envs", num_envs, 1)
     seed = check_int("seed", seed, 0, 2**32 - num_envs + 1)
@@ -303,7 +306,7 @@ def make_envs(
         raise ValueError(f"{len(seeds)} seeds for {num_envs} environments; give one each")
     seeds = [check_int("seeds[i]", s, 0, 2**32) for s in seeds]
     # Fail here, not inside the workers, on a bad name.
-    parse_task(task)
+    check_task(task)
     kwargs = [
         dict(
             task=task,

@@ -1,0 +1,248 @@
+"""Gymnasium environments behind the runner's environment interface (``envs.Env``).
+
+``from_gymnasium(env)`` wraps any ``gymnasium.Env``; task names ``gym:<id>`` (``gym:CartPole-v1``,
+``gym:Pendulum-v1``) make one from Gymnasium's registry. The wrapper returns the same step
+dicts as ``DMCEnv``:
+
+- observations: a ``Box`` of ``uint8`` shaped ``[H, W, 3]`` becomes ``image``; any other ``Box``
+  becomes ``vector`` (flattened, float32); a ``Discrete(n)`` observation becomes a one-hot
+  ``vector``; a ``Dict`` maps by key: its one image-like entry becomes ``image``, every other
+  entry is flattened into ``vector`` in the Dict's key order (``vector_layout`` names the
+  slices).
+- actions: the agent acts in [-1, 1]^A for a ``Box`` (rescaled linearly onto the box's bounds
+  where they are finite, clipped to them) and with a one-hot vector over n classes for
+  ``Discrete(n)`` (``discrete`` is then True and ``act_dim`` is n; the class is its argmax).
+- episode ends: ``terminated`` sets ``is_last`` and ``is_terminal`` (the value after it is 0),
+  ``truncated`` (the env's time limit) sets ``is_last`` only; ``time_limit`` (in environment
+  steps) can cut episodes shorter still.
+- seeding: the first ``reset`` passes ``seed`` to the env (later resets continue its RNG), so
+  one seed gives one sequence of episodes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from experiments.envs import Spec, check_int
+
+PREFIX = "gym:"
+
+
+def is_gym_task(task: str) -> bool:
+    return isinstance(task, str) and task.startswith(PREFIX)
+
+
+def check_gym_task(task: str) -> str:
+    """The Gymnasium id of ``'gym:<id>'``; ValueError naming the fix if it is not registered."""
+    import gymnasium
+
+    env_id = task[len(PREFIX) :]
+    try:
+        gymnasium.spec(env_id)
+    except Exception as err:  # gymnasium raises its own NameNotFound / VersionNotFound
+        raise ValueError(
+            f"unknown Gymnasium environment {env_id!r} in task {task!r}: {err}. Use a registered "
+            "id such as 'gym:CartPole-v1' or 'gym:Pendulum-v1' (gymnasium.pprint_registry() "
+            "lists them; third-party envs must be imported or registered first)."
+        ) from None
+    return env_id
+
+
+def _is_image(space: Any) -> bool:
+    return (
+        getattr(space, "dtype", None) == np.uint8
+        and len(getattr(space, "shape", ()) or ()) == 3
+        and space.shape[-1] == 3
+    )
+
+
+class GymEnv:
+    """One Gymnasium env with action repeat and the step dicts of ``DMCEnv`` (see the module)."""
+
+    def __init__(
+        self,
+        env: Any,
+        seed: int = 0,
+        action_repeat: int = 1,
+        time_limit: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        from gymnasium import spaces
+
+        self._env = env
+        self.task = name or f"{PREFIX}{getattr(env.spec, 'id', type(env).__name__)}"
+        self.seed = check_int("seed", seed, 0, 2**32)
+        self.action_repeat = check_int("action_repeat", action_repeat, 1)
+        own = getattr(env.spec, "max_episode_steps", None) if env.spec is not None else None
+        limits = [x for x in (own, time_limit) if x]
+        self.time_limit = min(limits) if limits else None
+        self._seeded = False
+        self._needs_reset = True
+        self._steps = 0
+
+        # Observations.
+        space = env.observation_space
+        parts = dict(space.spaces) if isinstance(space, spaces.Dict) else {None: space}
+        images = [k for k, s in parts.items() if _is_image(s)]
+        if len(images) > 1:
+            raise ValueError(
+                f"{self.task}: {len(images)} image observations {images}; the world model takes "
+                "one image: wrap the env to keep one (or stack them along channels)"
+            )
+        self._image_key = images[0] if images else ...
+        self.vector_layout: dict[Any, slice] = {}
+        start = 0
+        for k, s in parts.items():
+            if images and k == images[0]:
+                continue
+            if isinstance(s, spaces.Discrete):
+                n = int(s.n)
+            elif isinstance(s, spaces.Box):
+                n = int(np.prod(s.shape, dtype=np.int64))
+            else:
+                raise ValueError(
+                    f"{self.task}: observation {k!r} is a {type(s).__name__}; supported are "
+                    "Box, Discrete and a Dict of them"
+                )
+            self.vector_layout[k] = slice(start, start + n)
+            start += n
+        self._parts = parts
+        self.obs_spec: Spec = {}
+        if start:
+            self.obs_spec["vector"] = ((start,), np.dtype(np.float32))
+        if images:
+            self.obs_spec["image"] = (tuple(parts[images[0]].shape), np.dtype(np.uint8))
+
+        # Actions.
+        act = env.action_space
+        if isinstance(act, spaces.Discrete):
+            self.discrete = True
+            self.act_dim = int(act.n)
+            self._start = int(act.start)
+        elif isinstance(act, spaces.Box):
+            self.discrete = False
+            self._shape = act.shape
+            self.act_dim = int(np.prod(act.shape, dtype=np.int64))
+            low = np.broadcast_to(act.low, act.shape).astype(np.float64).ravel()
+            high = np.broadcast_to(act.high, act.shape).astype(np.float64).ravel()
+            bounded = np.isfinite(low) & np.isfinite(high)
+            self._low, self._high, self._bounded = low, high, bounded
+            self._dtype = act.dtype
+        else:
+            raise ValueError(
+                f"{self.task}: action space {act} is not supported; use a Box (continuous) or a "
+                "Discrete (one-hot) action space"
+            )
+        act.seed(self.seed)
+
+    @property
+    def max_agent_steps(self) -> int | None:
+        """Agent steps per episode without termination, if the episode length is bounded."""
+        return None if self.time_limit is None else math.ceil(self.time_limit / self.action_repeat)
+
+    @property
+    def gym_env(self) -> Any:
+        return self._env
+
+    def _observe(self, obs: Any) -> dict[str, np.ndarray]:
+        parts = obs if isinstance(obs, dict) else {None: obs}
+        out: dict[str, np.ndarray] = {}
+        if self.vector_layout:
+            chunks = []
+            for k in self.vector_layout:
+                x = parts[k]
+                n = self._parts[k].n if hasattr(self._parts[k], "n") else None
+                if n is not None:  # Discrete: one-hot
+                    one_hot = np.zeros(int(n), np.float32)
+                    one_hot[int(x) - int(getattr(self._parts[k], "start", 0))] = 1.0
+                    chunks.append(one_hot)
+                else:
+                    chunks.append(np.asarray(x, np.float32).ravel())
+            out["vector"] = np.concatenate(chunks).astype(np.float32)
+        if self._image_key is not ...:
+            out["image"] = np.ascontiguousarray(parts[self._image_key], dtype=np.uint8)
+        return out
+
+    def _env_action(self, action: np.ndarray) -> Any:
+        if self.discrete:
+            return self._start + int(np.argmax(action))
+        a = np.clip(action, -1.0, 1.0)
+        scaled = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
+        a = np.where(self._bounded, scaled, action)
+        return a.reshape(self._shape).astype(self._dtype)
+
+    def reset(self) -> dict[str, Any]:
+        """Start an episode: the observation with reward 0 and is_first=True."""
+        if self._seeded:
+            obs, _ = self._env.reset()
+        else:
+            obs, _ = self._env.reset(seed=self.seed)
+            self._seeded = True
+        self._needs_reset, self._steps = False, 0
+        out: dict[str, Any] = self._observe(obs)
+        out.update(reward=np.float32(0.0), is_first=True, is_last=False, is_terminal=False)
+        return out
+
+    def step(self, action: Any) -> dict[str, Any]:
+        """Apply ``action`` (``[A]``: in [-1, 1], or one-hot for a discrete env) for up to
+        ``action_repeat`` env steps; reward is their sum."""
+        if self._needs_reset:
+            raise RuntimeError(f"{self.task}: step() before reset() or after is_last")
+        action = np.asarray(action, np.float64).ravel()
+        if action.shape != (self.act_dim,) or not np.all(np.isfinite(action)):
+            raise ValueError(
+                f"{self.task}: action must be {self.act_dim} finite numbers, got {action}"
+            )
+        env_action = self._env_action(action)
+        reward, terminated, truncated = 0.0, False, False
+        for _ in range(self.action_repeat):
+            obs, r, terminated, truncated, _ = self._env.step(env_action)
+            reward += float(r)
+            self._steps += 1
+            if self.time_limit is not None and self._steps >= self.time_limit:
+                truncated = True
+            if terminated or truncated:
+                break
+        is_last = bool(terminated or truncated)
+        self._needs_reset = is_last
+        out: dict[str, Any] = self._observe(obs)
+        out.update(
+            reward=np.float32(reward),
+            is_first=False,
+            is_last=is_last,
+            is_terminal=bool(terminated),
+        )
+        return out
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> GymEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def from_gymnasium(
+    env: Any, seed: int = 0, action_repeat: int = 1, time_limit: int | None = None
+) -> GymEnv:
+    """Wrap a ``gymnasium.Env`` instance for the runner (see the module doc)."""
+    return GymEnv(env, seed=seed, action_repeat=action_repeat, time_limit=time_limit)
+
+
+def make(task: str, seed: int = 0, action_repeat: int | None = None, time_limit: int = 0) -> GymEnv:
+    """``'gym:<id>'`` -> a wrapped ``gymnasium.make(id)``; action repeat defaults to 1."""
+    import gymnasium
+
+    env_id = check_gym_task(task)
+    return GymEnv(
+        gymnasium.make(env_id),
+        seed=seed,
+        action_repeat=action_repeat or 1,
+        time_limit=time_limit or None,
+        name=task,
+    )

@@ -77,6 +77,7 @@ class LoggingConfig:
     group: str = ""  # wandb group
     name: str = ""  # wandb run name ('' = logdir name)
     tags: tuple[str, ...] = ()  # wandb tags
+    tensorboard: bool = False  # also write TensorBoard event files to <logdir>/tb
 
 
 @dataclasses.dataclass(frozen=True)

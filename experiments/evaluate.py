@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logdir", required=True)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=10_000)
-    parser.add_argument("--step", type=int, default=None, help="checkpoint (default: latest)")
+    parser.add_argument(
+        "--step", type=int, default=None, help="checkpoint, in env steps (default: latest)"
+    )
     parser.add_argument("--video", action="store_true", help="write a GIF of the first episode")
     parser.add_argument(
         "--member", type=int, default=0, help="agent k of a --run.seeds K run (default 0)"

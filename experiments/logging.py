@@ -1,10 +1,18 @@
-"""Metrics and videos: console and ``metrics.jsonl`` always, Weights & Biases optionally.
+"""Metrics and videos: console and ``metrics.jsonl`` always, Weights & Biases and TensorBoard
+optionally.
 
-``Logger`` writes every scalar three ways: one JSON line per call to ``<logdir>/metrics.jsonl``
-(the record tools and tests read), one compact console line, and ``wandb`` when enabled. wandb
-runs in ``online``, ``offline`` (files under ``<logdir>/wandb``, upload later with
-``wandb sync``) or ``disabled`` mode (wandb is not touched at all). ``WANDB_SILENT=true`` silences
-wandb's own messages; the console line is this module's and always printed.
+``Logger`` writes every scalar up to four ways: one JSON line per call to
+``<logdir>/metrics.jsonl`` (the record tools and tests read), one compact console line, wandb
+when enabled, and TensorBoard event files under ``<logdir>/tb`` with ``tensorboard=True``
+(``tensorboard --logdir <logdir>/tb``). wandb runs in ``online``, ``offline`` (files under
+``<logdir>/wandb``, upload later with ``wandb sync``) or ``disabled`` mode (wandb is not touched
+at all). ``WANDB_SILENT=true`` silences wandb's own messages; the console line is this module's
+and always printed.
+
+The x axis is the run's step (environment steps in the runner). wandb gets it as the metric
+``env_steps``, declared the step metric of every other one, and never as wandb's own ``step=``:
+a run resumed from a checkpoint logs steps below the last ones its killed predecessor sent,
+which wandb would drop as non-monotonic; as a metric they are kept and drawn at their place.
 
 Videos are animated GIFs written with pillow, so wandb needs no moviepy to show them.
 
@@ -31,6 +39,7 @@ import numpy as np
 __all__ = ["Logger", "openloop_grid", "read_jsonl", "read_offline_run"]
 
 _WANDB_MODES = ("online", "offline", "disabled")
+STEP_METRIC = "env_steps"  # wandb's x axis (see the module doc)
 _FLUSH_TIMEOUT_S = 60.0
 _RUN_ID_CHARS = string.ascii_lowercase + string.digits
 
@@ -52,6 +61,7 @@ class Logger:
       project, entity, group, name, tags: passed to ``wandb.init``.
       run_id: the wandb run id to resume (``wandb.init(id=run_id, resume='allow')``); a new
         one is generated when None. Either way it is ``self.run_id``, for the checkpoint.
+      tensorboard: also write TensorBoard event files to ``<logdir>/tb`` (scalars only).
     """
 
     run_id: str
@@ -68,6 +78,7 @@ class Logger:
         name: str | None = None,
         tags: Sequence[str] = (),
         run_id: str | None = None,
+        tensorboard: bool = False,
     ):
         if wandb_mode not in _WANDB_MODES:
             raise ValueError(f"wandb_mode must be one of {_WANDB_MODES}, got {wandb_mode!r}")
@@ -107,6 +118,13 @@ class Logger:
                 self._jsonl.close()
                 raise
             self._run_file = Path(self._run.settings.sync_file).resolve()
+            self._run.define_metric(STEP_METRIC)
+            self._run.define_metric("*", step_metric=STEP_METRIC)
+        self._tb: Any = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.logdir / "tb"))
 
     def __enter__(self) -> Logger:
         return self
@@ -146,7 +164,11 @@ class Logger:
         self._jsonl.flush()
         print(_console_line(step, values), flush=True)
         if self._run is not None:
-            self._run.log(values, step=step)
+            self._run.log({**values, STEP_METRIC: step})
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(key, value, step)
+            self._tb.flush()
 
     def video(self, step: int, name: str, frames: np.ndarray, fps: int = 10) -> str:
         """Writes ``frames`` as an animated GIF and logs it to wandb; returns the GIF path.
@@ -167,7 +189,8 @@ class Logger:
         path = self.logdir / "videos" / f"{name.replace('/', '_')}_{int(step):09d}.gif"
         write_gif(path, frames, fps)
         if self._run is not None:
-            self._run.log({name: self._wandb.Video(str(path), format="gif")}, step=int(step))
+            video = self._wandb.Video(str(path), format="gif")
+            self._run.log({name: video, STEP_METRIC: int(step)})
         return str(path)
 
     def close(self) -> None:
@@ -180,6 +203,8 @@ class Logger:
             return
         self._closed = True
         try:
+            if self._tb is not None:
+                self._tb.close()
             if self._run is not None:
                 self._run.finish()
                 if self.wandb_mode == "offline" and self._run_file is not None:

@@ -388,13 +388,20 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
             counters.update(meta["counters"])
             replay.load(meta["replay"][proc] if procs > 1 else meta["replay"])
             run_id = meta["wandb_run_id"]
-            print(
-                f"resumed from checkpoint at agent step {resume_step}: {counters}", file=sys.stderr
-            )
+            resumed_at = counters["agent_steps"] * vec.action_repeat
+            print(f"resumed from checkpoint at env step {resumed_at}: {counters}", file=sys.stderr)
+            if lead:  # logs written after that checkpoint by the run that was interrupted
+                for path in [logdir / "metrics.jsonl", *logdir.glob("seed*/metrics.jsonl")]:
+                    drop_rows_after(path, resumed_at)
         acting = topo.local_view(state)  # what the policy reads: this process's replica
         lg = cfg.logging
         make_logger = functools.partial(
-            Logger, wandb_mode=lg.wandb, project=lg.project, entity=lg.entity or None, tags=lg.tags
+            Logger,
+            wandb_mode=lg.wandb,
+            project=lg.project,
+            entity=lg.entity or None,
+            tags=lg.tags,
+            tensorboard=lg.tensorboard,
         )
         if not lead:
             logger = NullLogger()
@@ -435,7 +442,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         )
 
         def save(final: bool = False) -> None:
-            if final and ckpt.latest_step() == counters["agent_steps"]:
+            if final and ckpt.latest_step() == counters["agent_steps"] * repeat:
                 return
             writeback.flush()
             replay_state = replay.save()
@@ -448,18 +455,22 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 "processes": procs,
                 "wandb_run_id": logger.run_id,
             }
-            ckpt.save(counters["agent_steps"], state, meta)
+            # Numbered in environment steps, the unit of --steps, save_every and the logs.
+            ckpt.save(counters["agent_steps"] * repeat, state, {**meta, "step_unit": "env_steps"})
 
         logged_at = -1
         timing: dict[str, Any] = {"first_update": None, "last": None}
 
         def log_metrics(env_steps: int) -> None:
             nonlocal logged_at
-            # One value per metric, or one per seed ([K]) with many seeds.
+            # The mean of each metric over the updates since the last log (one value per metric,
+            # or one per seed, [K], with many seeds); one transfer from the device.
+            count = max(summed["count"], 1)
             scalars = {
-                k: (float(v) if n_seeds == 1 else np.asarray(v, np.float64))
-                for k, v in topo.to_host(metrics).items()
+                k: (float(v) / count if n_seeds == 1 else np.asarray(v, np.float64) / count)
+                for k, v in topo.to_host(summed["sums"] or {}).items()
             }
+            summed.update(sums=None, count=0)
             if scalars and not np.all(np.isfinite(_host_total_loss(scalars))):
                 raise NonFiniteLoss(counters["updates"], metrics)
             scalars.update({"replay/steps": len(replay), "run/updates": counters["updates"]})
@@ -490,6 +501,9 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 if pending_loss is not None and not finite(pending_loss):
                     raise NonFiniteLoss(counters["updates"], metrics)
                 state, metrics, new_context = train_fn(state, topo.global_batch(batch))
+                # Summed on the device (one small dispatch, no transfer) for the log's mean.
+                summed["sums"] = metrics if summed["sums"] is None else add(summed["sums"], metrics)
+                summed["count"] += 1
                 acting = None  # refreshed before the policy next reads it
                 writeback.hold(rows, stamps, new_context)
                 pending_loss = _total_loss(metrics)
@@ -603,6 +617,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
         if n_seeds > 1:
             counters.setdefault("seed_episodes", [0] * n_seeds)
         metrics: dict[str, Any] = {}
+        summed: dict[str, Any] = {"sums": None, "count": 0}  # metrics since the last log
         pending_loss = None
         progress = Progress(
             run.steps, counters["agent_steps"] * repeat, counters["updates"], quiet=not lead
@@ -669,7 +684,7 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
                 f"non-finite loss at update {err.args[0]} "
                 f"({ {k: np.asarray(v).tolist() for k, v in topo.to_host(err.args[1]).items()} }). "
                 "Training stopped; the "
-                f"last checkpoint (agent step {last}) is kept unchanged. Lower opt.lr, check "
+                f"last checkpoint (env step {last}) is kept unchanged. Lower opt.lr, check "
                 f"the observations for NaN/inf, or resume from it with a changed config in a "
                 f"new logdir."
             ) from None
@@ -716,6 +731,26 @@ def process_start() -> float:
 
 
 _IMPORTED = time.time()
+
+
+def drop_rows_after(path: Path, step: int) -> int:
+    """Removes the lines of a ``metrics.jsonl`` logged after ``step`` (by a run killed after
+    its last checkpoint, whose resumption logs those steps again); returns how many."""
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    keep = [line for line in lines if not line.strip() or json.loads(line)["step"] <= step]
+    if len(keep) < len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep))
+        os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one
+    return len(lines) - len(keep)
+
+
+@jax.jit
+def add(a: Any, b: Any) -> Any:
+    """Elementwise sum of two metric dicts (the log interval's running sum)."""
+    return jax.tree.map(jnp.add, a, b)
 
 
 def _total_loss(metrics: dict) -> jax.Array:

@@ -127,11 +127,16 @@ def test_wandb_offline_run_reads_back(tmp_path: Path) -> None:
     assert run["run_id"] == run_id
     assert run["config"] == config
 
-    by_step = {row["step"]: row for row in run["history"]}
+    # The x axis is the metric env_steps (wandb's own step just counts the calls).
+    by_step = {row["env_steps"]: row for row in run["history"]}
     assert sorted(by_step) == [*steps, 400]
-    for step in steps:
-        assert by_step[step] == {"step": step, "loss": 1.0 / (step + 1), "kl": step * 0.25}
-    last = by_step[400]
+    for i, step in enumerate(steps):
+        row = {"step": i, "env_steps": step, "loss": 1.0 / (step + 1), "kl": step * 0.25}
+        assert by_step[step] == row
+    last = {}  # the video and the last scalars: two calls at env step 400
+    for row in run["history"]:
+        if row["env_steps"] == 400:
+            last.update(row)
     assert math.isnan(last["loss"])
     assert last["openloop"]["_type"] == "video-file"
     assert (run_dir / "files" / last["openloop"]["path"]).is_file()
@@ -151,13 +156,34 @@ def test_wandb_resume_uses_the_same_run_id(tmp_path: Path) -> None:
         first.scalars(1, {"loss": 1.5})
     with Logger(tmp_path, CONFIG, wandb_mode="offline", run_id=first.run_id) as second:
         assert second.run_id == first.run_id
+        # Resumed from a checkpoint before the killed run's last log: an earlier step is kept.
+        second.scalars(1, {"loss": 1.25})
         second.scalars(2, {"loss": 1.0})
 
     runs = [read_offline_run(d) for d in _run_dirs(tmp_path, first.run_id)]
     assert len(runs) == 2
     assert {run["run_id"] for run in runs} == {first.run_id}
     histories = sorted(
-        [[(row["step"], row["loss"]) for row in run["history"]] for run in runs], key=len
+        [[(row["env_steps"], row["loss"]) for row in run["history"]] for run in runs], key=str
     )
-    assert histories == [[(2, 1.0)], [(0, 2.0), (1, 1.5)]]
-    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1, 2]
+    assert histories == [[(0, 2.0), (1, 1.5)], [(1, 1.25), (2, 1.0)]]
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1, 1, 2]
+
+
+def test_tensorboard_event_files(tmp_path: Path) -> None:
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    with Logger(tmp_path, CONFIG, tensorboard=True) as logger:
+        logger.scalars(10, {"wm/loss": 2.5, "eval/return": 7.0})
+        logger.scalars(20, {"wm/loss": 1.5})
+    (path,) = (tmp_path / "tb").glob("events.out.tfevents.*")
+    data, i, seen = path.read_bytes(), 0, []
+    while i < len(data):  # TFRecord: length u64, its crc, the Event proto, its crc
+        n = struct.unpack("<Q", data[i : i + 8])[0]
+        event = event_pb2.Event()
+        event.ParseFromString(data[i + 12 : i + 12 + n])
+        seen += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
+        i += 16 + n
+    assert seen == [(10, "wm/loss", 2.5), (10, "eval/return", 7.0), (20, "wm/loss", 1.5)]

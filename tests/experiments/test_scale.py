@@ -122,7 +122,7 @@ def test_run_on_four_devices_resumes_on_one_and_on_two(tmp_path):
         resumed[devices] = _finish(_runner(logdir, devices, "--steps", "800"))
     for devices, s in resumed.items():
         assert s["devices"] == devices
-        assert "resumed from checkpoint at agent step 80" in s["output"]
+        assert "resumed from checkpoint at env step 640" in s["output"]
         # Counters continue exactly: 20 more agent steps of 8 env steps, one update each
         # (debug: train ratio 64 = batch 4 x length 16 per agent step).
         assert s["counters"]["agent_steps"] == 100
@@ -189,11 +189,11 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
         p.communicate(timeout=60)
     saved = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
     assert saved, "no checkpoint before the deadline"
-    assert saved[-1] < 120  # killed before the end
+    assert saved[-1] < 960  # killed before the end (checkpoints count env steps)
     summaries = [_finish(p) for p in _two_processes(logdir, *args)]
     for i, s in enumerate(summaries):
         assert s["process"] == i and s["devices"] == 2
-        assert f"resumed from checkpoint at agent step {saved[-1]}" in s["output"]
+        assert f"resumed from checkpoint at env step {saved[-1]}" in s["output"]
         # Agent steps count both processes' environments: 1 env each, 2 per iteration.
         assert s["counters"]["agent_steps"] == 120 and s["env_steps"] == 960
         assert s["counters"]["updates"] == (120 - 62) // 4  # from the iteration at step 62

@@ -181,10 +181,13 @@ def test_train_in_process_wandb_offline_and_resume_same_run(tmp_path):
             "800",
             "--run.log_every",
             "400",
+            "--logging.tensorboard",
+            "true",
         ]
     )
     summary = train(cfg, tmp_path)
     assert summary["env_steps"] == 1600
+    assert any(b"wm/loss" in p.read_bytes() for p in (tmp_path / "tb").glob("events.out.*"))
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     record = read_offline_run(runs[0])
@@ -229,8 +232,9 @@ def test_non_finite_loss_stops_training_and_keeps_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         train(cfg, tmp_path)
     steps = _ckpt_steps(tmp_path)
-    # Only the checkpoint from before the blow-up exists (prefill ends at 800 env steps).
-    assert steps == [100]
+    # Only the checkpoint from before the blow-up exists (prefill ends at 800 env steps);
+    # checkpoints are numbered in env steps.
+    assert steps == [800]
 
 
 def test_pixels_run_writes_openloop_video(tmp_path):
@@ -424,3 +428,35 @@ def test_sac_runs_through_the_runner(tmp_path):
         config_lib.parse_args(["--preset", "sac", "--logdir", "x", "--obs", "pixels"])
     with pytest.raises(ValueError, match="replay_context 0"):
         config_lib.parse_args(["--preset", "sac", "--logdir", "x", "--model.replay_context", "1"])
+
+
+def test_logged_metrics_average_the_updates_since_the_last_log(tmp_path):
+    # Same seed, same updates: logging every update, and every second update, which must log
+    # the mean of the two (debug: one update per agent step of 8 env steps once replay holds
+    # a batch, B x T = 64 steps, at 512 env steps).
+    def run(name: str, log_every: int) -> dict[int, dict]:
+        args = ["--logdir", str(tmp_path / name), "--steps", "640", "--run.prefill", "400"]
+        args += ["--run.eval_every", "0", "--run.log_every", str(log_every)]
+        cfg, _ = config_lib.parse_args(args)
+        train(cfg, tmp_path / name)
+        rows = read_jsonl(tmp_path / name / "metrics.jsonl")
+        return {r["step"]: r for r in rows if "wm/loss" in r}
+
+    each, pairs = run("each", 8), run("pairs", 16)
+    assert len(each) >= 12 and len(pairs) >= 6
+    for step, row in pairs.items():
+        if step - 8 in each and step in each and step - 16 in pairs:
+            for name in ("wm/loss", "actor/actor_loss", "critic/critic_loss"):
+                mean = (each[step - 8][name] + each[step][name]) / 2
+                assert row[name] == pytest.approx(mean, rel=1e-5, abs=1e-6), (step, name)
+
+
+def test_resume_drops_the_log_lines_written_after_its_checkpoint(tmp_path):
+    from experiments.train import drop_rows_after
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "x": s} for s in (0, 8, 16, 24)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert drop_rows_after(path, 16) == 1
+    assert read_jsonl(path) == rows[:3]
+    assert drop_rows_after(path, 16) == 0 and drop_rows_after(tmp_path / "none.jsonl", 0) == 0

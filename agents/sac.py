@@ -50,8 +50,8 @@ class SacConfig:
     tau: float = 0.005  # Polyak rate of the target critics
     init_alpha: float = 1.0  # initial temperature
     target_entropy: float = 0.0  # entropy target; 0 means -A (the number of action dims)
-    log_std_min: float = -10.0  # bounds of the pre-tanh Gaussian's log std
-    log_std_max: float = 2.0
+    log_std_min: float = -10.0  # lower bound of the pre-tanh Gaussian's log std
+    log_std_max: float = 2.0  # upper bound of the pre-tanh Gaussian's log std
     prior: str = "uniform"  # action prior: 'uniform' (standard SAC) or 'tanh_normal'
     prior_std: float = 0.3  # 'tanh_normal' prior: tanh(N(0, prior_std)) per dimension
 

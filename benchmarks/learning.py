@@ -1,7 +1,9 @@
-"""Learning curve of an agent on a dm-control task, as JSON.
+"""Learning curve of an agent on a dm-control or Gymnasium task, as JSON.
 
     python benchmarks/learning.py --task cartpole-swingup --steps 50000 [--preset dreamerv3-cpu]
-        [--logdir runs/learning] [--set run.eval_every=5000 --set dreamer.horizon=15 ...]
+        [--logdir runs/learning] [--run.eval_every 5000 --dreamer.horizon 15 ...]
+
+Overrides use the runner's syntax (--section.field VALUE); --set FIELD=VALUE works too.
 
 Runs the real runner (``experiments.train``) and prints one JSON object: the evaluation-return
 curve (the agent's 'eval' policy) against environment steps, episode returns during training, wall
@@ -34,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="cartpole-swingup")
     parser.add_argument("--steps", type=int, default=50_000, help="environment steps")
-    parser.add_argument("--preset", default="dreamerv3-cpu", choices=sorted(config_lib.PRESETS))
+    parser.add_argument("--preset", default="dreamerv3-cpu", help="preset(s), as the runner's")
     parser.add_argument("--agent", default="dreamer", choices=config_lib.AGENTS)
     parser.add_argument("--logdir", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -45,7 +47,8 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="any config override, e.g. run.train_ratio=256",
     )
-    args = parser.parse_args()
+    # Any other --section.field VALUE goes to the runner as it is (the runner's own syntax).
+    args, passthrough = parser.parse_known_args()
     logdir = Path(args.logdir or f"runs/learning-{args.task}-{args.agent}-s{args.seed}")
     argv = [
         "--preset",
@@ -68,6 +71,7 @@ def main() -> None:
     for item in args.set:
         name, _, value = item.partition("=")
         argv += [f"--{name}", value]
+    argv += passthrough
     cfg, _ = config_lib.parse_args(argv)
     start = time.time()
     summary = train(cfg, logdir)
@@ -81,7 +85,7 @@ def main() -> None:
         "agent": args.agent,
         "preset": args.preset,
         "seed": args.seed,
-        "overrides": args.set,
+        "overrides": [*args.set, *passthrough],
         "device": device_info(),
         "env_steps": summary["env_steps"],
         "updates": summary["counters"]["updates"],

@@ -351,7 +351,13 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="config override"
     )
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    # Overrides in the runner's syntax (--section.field VALUE) too, beside --set FIELD=VALUE.
+    while rest:
+        if not rest[0].startswith("--") or len(rest) < 2 or "=" in rest[0]:
+            parser.error(f"unexpected arguments {rest}; overrides look like --model.deter 512")
+        args.set.append(f"{rest[0][2:]}={rest[1]}")
+        rest = rest[2:]
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(CASES)
     if unknown:

@@ -82,7 +82,7 @@ class LoggingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    agent: str = "dreamer"  # 'dreamer', 'planet' (CEM planning) or 'random' (uniform actions)
+    agent: str = "dreamer"  # 'dreamer', 'planet' (CEM), 'random' (uniform actions) or 'sac'
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
@@ -385,6 +385,96 @@ PRESETS: dict[str, Callable[[], Config]] = {
 RENAMED = {"dmc-proprio": "dreamerv3", "dmc-vision": "dreamerv3-vision"}
 
 
+def _size(name: str) -> Callable[[], dict[str, Any]]:
+    def fields_of_size() -> dict[str, Any]:
+        deter, hidden, classes = rssm.DREAMER_SIZES[name]
+        depth, units = rssm.DREAMER_WIDTHS[name]
+        return {
+            "model.deter": deter,
+            "model.hidden": hidden,
+            "model.classes": classes,
+            "model.depth": depth,
+            "model.units": units,
+            "dreamer.units": units,
+        }
+
+    fields_of_size.__doc__ = f"DreamerV3's {name}: RSSM, encoder, heads, actor-critic widths."
+    return fields_of_size
+
+
+# Partial presets: a few fields each, applied on top of the presets before them
+# (``--preset dreamerv3,size12m``).
+SIZES: dict[str, Callable[[], dict[str, Any]]] = {n: _size(n) for n in rssm.DREAMER_SIZES}
+
+
+def diff(cfg: Config, base: Config | None = None) -> dict[str, Any]:
+    """The dotted fields in which ``cfg`` differs from ``base`` (default: ``Config()``)."""
+    base = Config() if base is None else base
+    a, b = _flat(to_dict(cfg)), _flat(to_dict(base))
+    return {k: v for k, v in a.items() if b.get(k) != v}
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def compose(names: str) -> Config:
+    """``'a,b,...'``: preset a, then every field b sets differently from the defaults, and so
+    on left to right; size presets (``size1m`` ... ``size400m``) set only the model widths."""
+    cfg: Config | None = None
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        if name in RENAMED:
+            raise ValueError(
+                f"--preset {name} was renamed: use --preset {RENAMED[name]} (the published "
+                "DreamerV3 configuration; see the README's presets)"
+            )
+        if name in SIZES:
+            cfg = replace(cfg or Config(), SIZES[name]())
+        elif name in PRESETS:
+            cfg = PRESETS[name]() if cfg is None else replace(cfg, diff(PRESETS[name]()))
+        else:
+            raise ValueError(
+                f"unknown --preset {name!r}; expected one of {sorted(PRESETS)} or a size "
+                f"{sorted(SIZES)}, several joined by commas"
+            )
+    if cfg is None:
+        raise ValueError("--preset is empty; name one, e.g. --preset dreamerv3")
+    return cfg
+
+
+def load(path: str | os.PathLike) -> Config:
+    """A config from a JSON file (a run's ``logdir/config.json`` repeats that run)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--config {path}: cannot read a JSON config: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config sections")
+    try:
+        return from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--config {path}: {err}") from None
+
+
+def fields_help() -> str:
+    """Every config field with its default and comment, for ``--help``."""
+    from experiments import fielddoc
+
+    rows = fielddoc.describe(Config)
+    width = max(len(name) + len(default) for name, default, _ in rows) + 6
+    lines = ["config fields (--section.field VALUE; default, then meaning):"]
+    for name, default, note in rows:
+        head = f"  --{name} {default}"
+        lines.append(f"{head:<{width}} {note}")
+    return "\n".join(lines)
+
+
 # --- validation -------------------------------------------------------------------------------
 
 
@@ -581,10 +671,24 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     """``--preset NAME --logdir DIR [--field value ...]`` -> (validated Config, namespace)."""
     parser = argparse.ArgumentParser(
         prog="python -m experiments.train",
-        description="Train a world-model agent on a dm-control task. Any config field can be "
-        "overridden as --section.field VALUE (e.g. --model.deter 512).",
+        description="Train a world-model agent on a dm-control or Gymnasium task. Any config "
+        "field can be overridden as --section.field VALUE (e.g. --model.deter 512).",
+        epilog=fields_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", default="debug", help=f"one of {sorted(PRESETS)}")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help=f"one of {sorted(PRESETS)}, or several joined by commas, later ones overriding "
+        f"(sizes {', '.join(SIZES)} set the model widths only: --preset dreamerv3,size12m); "
+        "default: debug",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="start from this JSON config instead of a preset (a run's logdir/config.json "
+        "repeats that run); overrides still apply",
+    )
     parser.add_argument("--logdir", required=True, help="run directory; reused to resume")
     parser.add_argument("--agent", default=None, choices=AGENTS)
     parser.add_argument(
@@ -617,13 +721,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
             f"--{short}", dest=f"short_{short}", default=None, help=f"same as --{full}"
         )
     args, rest = parser.parse_known_args(argv)
-    if args.preset in RENAMED:
+    if args.config is not None and args.preset is not None:
         raise ValueError(
-            f"--preset {args.preset} was renamed: use --preset {RENAMED[args.preset]} (the "
-            "published DreamerV3 configuration; see the README's presets)"
+            "--config and --preset both give the starting config: use one (overrides apply to "
+            "either)"
         )
-    if args.preset not in PRESETS:
-        raise ValueError(f"unknown --preset {args.preset!r}; expected one of {sorted(PRESETS)}")
+    base = load(args.config) if args.config is not None else compose(args.preset or "debug")
     valid = fields(Config)
     overrides: dict[str, Any] = {}
     if args.agent is not None:
@@ -649,5 +752,5 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         if name not in valid:
             replace(Config(), {name: None})  # raises with the list of fields
         overrides[name] = _parse_value(name, valid[name][0], value)
-    cfg = replace(PRESETS[args.preset](), overrides)
+    cfg = replace(base, overrides)
     return validate(cfg), args

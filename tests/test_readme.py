@@ -1,5 +1,6 @@
 """The README's commands and example are the ones that work."""
 
+import json
 import re
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def test_ci_runs_the_readme_test_command():
         assert pkg in install, pkg
 
 
-def test_readme_train_commands_parse():
+def test_readme_train_commands_parse(tmp_path):
     # Every runner command the README shows is accepted as written (flags, fields, presets).
     import shlex
 
@@ -37,6 +38,10 @@ def test_readme_train_commands_parse():
     for line in commands:
         argv = shlex.split(line)
         argv = argv[argv.index("experiments.train") + 1 :]
+        if "--config" in argv:  # a run's config.json: here one the runner would write
+            path = tmp_path / "config.json"
+            path.write_text(json.dumps(config_lib.to_dict(config_lib.PRESETS["dreamerv3"]())))
+            argv[argv.index("--config") + 1] = str(path)
         cfg, args = config_lib.parse_args(argv)
         if "--run.seeds" in line:
             assert cfg.run.seeds > 1, line

@@ -1,0 +1,58 @@
+"""The runner's configuration: presets that compose, a config file, --help with every field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import config as config_lib
+from experiments.fielddoc import describe
+
+
+def test_presets_compose_left_to_right():
+    composed, _ = config_lib.parse_args(["--logdir", "x", "--preset", "dreamerv3,size12m"])
+    # dreamerv3-vision is dreamerv3 at size12m on pixels at train ratio 256.
+    vision, _ = config_lib.parse_args(
+        ["--logdir", "x", "--preset", "dreamerv3-vision", "--obs", "proprio"]
+    )
+    assert config_lib.diff(composed, vision) == {"run.train_ratio": 1024.0}
+    assert composed.model.deter == 2048 and composed.dreamer.units == 256
+    # A later full preset overrides only what it sets differently from the defaults.
+    cpu_sized, _ = config_lib.parse_args(["--logdir", "x", "--preset", "dreamerv3-cpu,size1m"])
+    assert cpu_sized == config_lib.PRESETS["dreamerv3-cpu"]()
+    with pytest.raises(ValueError, match=r"unknown --preset 'size3m'.*size12m"):
+        config_lib.parse_args(["--logdir", "x", "--preset", "dreamerv3,size3m"])
+    with pytest.raises(ValueError, match=r"--preset dmc-proprio was renamed"):
+        config_lib.parse_args(["--logdir", "x", "--preset", "dmc-proprio"])
+
+
+def test_a_config_file_repeats_a_run(tmp_path):
+    cfg, _ = config_lib.parse_args(["--logdir", "x", "--preset", "sac", "--seed", "7"])
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config_lib.to_dict(cfg)))  # as the runner writes it
+    again, _ = config_lib.parse_args(["--logdir", "x", "--config", str(path)])
+    assert again == cfg
+    changed, _ = config_lib.parse_args(["--logdir", "x", "--config", str(path), "--seed", "8"])
+    assert config_lib.diff(changed, cfg) == {"run.seed": 8}
+    with pytest.raises(ValueError, match="use one"):
+        config_lib.parse_args(["--logdir", "x", "--config", str(path), "--preset", "sac"])
+    path.write_text('{"run": {"sede": 1}}')
+    with pytest.raises(ValueError, match=r"--config .*no fields \['sede'\]"):
+        config_lib.parse_args(["--logdir", "x", "--config", str(path)])
+    with pytest.raises(ValueError, match="cannot read a JSON config"):
+        config_lib.parse_args(["--logdir", "x", "--config", str(tmp_path / "missing.json")])
+
+
+def test_help_lists_every_field_with_its_default_and_comment(capsys):
+    with pytest.raises(SystemExit):
+        config_lib.parse_args(["--help"])
+    out = capsys.readouterr().out
+    out = out[out.index("config fields") :]  # the epilog, after argparse's own options
+    rows = describe(config_lib.Config)
+    assert len(rows) == len(config_lib.fields(config_lib.Config))
+    for name, default, note in rows:
+        assert note, f"{name} has no comment in its dataclass"
+        line = next(line for line in out.splitlines() if line.startswith(f"  --{name} "))
+        assert default in line and note[:30] in line, line
+    assert "--model.deter 512" in out and "GRU" in out

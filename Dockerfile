@@ -22,6 +22,6 @@ COPY rssm ./rssm
 COPY agents ./agents
 COPY experiments ./experiments
 COPY benchmarks ./benchmarks
-RUN pip install ".[gpu]"
+RUN pip install ".[gpu,experiments]"
 
 CMD ["python", "-m", "experiments.train", "--help"]

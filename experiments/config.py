@@ -475,6 +475,25 @@ def fields_help() -> str:
     return "\n".join(lines)
 
 
+def make_agent(cfg: Config, obs_shapes, action_dim: int, discrete: bool = False):
+    """The agent of ``cfg.agent`` (``agents.registry``) for these observations and
+    ``action_dim`` actions (one-hot over ``action_dim`` classes if ``discrete``)."""
+    from agents import registry
+
+    return registry.make(
+        cfg.agent,
+        obs_shapes,
+        action_dim,
+        discrete=discrete,
+        batch_size=cfg.run.batch_size,
+        model=cfg.model,
+        dreamer=cfg.dreamer,
+        planet=cfg.planet,
+        sac=cfg.sac,
+        opt=cfg.opt,
+    )
+
+
 # --- validation -------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from experiments import envs as envs_lib
 from experiments.checkpoint import Checkpointer
-from experiments.config import Config, from_dict
+from experiments.config import Config, from_dict, make_agent
 from experiments.logging import write_gif
 from experiments.seeds import SeedBatch, take
 
@@ -51,7 +51,6 @@ class LoadedPolicy:
     """A trained agent restored from ``logdir``'s checkpoint, acting step by step."""
 
     def __init__(self, logdir: str | Path, step: int | None = None, seed: int = 0, member: int = 0):
-        from experiments.train import make_agent  # the runner builds agents one way
 
         self.logdir = Path(logdir)
         if not (self.logdir / "checkpoints").is_dir():

@@ -42,16 +42,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.baselines import RandomAgent
-from agents.dreamer import Dreamer
-from agents.planet import PlanetAgent
-from agents.sac import SAC
 from agents.world_model import CONTEXT_KEYS, WorldModel
 from experiments import envs as envs_lib
 from experiments import seeds as seeds_lib
 from experiments import vecenv
 from experiments.checkpoint import Checkpointer, check_config
-from experiments.config import RESUMABLE_FIELDS, Config, from_dict, parse_args, to_dict
+from experiments.config import (
+    RESUMABLE_FIELDS,
+    Config,
+    from_dict,
+    make_agent,
+    parse_args,
+    to_dict,
+)
 from experiments.evaluate import env_kwargs
 from experiments.logging import Logger, openloop_grid
 from experiments.replay import Replay
@@ -73,21 +76,6 @@ COUNTERS = (
     "next_save",
     "next_video",
 )
-
-
-def make_agent(cfg: Config, obs_shapes, action_dim: int, discrete: bool = False):
-    """The agent of ``cfg.agent`` for these observations and ``action_dim`` actions (one-hot
-    over ``action_dim`` classes if ``discrete``)."""
-    kw = dict(opt=cfg.opt, batch_size=cfg.run.batch_size, discrete=discrete)
-    if cfg.agent == "dreamer":
-        return Dreamer(cfg.model, cfg.dreamer, obs_shapes, action_dim, **kw)
-    if cfg.agent == "planet":
-        return PlanetAgent(cfg.model, cfg.planet, obs_shapes, action_dim, **kw)
-    if cfg.agent == "random":
-        return RandomAgent(cfg.model, obs_shapes, action_dim, **kw)
-    if cfg.agent == "sac":
-        return SAC(cfg.sac, obs_shapes, action_dim, discrete)
-    raise ValueError(f"agent={cfg.agent!r} is not available")
 
 
 def _record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarray]:

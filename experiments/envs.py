@@ -129,19 +129,11 @@ def check_task(name: str) -> None:
         parse_task(name)
 
 
-def make_env(
-    task: str,
-    obs: str = "proprio",
-    seed: int = 0,
-    action_repeat: int | None = None,
-    size: tuple[int, int] = (64, 64),
-    camera: int | None = None,
-    fast_render: bool = False,
-    time_limit: int = DEFAULT_TIME_LIMIT,
-) -> Env:
-    """A dm-control task (``'walker-walk'``) or a Gymnasium one (``'gym:CartPole-v1'``, whose
-    observations follow its observation space; ``obs``, ``size``, ``camera`` and
-    ``fast_render`` are dm-control's)."""
+def make_env(task: str, obs: str = "proprio", seed: int = 0, **kwargs: Any) -> Env:
+    """A dm-control task (``'walker-walk'``; ``kwargs`` are `DMCEnv`'s: ``action_repeat``,
+    ``size``, ``camera``, ``fast_render``, ``time_limit``) or a Gymnasium one
+    (``'gym:CartPole-v1'``, whose observations follow its observation space; it takes
+    ``action_repeat`` and ``time_limit`` and ignores the rendering arguments)."""
     from experiments import gym_env
 
     if gym_env.is_gym_task(task):
@@ -150,8 +142,13 @@ def make_env(
                 f"{task}: env.obs={obs!r}; a Gymnasium task observes what its observation space "
                 "holds (images become 'image'), so leave env.obs at 'proprio'"
             )
-        return gym_env.make(task, seed=seed, action_repeat=action_repeat, time_limit=time_limit)
-    return DMCEnv(task, obs, seed, action_repeat, size, camera, fast_render, time_limit)
+        return gym_env.make(
+            task,
+            seed=seed,
+            action_repeat=kwargs.get("action_repeat"),
+            time_limit=kwargs.get("time_limit", DEFAULT_TIME_LIMIT),
+        )
+    return DMCEnv(task, obs, seed, **kwargs)
 
 
 def env_seed(run_seed: int, index: int) -> int:

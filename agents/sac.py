@@ -51,7 +51,7 @@ class SacConfig:
     # 1.0 as the SAC papers and jaxrl. pytorch_sac's DMC value 0.1 reached 829/857
     # (cartpole-swingup) and 725/549 (walker-walk) at 100k steps over 2 seeds here, against 705
     # and 783 with 1.0 (benchmarks/results/learning_sac*).
-    init_alpha: float = 1.0  # initial temperature (0.1: pytorch_sac's DMC value; see above)
+    init_alpha: float = 1.0  # initial temperature (0.1: pytorch_sac's DMC value, README)
     target_entropy: float = 0.0  # entropy target; 0 means -A (the number of action dims)
     log_std_min: float = -10.0  # lower bound of the pre-tanh Gaussian's log std
     log_std_max: float = 2.0  # upper bound of the pre-tanh Gaussian's log std

@@ -539,16 +539,15 @@ def train(cfg: Config, logdir: str | Path) -> dict[str, Any]:
 
         def log_episodes(ended: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarray):
             """Mean return and length of the episodes that just ended, per seed."""
-            env_steps = (counters["agent_steps"]) * repeat
+            env_steps = counters["agent_steps"] * repeat
             for k in range(n_seeds):
                 mine = ended[ended // n == k]
                 if not len(mine):
                     continue
+                counters["episodes"] += len(mine)
                 if n_seeds == 1:
-                    counters["episodes"] += len(mine)
                     count = counters["episodes"]
                 else:
-                    counters["episodes"] += len(mine)
                     counters["seed_episodes"][k] += len(mine)
                     count = counters["seed_episodes"][k]
                 row = {

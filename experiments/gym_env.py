@@ -92,14 +92,17 @@ class GymEnv:
                 f"{self.task}: {len(images)} image observations {images}; the world model takes "
                 "one image: wrap the env to keep one (or stack them along channels)"
             )
-        self._image_key = images[0] if images else ...
+        self._images = images  # [] or the one key of the image observation
         self.vector_layout: dict[Any, slice] = {}
+        # Discrete entries: key -> (classes, first class), one-hot encoded in the vector.
+        self._one_hot: dict[Any, tuple[int, int]] = {}
         start = 0
         for k, s in parts.items():
-            if images and k == images[0]:
+            if k in images:
                 continue
             if isinstance(s, spaces.Discrete):
                 n = int(s.n)
+                self._one_hot[k] = (n, int(s.start))
             elif isinstance(s, spaces.Box):
                 n = int(np.prod(s.shape, dtype=np.int64))
             else:
@@ -109,7 +112,6 @@ class GymEnv:
                 )
             self.vector_layout[k] = slice(start, start + n)
             start += n
-        self._parts = parts
         self.obs_spec: Spec = {}
         if start:
             self.obs_spec["vector"] = ((start,), np.dtype(np.float32))
@@ -153,17 +155,14 @@ class GymEnv:
         if self.vector_layout:
             chunks = []
             for k in self.vector_layout:
-                x = parts[k]
-                n = self._parts[k].n if hasattr(self._parts[k], "n") else None
-                if n is not None:  # Discrete: one-hot
-                    one_hot = np.zeros(int(n), np.float32)
-                    one_hot[int(x) - int(getattr(self._parts[k], "start", 0))] = 1.0
-                    chunks.append(one_hot)
+                if k in self._one_hot:
+                    n, first = self._one_hot[k]
+                    chunks.append(np.eye(n, dtype=np.float32)[int(parts[k]) - first])
                 else:
-                    chunks.append(np.asarray(x, np.float32).ravel())
+                    chunks.append(np.asarray(parts[k], np.float32).ravel())
             out["vector"] = np.concatenate(chunks).astype(np.float32)
-        if self._image_key is not ...:
-            out["image"] = np.ascontiguousarray(parts[self._image_key], dtype=np.uint8)
+        for k in self._images:
+            out["image"] = np.ascontiguousarray(parts[k], dtype=np.uint8)
         return out
 
     def _env_action(self, action: np.ndarray) -> Any:

@@ -1,42 +1,21 @@
-"""The agent interface the runner uses, and the random-policy baseline.
-
-An agent is a bundle of pure, jit-compiled functions over one training-state pytree:
-
-    init(key) -> state
-    init_carry(num_envs) -> carry                     recurrent policy state
-    policy(state, carry, obs, key, mode) -> (action [N, A], carry)
-                                                      mode: 'explore', 'eval' or 'random'
-    train(state, batch) -> (state, metrics, context)  one update; donates ``state``
-    update(state, batch)                              ``train`` before jit, for callers that
-                                                      compile it with their own shardings
-    openloop(state, batch, key) -> {name: [B, T, ...]}  world-model predictions for videos
-
-``obs`` holds ``[N, ...]`` observation arrays and ``is_first [N]``. ``mode`` is static: 'explore'
-while collecting, 'eval' for the evaluation policy, 'random' for uniform actions in [-1, 1]
-that still advance the recurrent state (prefill), so the carried previous action is always
-the action that was executed. The carry's ``state`` is the posterior after the observation;
-its ``deter`` and ``stoch`` are what replay stores as the context of that step.
-
-``batch`` holds ``[B, T, ...]`` arrays and, with ``model.replay_context``, ``context``: the
-stored ``{'deter', 'stoch'}`` of the step before each sequence, ``[B, ...]``. ``train`` returns
-in ``context`` the refreshed posterior ``{'deter', 'stoch'}`` of every step, ``[B, T, ...]`` (empty
-without replay context), for the runner to write back into replay.
+"""The random-policy baseline and the world-model update the model-based agents share.
 
 ``RandomAgent`` trains the world model alone (the negative ELBO) and acts uniformly at random
 in [-1, 1]: it measures how well the model learns from exploration-free data and is the
-runner's ``--agent random``.
+runner's ``--agent random``. The contract it keeps (``AgentState``, the carry, the modes) is
+``agents/contract.py``'s.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from agents import optim
+from agents.contract import AgentState, check_mode, random_actions
 from agents.world_model import (
     CONTEXT_KEYS,
     ObsShapes,
@@ -47,39 +26,6 @@ from agents.world_model import (
 )
 
 Array = jax.Array
-
-
-class Agent(Protocol):
-    def init(self, key: Array) -> Any: ...
-    def init_carry(self, num_envs: int) -> Any: ...
-    def policy(self, state: Any, carry: Any, obs: dict, key: Array, mode: str): ...
-    def train(self, state: Any, batch: dict) -> tuple[Any, dict, dict]: ...
-    def update(self, state: Any, batch: dict) -> tuple[Any, dict, dict]: ...
-    def openloop(self, state: Any, batch: dict, key: Array) -> dict: ...
-
-
-@flax.struct.dataclass
-class WorldModelState:
-    params: Any  # world-model parameters
-    opt_state: Any  # optimizer state
-    key: Array  # RNG key, split once per update
-    updates: Array  # number of updates done, int32 scalar
-    train_carry: Any = None  # last posterior of the previous batch (model.carry_state)
-
-
-POLICY_MODES = ("explore", "eval", "random")
-
-
-def check_mode(mode: str) -> None:
-    if mode not in POLICY_MODES:
-        raise ValueError(f"policy mode {mode!r}; expected one of {POLICY_MODES}")
-
-
-def random_actions(key: Array, num: int, action_dim: int, discrete: bool = False) -> Array:
-    """Uniform actions ``[N, A]``: in [-1, 1]^A, or one-hot over A classes if ``discrete``."""
-    if discrete:
-        return jax.nn.one_hot(jax.random.randint(key, (num,), 0, action_dim), action_dim)
-    return jax.random.uniform(key, (num, action_dim), minval=-1.0, maxval=1.0)
 
 
 def start_state(cfg: WorldModelConfig, batch: dict, carry: Any) -> Any:
@@ -151,15 +97,16 @@ class RandomAgent:
         context = zero_carry(self.wm, 1)["state"] if self.wm_cfg.replay_context else None
         return dummy_batch(self.obs_shapes, self.action_dim, batch, length, context)
 
-    def init(self, key: Array) -> WorldModelState:
+    def init(self, key: Array) -> AgentState:
         k1, k2, k3 = jax.random.split(key, 3)
-        params = self.wm.init(k1, self.dummy_batch(), k2, method=WorldModel.loss)
-        return WorldModelState(
-            params,
-            self.opt.init(params),
-            k3,
-            jnp.zeros((), jnp.int32),
-            initial_train_carry(self.wm, params, self.batch_size),
+        wm = self.wm.init(k1, self.dummy_batch(), k2, method=WorldModel.loss)
+        return AgentState(
+            params={"wm": wm},
+            opt_state={"wm": self.opt.init(wm)},
+            aux={},
+            key=k3,
+            updates=jnp.zeros((), jnp.int32),
+            train_carry=initial_train_carry(self.wm, wm, self.batch_size),
         )
 
     def init_carry(self, num_envs: int) -> Any:
@@ -169,21 +116,26 @@ class RandomAgent:
         check_mode(mode)
         k_obs, k_act = jax.random.split(key)
         post = self.wm.apply(
-            state.params, carry["state"], carry["action"], obs, k_obs, method=WorldModel.obs_step
+            state.params["wm"],
+            carry["state"],
+            carry["action"],
+            obs,
+            k_obs,
+            method=WorldModel.obs_step,
         )
         action = random_actions(k_act, obs["is_first"].shape[0], self.action_dim, self.discrete)
         return action, {"state": post, "action": action}
 
-    def _train(self, state: WorldModelState, batch: dict):
+    def _train(self, state: AgentState, batch: dict):
         key, sub = jax.random.split(state.key)
         start = start_state(self.wm_cfg, batch, state.train_carry)
         params, opt_state, metrics, post = wm_update(
-            self.wm, self.opt, state.params, state.opt_state, batch, sub, start
+            self.wm, self.opt, state.params["wm"], state.opt_state["wm"], batch, sub, start
         )
         carry = last_state(post) if self.wm_cfg.carry_state else None
         new = state.replace(
-            params=params,
-            opt_state=opt_state,
+            params={"wm": params},
+            opt_state={"wm": opt_state},
             key=key,
             updates=state.updates + 1,
             train_carry=carry,
@@ -191,7 +143,7 @@ class RandomAgent:
         return new, metrics, context_out(self.wm_cfg, post)
 
     def _openloop(self, state, batch, key):
-        return self.wm.apply(state.params, batch, key, method=WorldModel.openloop)
+        return self.wm.apply(state.params["wm"], batch, key, method=WorldModel.openloop)
 
 
 def wm_update(

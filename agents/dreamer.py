@@ -29,21 +29,14 @@ import dataclasses
 from typing import Any
 
 import distrax
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 import rssm
 from agents import ac_math, optim
-from agents.baselines import (
-    check_mode,
-    context_out,
-    initial_train_carry,
-    last_state,
-    random_actions,
-    start_state,
-)
+from agents.baselines import context_out, initial_train_carry, last_state, start_state
+from agents.contract import AgentState, check_mode, random_actions
 from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch, zero_carry
 from rssm.reference import reference_active
 
@@ -118,17 +111,6 @@ class DreamerConfig:
             )
 
 
-@flax.struct.dataclass
-class DreamerState:
-    params: Any  # {'wm', 'actor', 'critic'}
-    opt_state: Any  # {'wm', 'actor', 'critic'}
-    slow_critic: Any  # EMA copy of the critic's parameters
-    retnorm: ac_math.ReturnNorm  # EMA of the return percentiles
-    key: Array  # RNG key, split once per update
-    updates: Array  # number of updates done, int32 scalar
-    train_carry: Any = None  # last posterior of the previous batch (model.carry_state)
-
-
 class Dreamer:
     """The Dreamer agent: ``init``, ``init_carry``, ``policy``, ``train``, ``openloop``."""
 
@@ -196,7 +178,7 @@ class Dreamer:
         context = zero_carry(self.wm, 1)["state"] if self.wm_cfg.replay_context else None
         return dummy_batch(self.obs_shapes, self.action_dim, batch, length, context)
 
-    def init(self, key: Array) -> DreamerState:
+    def init(self, key: Array) -> AgentState:
         k_wm, k_wm2, k_actor, k_critic, k_state = jax.random.split(key, 5)
         feat = jnp.zeros((1, self.feat_size))
         params = {
@@ -206,14 +188,14 @@ class Dreamer:
         }
         opt_state = {k: self.opt[k].init(v) for k, v in params.items()}
         slow = jax.tree.map(jnp.copy, params["critic"])  # own buffers: the state is donated
-        return DreamerState(
-            params,
-            opt_state,
-            slow,
-            ac_math.returnnorm_init(),
-            k_state,
-            jnp.zeros((), jnp.int32),
-            initial_train_carry(self.wm, params["wm"], self.batch_size),
+        return AgentState(
+            params=params,
+            opt_state=opt_state,
+            # The critic's EMA copy (the slow critic) and the EMA of the return percentiles.
+            aux={"slow_critic": slow, "retnorm": ac_math.returnnorm_init()},
+            key=k_state,
+            updates=jnp.zeros((), jnp.int32),
+            train_carry=initial_train_carry(self.wm, params["wm"], self.batch_size),
         )
 
     def init_carry(self, num_envs: int) -> dict[str, Any]:
@@ -230,7 +212,7 @@ class Dreamer:
 
     # --- acting -------------------------------------------------------------------------------
 
-    def _policy(self, state: DreamerState, carry, obs, key, mode: str):
+    def _policy(self, state: AgentState, carry, obs, key, mode: str):
         """Posterior step on o_t from the carried (h, s, a_{t-1}), then a_t ~ pi(. | h_t, s_t)
         ('explore'; 'eval' too with ``eval_sample``, else its mode), or uniform in [-1, 1]
         ('random', prefill). Actions are clipped to the box the environment accepts."""
@@ -269,7 +251,7 @@ class Dreamer:
             wm_params, policy, start, self.cfg.horizon, key, method=WorldModel.imagine
         )
 
-    def _imagination_losses(self, wm_p, params, state: DreamerState, post, batch, key):
+    def _imagination_losses(self, wm_p, params, state: AgentState, post, batch, key):
         """Actor and critic losses over trajectories imagined from every posterior state.
 
         ``wm_p`` carries no gradient. Returns (actor loss, critic loss, (metrics, retnorm,
@@ -303,7 +285,7 @@ class Dreamer:
             rewards = rew_dist.mean()[:, 1:]
             rets = ac_math.lambda_returns(rewards, cont[:, 1:], values, gamma, cfg.lam)
             weights = ac_math.discount_weights(cont, gamma)
-            retnorm = ac_math.returnnorm_update(state.retnorm, sg(rets), cfg.retnorm_decay)
+            retnorm = ac_math.returnnorm_update(state.aux["retnorm"], sg(rets), cfg.retnorm_decay)
             scale = ac_math.returnnorm_scale(retnorm, cfg.retnorm_limit)
         with jax.named_scope("actor"):
             pi = self.actor.apply(params["actor"], sg(feat[:, :-1]))
@@ -318,7 +300,7 @@ class Dreamer:
         )
         with jax.named_scope("critic"):
             feat_c = sg(feat[:, :-1])
-            slow_mean = self.critic.apply(state.slow_critic, feat_c).mean()
+            slow_mean = self.critic.apply(state.aux["slow_critic"], feat_c).mean()
             if critic_dist is None:
                 critic_dist = self.critic.apply(params["critic"], feat_c)
             else:
@@ -351,7 +333,7 @@ class Dreamer:
         )
         return actor_loss, {f"actor/{k}": v for k, v in metrics.items()}
 
-    def _repval_loss(self, critic_p, state: DreamerState, post, batch, boot):
+    def _repval_loss(self, critic_p, state: AgentState, post, batch, boot):
         """The replay-value loss over the batch's posterior states ``[B, T]``: two-hot
         regression on ``ac_math.replay_returns`` (bootstrapped with the imagined returns
         ``boot [B, T]``), weighted by 1 - is_last, plus the slow-critic regularizer."""
@@ -368,13 +350,13 @@ class Dreamer:
         )
         feat = feat[:, :-1]
         weights = 1.0 - last[:, :-1].astype(jnp.float32)
-        slow_mean = self.critic.apply(state.slow_critic, sg(feat)).mean()
+        slow_mean = self.critic.apply(state.aux["slow_critic"], sg(feat)).mean()
         loss, metrics = ac_math.critic_loss(
             self.critic.apply(critic_p, feat), sg(rets), slow_mean, weights, cfg.slowreg
         )
         return loss, {f"repval/{k}": v for k, v in metrics.items()}
 
-    def _train(self, state: DreamerState, batch: dict):
+    def _train(self, state: AgentState, batch: dict):
         key = jax.random.split(state.key, 3)[0]
         grads, metrics, (retnorm, post, new_params, opt_state) = self._gradients(state, batch)
         if new_params is None:  # 'joint': every module steps on the gradients just taken
@@ -384,17 +366,19 @@ class Dreamer:
         new_state = state.replace(
             params=new_params,
             opt_state=opt_state,
-            slow_critic=ac_math.ema_update(
-                state.slow_critic, new_params["critic"], self.cfg.slow_rate
-            ),
-            retnorm=retnorm,
+            aux={
+                "slow_critic": ac_math.ema_update(
+                    state.aux["slow_critic"], new_params["critic"], self.cfg.slow_rate
+                ),
+                "retnorm": retnorm,
+            },
             key=key,
             updates=state.updates + 1,
             train_carry=last_state(post) if self.wm_cfg.carry_state else None,
         )
         return new_state, metrics, context_out(self.wm_cfg, post)
 
-    def _gradients(self, state: DreamerState, batch: dict):
+    def _gradients(self, state: AgentState, batch: dict):
         """Gradients of every module's loss, and the losses as metrics.
 
         Returns (grads {'wm', 'actor', 'critic'}, metrics, (retnorm, posterior states, new
@@ -468,5 +452,5 @@ class Dreamer:
                 new_params[name] = optax.apply_updates(params[name], updates)
         return new_params, new_opt
 
-    def _openloop(self, state: DreamerState, batch, key):
+    def _openloop(self, state: AgentState, batch, key):
         return self.wm.apply(state.params["wm"], batch, key, method=WorldModel.openloop)

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 
 import rssm
 from agents import optim
-from agents.baselines import RandomAgent, check_mode, random_actions
+from agents.baselines import RandomAgent
+from agents.contract import check_mode, random_actions
 from agents.world_model import ObsShapes, WorldModel, WorldModelConfig
 
 Array = jax.Array
@@ -248,12 +249,17 @@ class PlanetAgent(RandomAgent):
         check_mode(mode)
         k_obs, k_plan, k_noise = jax.random.split(key, 3)
         post = self.wm.apply(
-            state.params, carry["state"], carry["action"], obs, k_obs, method=WorldModel.obs_step
+            state.params["wm"],
+            carry["state"],
+            carry["action"],
+            obs,
+            k_obs,
+            method=WorldModel.obs_step,
         )
         if mode == "random":
             action = random_actions(k_plan, post["deter"].shape[0], self.action_dim)
         else:
-            action = plan(self.wm, state.params, post, k_plan, self.cfg)
+            action = plan(self.wm, state.params["wm"], post, k_plan, self.cfg)
         if mode == "explore" and self.cfg.explore_noise > 0:
             noise = self.cfg.explore_noise * jax.random.normal(k_noise, action.shape)
             action = jnp.clip(action + noise, -1.0, 1.0)

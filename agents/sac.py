@@ -27,12 +27,11 @@ from typing import Any
 
 import distrax
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-from agents.baselines import check_mode, random_actions
+from agents.contract import AgentState, check_mode, random_actions
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -131,16 +130,6 @@ class TwinCritic(nn.Module):
         return make(self.units, self.layers, 1)(x)[..., 0]
 
 
-@flax.struct.dataclass
-class SacState:
-    params: Any  # {'actor', 'critic'}
-    target_critic: Any  # Polyak average of the critics' parameters
-    log_alpha: Array  # log temperature, scalar
-    opt_state: Any  # {'actor', 'critic', 'alpha'}
-    key: Array
-    updates: Array
-
-
 class SAC:
     """The SAC agent with the runner's interface: init, init_carry, policy, train."""
 
@@ -158,6 +147,7 @@ class SAC:
                 "--obs proprio"
             )
         self.cfg, self.action_dim = cfg, action_dim
+        self.discrete = False
         self.obs_dim = int(dict(obs_shapes)["vector"][0])
         self.target_entropy = cfg.target_entropy or -float(action_dim)
         self.actor = Actor(action_dim, cfg.units, cfg.layers, cfg.log_std_min, cfg.log_std_max)
@@ -180,23 +170,29 @@ class SAC:
         action, log_pi = pi.sample_and_log_prob(seed=key)
         return action, log_pi, log_pi - self.prior_log_prob(action)
 
-    def init(self, key: Array) -> SacState:
+    def init(self, key: Array) -> AgentState:
+        """params {'actor', 'critic', 'alpha': log temperature []}; aux {'target_critic'}."""
         k1, k2, k3 = jax.random.split(key, 3)
         obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
-        params = {"actor": self.actor.init(k1, obs), "critic": self.critic.init(k2, obs, act)}
-        log_alpha = jnp.asarray(math.log(self.cfg.init_alpha), jnp.float32)
-        opt_state = {
-            "actor": self.opt.init(params["actor"]),
-            "critic": self.opt.init(params["critic"]),
-            "alpha": self.opt.init(log_alpha),
+        params = {
+            "actor": self.actor.init(k1, obs),
+            "critic": self.critic.init(k2, obs, act),
+            "alpha": jnp.asarray(math.log(self.cfg.init_alpha), jnp.float32),
         }
         target = jax.tree.map(jnp.copy, params["critic"])
-        return SacState(params, target, log_alpha, opt_state, k3, jnp.zeros((), jnp.int32))
+        return AgentState(
+            params=params,
+            opt_state={k: self.opt.init(v) for k, v in params.items()},
+            aux={"target_critic": target},
+            key=k3,
+            updates=jnp.zeros((), jnp.int32),
+        )
 
-    def init_carry(self, num_envs: int) -> dict[str, Array]:
-        return {"action": jnp.zeros((num_envs, self.action_dim))}
+    def init_carry(self, num_envs: int) -> dict[str, Any]:
+        """No recurrent state: ``{'state': {}, 'action': zeros [N, A]}``."""
+        return {"state": {}, "action": jnp.zeros((num_envs, self.action_dim))}
 
-    def _policy(self, state: SacState, carry, obs, key, mode: str):
+    def _policy(self, state: AgentState, carry, obs, key, mode: str):
         """'explore': a ~ pi(.|s); 'eval': tanh of the Gaussian's mean; 'random': uniform."""
         check_mode(mode)
         x = obs["vector"].astype(jnp.float32)
@@ -207,9 +203,9 @@ class SAC:
             greedy = jnp.tanh(pi.distribution.mean())
             action = pi.sample(seed=key) if mode == "explore" else greedy
         action = jnp.clip(action, -1.0, 1.0)
-        return action, {"action": action}
+        return action, {"state": {}, "action": action}
 
-    def _train(self, state: SacState, batch: dict):
+    def _train(self, state: AgentState, batch: dict):
         cfg = self.cfg
         key, k_next, k_pi = jax.random.split(state.key, 3)
         obs = batch["vector"][:, 0].astype(jnp.float32)
@@ -220,11 +216,11 @@ class SAC:
         mask = 1.0 - batch["is_first"][:, 1].astype(jnp.float32)  # pairs inside one episode
         count = jnp.maximum(mask.sum(), 1.0)
         mean = lambda x: (mask * x).sum() / count
-        alpha = jnp.exp(state.log_alpha)
+        alpha = jnp.exp(state.params["alpha"])
 
         pi_next = self.actor.apply(state.params["actor"], nxt)
         a_next, _, kl_next = self.kl_term(pi_next, k_next)
-        q_next = self.critic.apply(state.target_critic, nxt, a_next).min(0)
+        q_next = self.critic.apply(state.aux["target_critic"], nxt, a_next).min(0)
         target = sg(reward + cfg.gamma * cont * (q_next - alpha * kl_next))
 
         def critic_loss(p):
@@ -246,15 +242,15 @@ class SAC:
             # Gradient H - target: alpha falls while the entropy exceeds its target.
             return log_alpha * sg(entropy - self.target_entropy)
 
-        al_loss, al_grad = jax.value_and_grad(alpha_loss)(state.log_alpha)
+        al_loss, al_grad = jax.value_and_grad(alpha_loss)(state.params["alpha"])
         new_params, opt_state = {}, {}
-        for name, grad in (("actor", a_grad), ("critic", c_grad)):
+        for name, grad in (("actor", a_grad), ("critic", c_grad), ("alpha", al_grad)):
             upd, opt_state[name] = self.opt.update(grad, state.opt_state[name])
             new_params[name] = optax.apply_updates(state.params[name], upd)
-        upd, opt_state["alpha"] = self.opt.update(al_grad, state.opt_state["alpha"])
-        log_alpha = optax.apply_updates(state.log_alpha, upd)
         target_critic = jax.tree.map(
-            lambda t, p: (1 - cfg.tau) * t + cfg.tau * p, state.target_critic, new_params["critic"]
+            lambda t, p: (1 - cfg.tau) * t + cfg.tau * p,
+            state.aux["target_critic"],
+            new_params["critic"],
         )
         metrics = {
             "sac/critic_loss": c_loss,
@@ -269,9 +265,8 @@ class SAC:
         }
         new_state = state.replace(
             params=new_params,
-            target_critic=target_critic,
-            log_alpha=log_alpha,
             opt_state=opt_state,
+            aux={"target_critic": target_critic},
             key=key,
             updates=state.updates + 1,
         )

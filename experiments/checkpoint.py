@@ -40,6 +40,25 @@ _STATE = "state"
 _META = "meta"
 
 
+class ConfigMismatch(ValueError):
+    """The logdir holds a checkpoint written under a different config or code."""
+
+
+def check_layout(meta: dict, logdir: str | os.PathLike) -> None:
+    """Refuses a run's checkpoint whose agent state has another layout than this code's
+    (``meta['state_layout']``, agents/contract.py)."""
+    from agents.contract import STATE_LAYOUT
+
+    layout = meta.get("state_layout", 1)
+    if layout != STATE_LAYOUT:
+        raise ConfigMismatch(
+            f"{logdir}: the checkpoint holds an agent state of layout {layout} (written by an "
+            f"earlier rssm-jax, before every agent shared AgentState); this code reads layout "
+            f"{STATE_LAYOUT}. Resume or evaluate it with the rssm-jax that wrote it (git "
+            "commit 0bdb01e or earlier), or start a new logdir."
+        )
+
+
 class _Missing:
     """Marks a config field that exists on one side of a comparison only."""
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import envs as envs_lib
-from experiments.checkpoint import Checkpointer
+from experiments.checkpoint import Checkpointer, check_layout
 from experiments.config import Config, from_dict, make_agent
 from experiments.logging import write_gif
 from experiments.seeds import SeedBatch, take
@@ -65,6 +65,7 @@ class LoadedPolicy:
                     "train first or pass the run's logdir"
                 )
             meta = ckpt.restore_meta(step)
+            check_layout(meta, self.logdir)
             self.cfg: Config = from_dict(meta["config"])
             with self.make_env(seed=0) as probe:
                 self.obs_spec, self.act_dim = probe.obs_spec, probe.act_dim

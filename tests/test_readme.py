@@ -10,11 +10,15 @@ CI = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
 
 def test_readme_example_runs(capsys):
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
-    assert len(blocks) == 1
+    assert len(blocks) == 2
     exec(compile(blocks[0], "README.md", "exec"), {})
     out = capsys.readouterr().out
     loss, elbo, kl = map(float, re.findall(r"-?\d+\.\d+", out))
     assert elbo < 0 and kl >= 0 and loss > 0
+    # The agent example: Dreamer's components and its slow critic and return normalizer.
+    exec(compile(blocks[1], "README.md", "exec"), {})
+    out = capsys.readouterr().out.strip()
+    assert out == "['actor', 'critic', 'wm'] ['retnorm', 'slow_critic'] (4, 1)"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.baselines import random_actions
+from agents.contract import random_actions
 from agents.planet import PlanetAgent, PlanetConfig, cem_plan, plan, rssm_returns
 from agents.world_model import WorldModel, WorldModelConfig
 
@@ -171,7 +171,7 @@ def test_train_step_is_finite_and_counts(trained):
 
 def test_rssm_returns_sums_rewards_of_the_prior_rollout(trained_categorical):
     agent, state, _ = trained_categorical
-    wm, params = agent.wm, state.params
+    wm, params = agent.wm, state.params["wm"]
     # The reward head's output layer starts at zero; randomize it so returns are O(1).
     out = params["params"]["reward"]["Dense_0"]
     kernel = 0.1 * jax.random.normal(jax.random.key(10), out["kernel"].shape)
@@ -207,7 +207,7 @@ def test_rssm_returns_sums_rewards_of_the_prior_rollout(trained_categorical):
 
 def test_plan_runs_one_cem_per_environment(trained_categorical):
     agent, state, _ = trained_categorical
-    wm, params = agent.wm, state.params
+    wm, params = agent.wm, state.params["wm"]
     base = wm.apply(params, 2, method=WorldModel.initial_state)
     # Two different start states: perturb the second environment's deterministic state.
     states = dict(base, deter=base["deter"].at[1].set(jnp.tanh(base["deter"][1] + 0.5)))
@@ -259,7 +259,7 @@ def test_policy_acts_in_bounds_and_carries_the_posterior(trained):
     # The carry holds the posterior after o_t and the action actually taken, in every mode.
     k_obs, _, k_noise = jax.random.split(key, 3)
     post = jax.jit(functools.partial(agent.wm.apply, method=WorldModel.obs_step))(
-        state.params, carry["state"], carry["action"], obs, k_obs
+        state.params["wm"], carry["state"], carry["action"], obs, k_obs
     )
     for c, a in ((new, act), (new_noisy, noisy)):
         assert c["state"]["deter"].shape == (n, wm_cfg.deter)
@@ -289,7 +289,7 @@ def test_random_mode_acts_uniformly_and_still_filters(trained_categorical):
     np.testing.assert_array_equal(rand, random_actions(k_plan, n, ACTION_DIM))
     np.testing.assert_array_equal(new["action"], rand)
     post = jax.jit(functools.partial(agent.wm.apply, method=WorldModel.obs_step))(
-        state.params, carry["state"], carry["action"], obs, k_obs
+        state.params["wm"], carry["state"], carry["action"], obs, k_obs
     )
     np.testing.assert_allclose(new["state"]["deter"], post["deter"], rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="mode"):

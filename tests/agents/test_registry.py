@@ -1,16 +1,21 @@
 """Agents by name (agents/registry.py); the evaluator builds them without the runner."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from agents import registry
 from agents.baselines import RandomAgent
+from agents.contract import CARRY_KEYS, STATE_FIELDS, AgentState
 from agents.dreamer import Dreamer, DreamerConfig
 from agents.planet import PlanetAgent
 from agents.sac import SAC
+from agents.world_model import WorldModelConfig, dummy_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +32,36 @@ def test_every_agent_by_name():
     assert agent.cfg.horizon == 7 and agent.batch_size == 4
     with pytest.raises(ValueError, match=r"agent='ppo' is not available.*'sac'"):
         registry.make("ppo", shapes, 2)
+
+
+def _same_structure(a, b) -> bool:
+    shape = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
+    return jax.tree.structure(a) == jax.tree.structure(b) and shape(a) == shape(b)
+
+
+@pytest.mark.parametrize("name", sorted(registry.AGENTS))
+def test_every_agent_keeps_one_contract(name):
+    """The same state fields and carry layout for every agent, and a policy step and an update
+    that keep them (shapes only: traced, never compiled)."""
+    shapes, n, a = (("vector", (3,)),), 2, 2
+    tiny = WorldModelConfig(deter=16, hidden=16, blocks=1, units=16, layers=1, groups=2, classes=2)
+    tiny = dataclasses.replace(tiny, replay_context=0)
+    agent = registry.make(name, shapes, a, model=tiny, batch_size=2)
+    state = jax.eval_shape(agent.init, jax.random.key(0))
+    assert type(state) is AgentState
+    assert tuple(f.name for f in dataclasses.fields(state)) == STATE_FIELDS
+    assert set(state.opt_state) == set(state.params)
+    want = {"dreamer": {"wm", "actor", "critic"}, "sac": {"actor", "critic", "alpha"}}
+    assert set(state.params) == want.get(name, {"wm"})
+    carry = agent.init_carry(n)
+    assert tuple(carry) == CARRY_KEYS and carry["action"].shape == (n, a)
+    obs = {"vector": jnp.zeros((n, 3)), "is_first": jnp.ones(n, bool)}
+    for mode in ("explore", "eval", "random"):
+        action, new = jax.eval_shape(agent.policy, state, carry, obs, jax.random.key(1), mode)
+        assert action.shape == (n, a) and _same_structure(new, carry)
+    batch = dummy_batch(shapes, a, 2, 4)
+    new_state, metrics, _ = jax.eval_shape(agent.update, state, batch)
+    assert _same_structure(new_state, state) and metrics
 
 
 def test_the_evaluator_does_not_import_the_runner():

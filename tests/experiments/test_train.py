@@ -212,6 +212,19 @@ def test_train_in_process_wandb_offline_and_resume_same_run(tmp_path):
     with pytest.raises(ConfigMismatch, match=r"model\.deter: saved 32, current 48"):
         train(config_lib.replace(cfg2, {"model.deter": 48}), tmp_path)
     assert _ckpt_steps(tmp_path) == before
+    # A checkpoint from before every agent shared AgentState (no 'state_layout' in its meta)
+    # is refused by the runner and the evaluator, with the version that reads it named.
+    meta_file = tmp_path / "checkpoints" / str(before[-1]) / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert meta.pop("state_layout") == 2
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ConfigMismatch, match=r"layout 1 .*commit 0bdb01e or earlier"):
+        train(cfg2, tmp_path)
+    from experiments.evaluate import LoadedPolicy
+
+    with pytest.raises(ConfigMismatch, match=r"layout 1"):
+        LoadedPolicy(tmp_path)
+    assert _ckpt_steps(tmp_path) == before
 
 
 def test_non_finite_loss_stops_training_and_keeps_checkpoint(tmp_path):

@@ -1,0 +1,272 @@
+"""Everything a training run holds, built (or restored from its logdir) before the first step.
+
+``RunSetup(cfg, logdir, counters)`` checks a checkpoint already in ``logdir`` against ``cfg``,
+then builds in order: the device topology, the RNG keys, the environments, the agent, replay,
+the compiled update, the training state (fresh, or restored with the counters and replay) and
+the logger. Every resource it opens is closed by ``close()``, also when building fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from agents.world_model import WorldModel
+from experiments import envs as envs_lib
+from experiments import seeds as seeds_lib
+from experiments import vecenv
+from experiments.checkpoint import Checkpointer, ConfigMismatch, check_config, check_layout
+from experiments.config import RESUMABLE_FIELDS, Config, from_dict, make_agent, to_dict
+from experiments.evaluate import env_kwargs
+from experiments.logging import Logger
+from experiments.replay import Replay
+from experiments.scale import Topology
+from experiments.signals import stop_on_signals
+
+
+class NullLogger:
+    """The logger of every process but the first: one run writes one set of logs."""
+
+    run_id = None
+
+    def scalars(self, step: int, metrics: Any, seed: int | None = None) -> None:
+        pass
+
+    def video(self, step: int, name: str, frames: Any, fps: int = 10) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def drop_rows_after(path: Path, step: int) -> int:
+    """Removes the lines of a ``metrics.jsonl`` logged after ``step`` (by a run killed after
+    its last checkpoint, whose resumption logs those steps again); returns how many."""
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    keep = [line for line in lines if not line.strip() or json.loads(line)["step"] <= step]
+    if len(keep) < len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(path)  # atomic: a kill leaves the old file or the new one
+    return len(lines) - len(keep)
+
+
+class RunSetup:
+    """The parts of a run (see the module doc); ``Runner`` steps them."""
+
+    def __init__(self, cfg: Config, logdir: str | Path, counter_names: tuple[str, ...]):
+        self.cfg, self.logdir = cfg, Path(logdir)
+        self.stack = contextlib.ExitStack()
+        # Installed first: a signal while building stops the run before its first step.
+        self.stop = self.stack.enter_context(stop_on_signals())
+        try:
+            self._build(counter_names)
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def _build(self, counter_names: tuple[str, ...]) -> None:
+        cfg, run = self.cfg, self.cfg.run
+        # Every device of every process; the batch is global and splits over them (scale.py).
+        self.topo = Topology.create(fsdp=run.fsdp, lead=1 if run.seeds > 1 else 0)
+        self.local_batch = self.topo.local_batch_size(run.batch_size)
+        self.proc, self.procs = self.topo.process_index, self.topo.process_count
+        self.lead = self.proc == 0  # the one process that logs, evaluates and records videos
+        self.n_seeds = run.seeds
+        self.n = cfg.env.envs  # environments per seed in this process
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.cfg_dict = to_dict(cfg)
+        self.ckpt = Checkpointer(
+            self.logdir / "checkpoints", keep=run.keep_checkpoints, async_save=True
+        )
+        self.stack.callback(self.ckpt.close)
+        self.resume_step = self.ckpt.latest_step()
+        self.meta = None if self.resume_step is None else self._check_resume()
+        if self.lead:
+            (self.logdir / "config.json").write_text(json.dumps(self.cfg_dict, indent=2))
+            print(json.dumps(self.cfg_dict, indent=2), file=sys.stderr)
+        self._make_keys()
+        self._make_envs()
+        self._make_agent()
+        self._make_replay()
+        self.counters: dict[str, Any] = dict.fromkeys(counter_names, 0)
+        self.counters.update(
+            next_log=run.log_every,
+            next_eval=run.eval_every,
+            next_save=run.save_every,
+            next_video=run.video_every,
+        )
+        self._init_state()
+        self._make_logger()
+
+    def _check_resume(self) -> dict[str, Any]:
+        """The checkpoint's meta, if it was written under this config and process count."""
+        meta = self.ckpt.restore_meta(self.resume_step)
+        try:
+            # Fields added to the code after the checkpoint was written take their defaults.
+            saved = to_dict(from_dict(meta["config"]))
+            check_config(saved, self.cfg_dict, ignore=RESUMABLE_FIELDS)
+        except ValueError as err:
+            raise ConfigMismatch(f"{self.logdir}: {err}") from None
+        check_layout(meta, self.logdir)
+        saved_procs = meta.get("processes", 1)
+        if saved_procs != self.procs:
+            raise ConfigMismatch(
+                f"{self.logdir}: the checkpoint was written by {saved_procs} process(es), each "
+                f"with its own replay; resume it with {saved_procs} process(es) (the number of "
+                "devices per process may change)"
+            )
+        return meta
+
+    def _make_keys(self) -> None:
+        """With run.seeds K, every key has a leading seed axis [K]: agent k's are those of the
+        run with seed run.seed + k (seeds.py)."""
+        run = self.cfg.run
+        if self.n_seeds == 1:
+            key = jax.random.key(run.seed)
+            keys = jax.random.split(key, 4)
+        else:
+            key = jnp.stack([jax.random.key(run.seed + k) for k in range(self.n_seeds)])
+            keys = jax.vmap(jax.random.split, (0, None))(key, 4).T
+        self.init_key, self.policy_key, self.eval_key, self.video_key = keys
+        if self.proc:  # each process explores with its own noise
+            self.policy_key = seeds_lib.fold_in(self.policy_key, self.proc)
+        self.gap_key = seeds_lib.fold_in(key, 1 << 30)  # the held-out gap's own stream
+
+    def _make_envs(self) -> None:
+        """``n x seeds`` environments (seed-major). Environment i of process p is seeded
+        env_seed(seed, p * n + i): one numbering over the run; agent k of many seeds has the
+        environments of the run with seed run.seed + k."""
+        cfg, run, n = self.cfg, self.cfg.run, self.n
+        env_seeds = [
+            envs_lib.env_seed(run.seed + k, self.proc * n + i)
+            for k in range(self.n_seeds)
+            for i in range(n)
+        ]
+        self.vec = vecenv.make_envs(
+            cfg.env.task,
+            cfg.env.obs,
+            n * self.n_seeds,
+            run.seed,
+            cfg.env.parallel,
+            seeds=env_seeds,
+            **env_kwargs(cfg),
+        )
+        self.stack.enter_context(self.vec)
+        self.repeat = self.vec.action_repeat
+        self.obs_keys = tuple(self.vec.obs_spec)
+
+    def make_eval_env(self, k: int) -> Any:
+        """Seed k's evaluation environment (its own seed, apart from the training ones)."""
+        cfg = self.cfg
+        return envs_lib.make_env(
+            cfg.env.task, cfg.env.obs, seed=cfg.run.seed + k + 1_000_000, **env_kwargs(cfg)
+        )
+
+    def _make_agent(self) -> None:
+        """One seed's agent (``single``), the agent over all seeds, its compiled update and
+        the held-out bounds (run.gap_particles) as one compiled program."""
+        run, vec = self.cfg.run, self.vec
+        obs_shapes = tuple((k, tuple(vec.obs_spec[k][0])) for k in self.obs_keys)
+        self.single = make_agent(self.cfg, obs_shapes, vec.act_dim, vec.discrete)
+        self.agent = (
+            self.single if self.n_seeds == 1 else seeds_lib.SeedBatch(self.single, self.n_seeds)
+        )
+        wm, particles = getattr(self.single, "wm", None), run.gap_particles
+        self.heldout_fn = jax.jit(
+            lambda p, b, k: wm.apply(p, b, k, particles, method=WorldModel.heldout_bounds)
+        )
+        self.abstract = self.topo.abstract_state(self.agent.init, self.init_key)
+        self.train_fn = self.topo.jit_train(self.agent.update, self.abstract)
+
+    def _make_replay(self) -> None:
+        """One replay per seed in ``replay/`` (``replay-process<p>/`` for process p > 0)."""
+        cfg, run = self.cfg, self.cfg.run
+        name = "replay" if self.proc == 0 else f"replay-process{self.proc}"
+        replay_dir = self.logdir / name
+        if self.meta is None and replay_dir.exists() and any(replay_dir.iterdir()):
+            # Chunks without any checkpoint come from a run killed before its first save:
+            # nothing refers to them, and a fresh start collects that data again.
+            print(
+                f"no checkpoint in {self.logdir}: discarding replay chunks of an unfinished "
+                "earlier run",
+                file=sys.stderr,
+            )
+            shutil.rmtree(replay_dir)
+        online = run.batch_length + cfg.model.replay_context if run.replay_online else 0
+        replays = [
+            Replay(
+                run.replay_capacity,
+                replay_dir if self.n_seeds == 1 else replay_dir / f"seed{k}",
+                run.replay_chunk,
+                run.seed + k + (self.proc << 20),
+                context_dtype=run.context_dtype,
+                online=online,
+            )
+            for k in range(self.n_seeds)
+        ]
+        self.replay = replays[0] if self.n_seeds == 1 else seeds_lib.ReplaySet(replays)
+
+    def _init_state(self) -> None:
+        """A fresh state, or the checkpoint's restored into this run's shardings (whatever
+        devices it came from) with its counters and replay."""
+        self.run_id = None
+        if self.meta is None:
+            self.state = self.topo.init_state(self.agent.init, self.init_key)
+            return
+        self.state, meta = self.ckpt.restore(self.abstract, self.resume_step)
+        self.counters.update(meta["counters"])
+        self.replay.load(meta["replay"][self.proc] if self.procs > 1 else meta["replay"])
+        self.run_id = meta["wandb_run_id"]
+        resumed_at = self.counters["agent_steps"] * self.repeat
+        print(f"resumed from checkpoint at env step {resumed_at}: {self.counters}", file=sys.stderr)
+        if self.lead:  # logs written after that checkpoint by the run that was interrupted
+            for path in [self.logdir / "metrics.jsonl", *self.logdir.glob("seed*/metrics.jsonl")]:
+                drop_rows_after(path, resumed_at)
+
+    def _make_logger(self) -> None:
+        """jsonl (+ wandb, TensorBoard) on process 0: one per seed with many seeds, grouped."""
+        lg, logdir = self.cfg.logging, self.logdir
+        make_logger = functools.partial(
+            Logger,
+            wandb_mode=lg.wandb,
+            project=lg.project,
+            entity=lg.entity or None,
+            tags=lg.tags,
+            tensorboard=lg.tensorboard,
+        )
+        if not self.lead:
+            self.logger = NullLogger()
+        elif self.n_seeds == 1:
+            self.logger = make_logger(
+                logdir,
+                self.cfg_dict,
+                group=lg.group or None,
+                name=lg.name or logdir.name,
+                run_id=self.run_id,
+            )
+        else:
+            self.logger = seeds_lib.LoggerSet(
+                logdir,
+                self.cfg_dict,
+                self.n_seeds,
+                self.cfg.run.seed,
+                self.run_id,
+                make_logger,
+                lg.name or logdir.name,
+                lg.group or logdir.name,
+            )
+        self.stack.callback(self.logger.close)

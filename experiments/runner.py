@@ -1,0 +1,413 @@
+"""The training loop: collect -> replay -> train by ratio -> periodic log, eval, save, video.
+
+``Runner(cfg, logdir)`` builds a run (or restores it from the logdir's last checkpoint: the
+training state, counters and replay come back exactly); ``run()`` steps it to ``run.steps``:
+
+    while not done:
+        action = collect()         the policy acts on o_t; replay stores o_t
+        train_owed()               the updates run.train_ratio owes by now
+        step_environments(action)  o_{t+1}, episode returns
+        periodic()                 log, evaluate, save when each is due
+
+Counting: an *agent step* is one policy decision of one environment; an *environment step* is
+one physics control step, so env_steps = agent_steps x action_repeat (the x axis of published
+dm-control curves). ``run.train_ratio`` is replayed steps per agent step (DreamerV3), i.e. one
+update of B x T replayed steps every B x T / train_ratio agent steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from agents.contract import STATE_LAYOUT
+from experiments import seeds as seeds_lib
+from experiments.logging import openloop_grid
+from experiments.metrics import MetricMeans, NonFiniteLoss, finite, params_digest
+from experiments.progress import Progress, process_start
+from experiments.run_eval import evaluate, heldout_gap, policy_obs
+from experiments.run_setup import RunSetup
+
+# Saved with every checkpoint. 'credit' is the fractional number of updates owed under
+# run.train_ratio (the ratio schedule's state); the 'next_*' fields are when each periodic
+# action is due next, so a resumed run keeps the same rhythm. 'agent_steps' counts the
+# environments of every process; 'episodes' (and 'seed_episodes' with many seeds) and
+# 'stored_steps' count those of process 0, the one that logs them.
+COUNTERS = (
+    "agent_steps",
+    "updates",
+    "episodes",
+    "stored_steps",
+    "credit",
+    "next_log",
+    "next_eval",
+    "next_save",
+    "next_video",
+)
+
+
+def record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarray]:
+    """What replay stores per env step: o_t, a_{t-1} (zeros at a reset), r_t and the flags."""
+    rec = {k: v for k, v in obs.items() if k not in ("reward",)}
+    first = obs["is_first"].astype(bool)
+    rec["action"] = np.where(first[:, None], 0.0, action).astype(np.float32)
+    rec["reward"] = obs["reward"].astype(np.float32)
+    return rec
+
+
+class ContextWriteBack:
+    """Holds an update's refreshed per-step states until they are written back into replay.
+
+    Writing back before the next sample (not right after the update) lets the update run while
+    the host steps the environments; the result is the same at every later sample and save.
+    """
+
+    def __init__(self, replay: Any, topo: Any):
+        self.replay, self.topo = replay, topo
+        self.pending: tuple[np.ndarray, np.ndarray, dict] | None = None
+
+    def hold(self, rows: np.ndarray, stamps: np.ndarray, values: dict) -> None:
+        self.flush()
+        self.pending = (rows, stamps, values) if values else None
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            rows, stamps, values = self.pending
+            self.replay.update_context(rows, stamps, self.topo.local_rows(dict(values)))
+            self.pending = None
+
+
+class Runner(RunSetup):
+    """One training run in ``logdir`` (built by ``RunSetup``), stepped by ``run()``."""
+
+    def __init__(self, cfg: Any, logdir: str | Path):
+        super().__init__(cfg, logdir, COUNTERS)
+        run = cfg.run
+        self.writeback = ContextWriteBack(self.replay, self.topo)
+        self.means = MetricMeans(self.topo, self.n_seeds)
+        self.per_update = (
+            run.batch_size * run.batch_length / run.train_ratio if run.train_ratio else 0
+        )
+        self.ctx_steps = cfg.model.replay_context
+        self.preflight()
+        self.obs = self.vec.reset()
+        self.carry = self.agent.init_carry(self.vec.num_envs)
+        self.prev_action = np.zeros((self.vec.num_envs, self.vec.act_dim), np.float32)
+        self.ep_return = np.zeros(self.vec.num_envs)
+        self.ep_length = np.zeros(self.vec.num_envs, np.int64)
+        if self.n_seeds > 1:
+            self.counters.setdefault("seed_episodes", [0] * self.n_seeds)
+        self.acting = self.topo.local_view(self.state)  # the policy's replica; None: stale
+        self.pending_loss = None  # the last update's total loss, checked before acting next
+        self.ready = False  # replay holds a batch's worth of data in every process
+        self.logged_at = -1
+        self.last_log: tuple[float, int, int] | None = None  # (time, env steps, updates)
+        self.first_update: float | None = None
+        self.eval_envs: dict[int, Any] = {}
+        self.progress = Progress(run.steps, self.env_steps, self.counters["updates"], not self.lead)
+
+    @property
+    def env_steps(self) -> int:
+        return self.counters["agent_steps"] * self.repeat
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Steps the run until ``run.steps`` env steps or a stop signal; the final checkpoint is
+        written on the way out (unless the loss went non-finite). Returns the summary."""
+        healthy = True
+        try:
+            while self.env_steps < self.cfg.run.steps and not self.stopping():
+                t = self.counters["agent_steps"]
+                action = self.collect(t)
+                if self.cfg.run.overlap:
+                    # The updates owed now sample only what is stored (up to o_t), so they can
+                    # be dispatched before the environments step: the device computes them
+                    # while the host steps, with the same results as in the order below.
+                    self.train_owed(t)
+                self.step_environments(action)
+                if not self.cfg.run.overlap:
+                    self.train_owed(t)
+                self.periodic()
+            self.check_loss()
+            if self.logged_at != self.env_steps:  # the run's last metrics
+                self.log_metrics()
+        except NonFiniteLoss as err:
+            healthy = False
+            raise err.explained(self.ckpt.latest_step(), self.topo) from None
+        except BaseException:
+            # The final save is a collective with several processes: one that failed alone
+            # would wait in it for the others forever. The last complete checkpoint stays.
+            if self.procs > 1:
+                healthy = False
+            raise
+        finally:
+            if healthy:
+                self.save(final=True)
+                self.ckpt.wait()
+            self.progress.show(self.env_steps, self.counters["updates"], force=True)
+            if self.progress.tty:
+                print(file=sys.stderr)
+        return self.summary()
+
+    def collect(self, t: int) -> np.ndarray:
+        """The policy acts on o_t (uniformly at random during prefill, through the agent so
+        that its recurrent state follows the executed actions); replay stores o_t with the
+        posterior after it as context. Returns the actions ``[N, A]``."""
+        self.check_loss()
+        if self.acting is None:
+            self.acting = self.topo.local_view(self.state)
+        mode = "random" if t * self.repeat < self.cfg.run.prefill else "explore"
+        key = seeds_lib.fold_in(self.policy_key, t)
+        obs = policy_obs(self.obs, self.obs_keys)
+        action, self.carry = self.agent.policy(self.acting, self.carry, obs, key, mode)
+        context = None
+        if self.cfg.model.replay_context:
+            context = {k: np.asarray(self.carry["state"][k]) for k in ("deter", "stoch")}
+        self.replay.add_batch(record(self.obs, self.prev_action), context=context)
+        self.counters["stored_steps"] += self.n  # per seed
+        return np.asarray(action, np.float32)
+
+    def step_environments(self, action: np.ndarray) -> None:
+        """o_{t+1} of every environment (auto-reset at episode ends); logs ended episodes."""
+        self.obs = self.vec.step(action)
+        self.prev_action = action
+        self.counters["agent_steps"] += self.n * self.procs  # every process steps n envs
+        self.ep_return += self.obs["reward"]
+        self.ep_length += 1
+        for i in np.flatnonzero(self.obs["is_first"]):
+            self.ep_return[i], self.ep_length[i] = 0.0, 0  # auto-reset: a new episode began
+        self.log_episodes(np.flatnonzero(self.obs["is_last"]))
+
+    def train_owed(self, t: int) -> None:
+        """The updates owed after agent step t: once prefill is over and replay holds a
+        batch's worth of data, one per ``per_update`` agent steps (``run.train_ratio``)."""
+        run = self.cfg.run
+        if not (t * self.repeat >= run.prefill and self.per_update and self.replay_ready()):
+            return
+        self.counters["credit"] += self.n * self.procs / self.per_update
+        while self.counters["credit"] >= 1.0:
+            batch = self.update()
+            self.counters["credit"] -= 1.0
+            if run.video_every and self.counters["updates"] >= self.counters["next_video"]:
+                self.counters["next_video"] += run.video_every
+                self.log_video(batch, (t + self.n * self.procs) * self.repeat)
+
+    def update(self) -> dict[str, np.ndarray]:
+        """One update on a fresh batch; returns this process's share of the batch."""
+        self.writeback.flush()
+        batch, rows, stamps = self.replay.sample_sequences(
+            self.local_batch, self.cfg.run.batch_length, self.ctx_steps
+        )
+        self.check_loss()
+        self.state, metrics, new_context = self.train_fn(self.state, self.topo.global_batch(batch))
+        self.means.add(metrics)  # summed on the device: no transfer per update
+        self.acting = None  # refreshed before the policy next reads it
+        self.writeback.hold(rows, stamps, new_context)
+        self.pending_loss = metrics
+        self.counters["updates"] += 1
+        if self.first_update is None:
+            jax.block_until_ready(metrics)
+            self.first_update = time.time()
+            print(
+                f"first update done {self.first_update - process_start():.1f} s after process "
+                "start",
+                file=sys.stderr,
+            )
+        return batch
+
+    def periodic(self) -> None:
+        """Whatever is due at this env step: the metrics' log, an evaluation, a checkpoint."""
+        run, c, env_steps = self.cfg.run, self.counters, self.env_steps
+        if env_steps >= c["next_log"]:
+            c["next_log"] += run.log_every
+            self.log_metrics()
+        if run.eval_every and env_steps >= c["next_eval"]:
+            c["next_eval"] += run.eval_every
+            if self.acting is None:  # every process: it may gather (FSDP)
+                self.acting = self.topo.local_view(self.state)
+            if self.lead:
+                self.evaluate()
+        if env_steps >= c["next_save"]:
+            c["next_save"] += run.save_every
+            self.save()
+        self.progress.show(env_steps, c["updates"])
+
+    # --- the parts -------------------------------------------------------------------------
+
+    def check_loss(self) -> None:
+        """Raises NonFiniteLoss if the last update's loss is not finite. Called before the
+        policy reads fresh parameters (it waits for the update anyway), so the check costs no
+        extra synchronization."""
+        if self.pending_loss is not None:
+            metrics, self.pending_loss = self.pending_loss, None
+            if not finite(metrics, self.topo):
+                raise NonFiniteLoss(self.counters["updates"], metrics)
+
+    def replay_ready(self) -> bool:
+        """Whether replay holds a batch's worth of data (this process's share of B x T steps,
+        and T + context consecutive steps in a stream) in every process; once true it stays
+        true, so the processes agree on it (a collective) only until then."""
+        if not self.ready:
+            length = self.cfg.run.batch_length
+            ready = len(self.replay) >= self.local_batch * length and self.replay.can_sample(
+                length + self.ctx_steps
+            )
+            self.ready = not self.topo.any(not ready)
+        return self.ready
+
+    def stopping(self) -> bool:
+        """A signal asked to stop; several processes agree on it every 64 iterations."""
+        if self.procs == 1:
+            return self.stop.signum is not None
+        if (self.counters["agent_steps"] // (self.n * self.procs)) % 64:
+            return False
+        return self.topo.any(self.stop.signum is not None)
+
+    def log_metrics(self) -> None:
+        """The mean of each metric over the updates since the last log, replay's size, the
+        update count and the throughput since the previous log (wall clock)."""
+        scalars = self.means.pop(self.counters["updates"])
+        scalars.update({"replay/steps": len(self.replay), "run/updates": self.counters["updates"]})
+        now, env_steps, updates = time.time(), self.env_steps, self.counters["updates"]
+        if self.last_log is not None:
+            t0, steps0, updates0 = self.last_log
+            scalars["run/env_steps_per_s"] = (env_steps - steps0) / max(now - t0, 1e-9)
+            scalars["run/updates_per_s"] = (updates - updates0) / max(now - t0, 1e-9)
+        self.last_log = (now, env_steps, updates)
+        self.logger.scalars(env_steps, scalars)
+        self.logged_at = env_steps
+
+    def log_episodes(self, ended: np.ndarray) -> None:
+        """Mean return and length of the episodes that just ended, per seed."""
+        for k in range(self.n_seeds):
+            mine = ended[ended // self.n == k]
+            if not len(mine):
+                continue
+            self.counters["episodes"] += len(mine)
+            if self.n_seeds == 1:
+                count = self.counters["episodes"]
+            else:
+                self.counters["seed_episodes"][k] += len(mine)
+                count = self.counters["seed_episodes"][k]
+            row = {
+                "episode/return": float(np.mean(self.ep_return[mine])),
+                "episode/length": float(np.mean(self.ep_length[mine])) * self.repeat,
+                "episode/count": count,
+            }
+            self.logger.scalars(self.env_steps, row, **({"seed": k} if self.n_seeds > 1 else {}))
+
+    def evaluate(self) -> None:
+        """Evaluation episodes (and the held-out gap on the first) of every seed's agent, each
+        in its own evaluation environment, on this process."""
+        run, env_steps = self.cfg.run, self.env_steps
+        for k in range(self.n_seeds):
+            if k not in self.eval_envs:
+                self.eval_envs[k] = self.stack.enter_context(self.make_eval_env(k))
+            one = self.seed_slice(k)
+            to_seed = {} if self.n_seeds == 1 else {"seed": k}
+            state_k = one(self.acting)
+            ret, episode = evaluate(
+                self.single,
+                state_k,
+                self.cfg,
+                self.eval_envs[k],
+                jax.random.fold_in(one(self.eval_key), env_steps),
+                self.obs_keys,
+                record=run.gap_particles > 0,
+            )
+            self.logger.scalars(env_steps, {"eval/return": ret}, **to_seed)
+            if episode is not None:
+                gap_key = jax.random.fold_in(one(self.gap_key), env_steps)
+                gap = heldout_gap(self.single, state_k, episode, run, gap_key, self.heldout_fn)
+                self.logger.scalars(env_steps, gap, **to_seed)
+
+    def seed_slice(self, k: int):
+        """The function that takes seed k's part of a tree with a seed axis (or the tree)."""
+        if self.n_seeds == 1:
+            return lambda x: x
+        return functools.partial(seeds_lib.take, k=k)
+
+    def log_video(self, batch: dict[str, np.ndarray], step: int) -> None:
+        """Open-loop predictions against the truth on this process's share of a batch."""
+        view = self.topo.local_view(self.state)  # on every process: it may gather (FSDP)
+        if not self.lead or "image" not in self.obs_keys:
+            return
+        sub = {k: v[:4] for k, v in self.seed_slice(0)(batch).items() if k != "context"}
+        key = jax.random.fold_in(self.video_key, self.counters["updates"])
+        pred = self.agent.openloop(view, sub, key)["image"]  # in [0, 1], the decoder's target
+        truth = sub["image"].astype(np.float32) / 255.0
+        self.logger.video(step, "openloop", openloop_grid(truth, np.clip(np.asarray(pred), 0, 1)))
+
+    def save(self, final: bool = False) -> None:
+        """A checkpoint numbered in env steps (the unit of --steps, save_every and the logs):
+        the state, the counters, every process's replay state and the wandb run id."""
+        if final and self.ckpt.latest_step() == self.env_steps:
+            return
+        self.writeback.flush()
+        replay_state = self.replay.save()
+        if self.procs > 1:  # every process's replay state, in the one meta file process 0 writes
+            gathered = self.topo.gather_json(json.dumps(replay_state))
+            replay_state = [json.loads(x) for x in gathered]
+        meta = {
+            "config": self.cfg_dict,
+            "counters": dict(self.counters),
+            "replay": replay_state,
+            "processes": self.procs,
+            "wandb_run_id": self.logger.run_id,
+            "step_unit": "env_steps",
+            "state_layout": STATE_LAYOUT,
+        }
+        self.ckpt.save(self.env_steps, self.state, meta)
+
+    def preflight(self) -> None:
+        """One line before the first step: sizes, counts and the planned number of updates."""
+        run, vec = self.cfg.run, self.vec
+        params = sum(x.size for x in jax.tree.leaves(self.state.params)) // self.n_seeds
+        step_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in vec.obs_spec.values())
+        step_bytes += 4 * vec.act_dim + 4 + 3
+        train_agent_steps = max(0, (run.steps - run.prefill) // self.repeat)
+        planned = int(train_agent_steps / self.per_update) if self.per_update else 0
+        print(
+            f"pre-flight: {params:,} parameters | replay at capacity {run.replay_capacity:,} "
+            f"steps x {step_bytes:,} B = {run.replay_capacity * step_bytes / 2**30:.2f} GiB | "
+            f"{run.steps:,} env steps = {math.ceil(run.steps / self.repeat):,} agent steps "
+            f"(repeat {self.repeat}, {self.n} envs x {self.procs} process(es)) | "
+            f"{self.n_seeds} seed(s) | {self.topo.size} device(s), {self.local_batch} of "
+            f"{run.batch_size} sequences per update from this process | "
+            f"~{planned:,} updates planned",
+            file=sys.stderr,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The final counters, replay's size, whether a signal stopped the run, and a digest of
+        the parameters (one per seed)."""
+        view = self.topo.local_view(self.state)
+        return {
+            "counters": dict(self.counters),
+            "replay_steps": len(self.replay),
+            "env_steps": self.env_steps,
+            "interrupted": self.env_steps < self.cfg.run.steps,  # stopped by a signal
+            "process": self.proc,
+            "devices": self.topo.size,
+            "params_sha256": (
+                params_digest(view)
+                if self.n_seeds == 1
+                else [params_digest(seeds_lib.take(view, k)) for k in range(self.n_seeds)]
+            ),
+        }
+
+
+def train(cfg: Any, logdir: str | Path) -> dict[str, Any]:
+    """Run (or resume) an experiment in ``logdir``; returns the final counters and returns."""
+    with contextlib.closing(Runner(cfg, logdir)) as runner:
+        return runner.run()

@@ -23,10 +23,13 @@ from ``jax.eval_shape``): without one orbax returns optax's NamedTuple states as
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fnmatch
 import json
 import math
 import os
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -34,10 +37,21 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments import pause
+
 __all__ = ["MISSING", "Checkpointer", "check_config", "config_diff"]
 
 _STATE = "state"
 _META = "meta"
+
+
+class StorageError(OSError):
+    """Writing to the logdir failed (a full disk, a quota, a file size limit); what was
+    complete before stays unchanged."""
+
+
+class TargetMismatch(ValueError):
+    """A checkpoint's tree paths, shapes or dtypes differ from the restore target's."""
 
 
 class ConfigMismatch(ValueError):
@@ -76,6 +90,29 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
+class _MetaHandler(ocp.JsonCheckpointHandler):
+    """orbax's JSON handler, with the pause point ``checkpoint_write`` (experiments/pause.py)
+    after the meta file is written into the step's temporary directory."""
+
+    async def _save_fn(self, x, directory):
+        await super()._save_fn(x, directory)
+        if os.environ.get(pause.ENV):
+            step = int(os.path.basename(os.path.dirname(str(directory))).split(".")[0])
+            pause.point("checkpoint_write", step)
+
+
+@ocp.args.register_with_handler(_MetaHandler, for_save=True)
+@dataclasses.dataclass
+class _MetaSave(ocp.args.JsonSave):
+    pass
+
+
+@ocp.args.register_with_handler(_MetaHandler, for_restore=True)
+@dataclasses.dataclass
+class _MetaRestore(ocp.args.JsonRestore):
+    pass
+
+
 class Checkpointer:
     """Saves and restores (state pytree, meta dict) pairs under one directory.
 
@@ -102,10 +139,11 @@ class Checkpointer:
             options=options,
             item_handlers={
                 _STATE: ocp.StandardCheckpointHandler(),
-                _META: ocp.JsonCheckpointHandler(),
+                _META: _MetaHandler(),
             },
         )
         self._closed = False
+        self._in_flight: int | None = None  # the step an asynchronous save is writing
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -131,12 +169,14 @@ class Checkpointer:
                 f"with dataclasses.asdict): {e}"
             ) from e
         step = int(step)
-        saved = self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(dict(meta))}
-            ),
-        )
+        with self._writing():  # orbax first waits for the previous save: its error shows here
+            saved = self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardSave(state), _META: _MetaSave(dict(meta))}
+                ),
+            )
+        self._in_flight = step
         if not saved:
             raise ValueError(
                 f"checkpoint step {step} was not saved: {self.directory} already holds step "
@@ -153,6 +193,19 @@ class Checkpointer:
         """Every complete step on disk, ascending."""
         self._check_open()
         return sorted(self._manager.all_steps())
+
+    def set_aside(self, step: int, where: str | os.PathLike) -> str:
+        """Moves step ``step`` out of the directory into ``where/<step>`` (kept, never
+        deleted: a damaged checkpoint may still be worth reading by hand); returns the path."""
+        self._check_open()
+        self.wait()
+        dest = os.path.join(os.fspath(where), str(step))
+        os.makedirs(os.fspath(where), exist_ok=True)
+        if os.path.exists(dest):
+            dest = f"{dest}-{len(os.listdir(os.fspath(where)))}"
+        os.replace(os.path.join(self.directory, str(step)), dest)
+        self._manager.reload()
+        return dest
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores ``(state, meta)`` of ``step`` (default: the latest) into ``target``'s structure.
@@ -172,7 +225,7 @@ class Checkpointer:
             restored = self._manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    **{_STATE: ocp.args.StandardRestore(abstract), _META: ocp.args.JsonRestore()}
+                    **{_STATE: ocp.args.StandardRestore(abstract), _META: _MetaRestore()}
                 ),
             )
         except ValueError as e:
@@ -186,23 +239,55 @@ class Checkpointer:
     def restore_meta(self, step: int | None = None) -> dict:
         """Restores only the meta dict of ``step`` (default: the latest); no state is read."""
         step = self._resolve_step(step)
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
-        )
+        restored = self._manager.restore(step, args=ocp.args.Composite(**{_META: _MetaRestore()}))
         return restored[_META]
 
     def wait(self) -> None:
-        """Blocks until every asynchronous save has been committed to disk."""
+        """Blocks until every asynchronous save has been committed to disk.
+
+        Raises:
+          StorageError: the write failed (a full disk, a quota, a file size limit).
+        """
         self._check_open()
-        self._manager.wait_until_finished()
+        with self._writing():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Waits for pending saves and releases orbax's threads; safe to call twice."""
         if self._closed:
             return
-        self._manager.wait_until_finished()
-        self._manager.close()
-        self._closed = True
+        try:
+            with self._writing():
+                self._manager.wait_until_finished()
+        finally:
+            self._manager.close()
+            self._closed = True
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Turns a failed write of the checkpoint in flight into a StorageError that names it
+        and the complete ones, which orbax never touches when a later save fails."""
+        try:
+            yield
+        except (OSError, ValueError) as err:
+            text = str(err)
+            if not isinstance(err, OSError) and "os_error_code" not in text:
+                raise
+            step, self._in_flight = self._in_flight, None
+            # From the directory: orbax's own list already leaves out what it meant to delete.
+            done = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+            code = re.search(r"os_error_code='?(\d+)", text)
+            if isinstance(err, OSError) and err.errno:
+                cause = f"{err.strerror} (errno {err.errno})"
+            elif code:
+                cause = f"{os.strerror(int(code.group(1)))} (errno {code.group(1)})"
+            else:
+                cause = text.splitlines()[0][:300]
+            raise StorageError(
+                f"writing checkpoint {step} to {self.directory} failed: {cause}. The "
+                f"complete checkpoints {done} are unchanged; free disk space (or raise the "
+                "quota) and re-run the same command to resume from the latest"
+            ) from err
 
     def _check_open(self) -> None:
         if self._closed:
@@ -258,7 +343,7 @@ class Checkpointer:
                     f"target has shape {expected[0]} dtype {expected[1]}"
                 )
         if problems:
-            raise ValueError(
+            raise TargetMismatch(
                 f"checkpoint step {step} in {self.directory} does not match the restore target "
                 f"({len(problems)} difference(s)):\n"
                 + "\n".join(problems)

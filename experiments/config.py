@@ -23,6 +23,7 @@ from agents.optim import OptimConfig
 from agents.planet import PlanetConfig
 from agents.sac import SacConfig
 from agents.world_model import WorldModelConfig
+from experiments.validate import AGENTS, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +93,6 @@ class Config:
     sac: SacConfig = dataclasses.field(default_factory=SacConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
 
-
-AGENTS = ("dreamer", "planet", "random", "sac")
 
 # Fields that may change when a run resumes: how long to run and where to log.
 RESUMABLE_FIELDS = (
@@ -495,98 +494,6 @@ def make_agent(cfg: Config, obs_shapes, action_dim: int, discrete: bool = False)
 
 
 # --- validation -------------------------------------------------------------------------------
-
-
-def validate(cfg: Config) -> Config:
-    """Check values that would otherwise fail late or silently; raise ValueError with the fix."""
-    from experiments import envs  # local: keeps config importable without dm-control loaded
-
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ValueError(msg)
-
-    need(cfg.agent in AGENTS, f"agent={cfg.agent!r}; expected one of {AGENTS}")
-    envs.check_task(cfg.env.task)  # raises with the list of valid tasks
-    need(
-        not cfg.env.task.startswith("gym:") or cfg.env.obs == "proprio",
-        f"env.obs={cfg.env.obs!r} with {cfg.env.task}: a Gymnasium task observes what its "
-        "observation space holds (images become 'image'); leave env.obs at 'proprio'",
-    )
-    need(
-        cfg.env.obs in ("proprio", "pixels"),
-        f"env.obs={cfg.env.obs!r}; expected 'proprio' or 'pixels'",
-    )
-    need(cfg.env.envs >= 1, f"env.envs={cfg.env.envs}; need at least 1")
-    need(
-        cfg.env.action_repeat >= 0,
-        f"env.action_repeat={cfg.env.action_repeat}; use 0 for "
-        "the task default or a positive repeat",
-    )
-    need(
-        cfg.env.obs != "pixels" or cfg.env.size == 64,
-        f"env.size={cfg.env.size}; the convolutional encoder expects 64x64 images",
-    )
-    r = cfg.run
-    need(r.steps > 0, f"run.steps={r.steps}; must be positive")
-    need(r.seeds >= 1, f"run.seeds={r.seeds}; must be >= 1 (agents trained together)")
-    need(
-        r.batch_size >= 1 and r.batch_length >= 2,
-        f"run.batch_size={r.batch_size}, run.batch_length={r.batch_length}; need >= 1 and >= 2",
-    )
-    need(r.train_ratio >= 0, f"run.train_ratio={r.train_ratio}; must be >= 0")
-    need(
-        r.replay_capacity >= r.batch_length,
-        f"run.replay_capacity={r.replay_capacity} < run.batch_length={r.batch_length}",
-    )
-    need(r.save_every > 0, f"run.save_every={r.save_every}; must be positive")
-    need(
-        r.gap_particles >= 0 and r.gap_sequences >= 1,
-        f"run.gap_particles={r.gap_particles}, run.gap_sequences={r.gap_sequences}; need "
-        ">= 0 (0: off) and >= 1",
-    )
-    if r.gap_particles:
-        m = cfg.model
-        obs_dist = m.vector_dist if cfg.env.obs == "proprio" else m.image_dist
-        soft_cont = cfg.agent == "dreamer" and cfg.dreamer.contdisc
-        need(
-            obs_dist in ("normal", "discretized_normal")
-            and m.reward_dist == "normal"
-            and not soft_cont,
-            f"run.gap_particles={r.gap_particles} needs every likelihood term to be a density "
-            f"(observations {obs_dist!r}, reward {m.reward_dist!r}, continue targets "
-            f"{'soft' if soft_cont else 'hard'}): set --model.vector_dist normal (proprio) or "
-            "--model.image_dist discretized_normal (pixels), --model.reward_dist normal and "
-            "--dreamer.contdisc false, or --run.gap_particles 0",
-        )
-    need(r.log_every > 0, f"run.log_every={r.log_every}; must be positive")
-    need(
-        cfg.logging.wandb in ("online", "offline", "disabled"),
-        f"logging.wandb={cfg.logging.wandb!r}; expected 'online', 'offline' or 'disabled'",
-    )
-    cfg.dreamer.validate()
-    cfg.planet.validate()
-    cfg.sac.validate()
-    need(
-        cfg.agent != "sac" or cfg.env.obs == "proprio",
-        f"agent sac learns from states; env.obs={cfg.env.obs!r}: use --obs proprio",
-    )
-    need(
-        cfg.agent != "sac" or not cfg.model.replay_context,
-        "agent sac has no recurrent state to store in replay: set --model.replay_context 0",
-    )
-    cfg.model.validate()
-    cfg.opt.validate()
-    need(
-        r.replay_capacity >= r.batch_length + cfg.model.replay_context,
-        f"run.replay_capacity={r.replay_capacity} < run.batch_length + model.replay_context = "
-        f"{r.batch_length + cfg.model.replay_context}",
-    )
-    need(r.prefill >= 0, f"run.prefill={r.prefill}; must be >= 0")
-    need(
-        r.context_dtype in ("float16", "float32"),
-        f"run.context_dtype={r.context_dtype!r}; expected 'float16' or 'float32'",
-    )
-    return cfg
 
 
 # --- conversion and command line --------------------------------------------------------------

@@ -131,6 +131,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Returns of ``episodes`` episodes with the evaluation policy (and a GIF of the first);
     ``member``: which agent of a ``--run.seeds K`` run."""
+    if episodes < 1:
+        raise ValueError(f"--episodes {episodes}: evaluate at least 1 episode")
+    if seed < 0:
+        raise ValueError(f"--seed {seed}: the evaluation seed must be >= 0")
     policy = LoadedPolicy(logdir, step, seed, member)
     returns, frames, video_path = [], [], None
     with policy.make_env(seed) as env:

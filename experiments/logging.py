@@ -23,11 +23,13 @@ prints an offline run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import string
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -99,21 +101,39 @@ class Logger:
             import wandb
 
             self._wandb = wandb
+            init = functools.partial(
+                wandb.init,
+                project=project,
+                entity=entity,
+                group=group,
+                name=name,
+                tags=list(tags),
+                config=config,
+                resume="allow",
+                dir=str(self.logdir.resolve()),
+                # Each Logger owns its run, so several can live in one process.
+                reinit="create_new",
+            )
             try:
-                self._run = wandb.init(
-                    project=project,
-                    entity=entity,
-                    group=group,
-                    name=name,
-                    tags=list(tags),
-                    config=config,
-                    id=self.run_id,
-                    resume="allow",
-                    dir=str(self.logdir.resolve()),
-                    mode=wandb_mode,
-                    # Each Logger owns its run, so several can live in one process.
-                    reinit="create_new",
-                )
+                try:
+                    self._run = init(mode=wandb_mode, id=self.run_id)
+                except Exception as err:
+                    if wandb_mode != "online":
+                        raise
+                    # No login or no network: the run goes on and logs offline, with nothing
+                    # lost (``wandb sync`` uploads it later), rather than dying hours in or
+                    # never starting for want of a connection.
+                    self.wandb_mode = "offline"
+                    # A new id: wandb's service may still hold the one that failed.
+                    self.run_id = _new_run_id()
+                    self._run = init(mode="offline", id=self.run_id)
+                    print(
+                        f"warning: wandb online failed ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:200]}); logging offline to "
+                        f"{self.logdir / 'wandb'} instead. Upload it later with `wandb sync "
+                        f"{self.logdir / 'wandb'}/offline-run-*`",
+                        file=sys.stderr,
+                    )
             except BaseException:
                 self._jsonl.close()
                 raise

@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 
 from experiments.malloc import lazy_zeros
-from experiments.replay_context import ContextStore
+from experiments.replay_context import ContextStore, ReplayDamaged, load_npz
 
 __all__ = ["Replay", "chunk_file_name"]
 
@@ -685,17 +685,17 @@ class Replay:
             position = int(offsets[i])
             for path, lo, hi in plan.segments.get(w, []):
                 rows = rank[position : position + hi - lo]
-                with np.load(path) as npz:
-                    for key, (shape, dtype) in spec.items():
-                        name = _PREFIX + key
-                        array = npz[name] if name in npz.files else None
-                        if array is None or array.shape[1:] != shape or array.dtype != dtype:
-                            got = "missing" if array is None else f"{array.shape[1:]} {array.dtype}"
-                            raise ValueError(
-                                f"{path}: step key {key!r} is {got}, the state expects shape "
-                                f"{shape} dtype {dtype}; the file belongs to another run"
-                            )
-                        data[key][rows] = array[lo:hi]
+                npz = load_npz(path)
+                for key, (shape, dtype) in spec.items():
+                    name = _PREFIX + key
+                    array = npz.get(name)
+                    if array is None or array.shape[1:] != shape or array.dtype != dtype:
+                        got = "missing" if array is None else f"{array.shape[1:]} {array.dtype}"
+                        raise ValueError(
+                            f"{path}: step key {key!r} is {got}, the state expects shape "
+                            f"{shape} dtype {dtype}; the file belongs to another run"
+                        )
+                    data[key][rows] = array[lo:hi]
                 position += hi - lo
         context = state.get("context")
         context_data = None
@@ -724,8 +724,7 @@ class Replay:
             os.remove(path)
         files: dict[int, list[_File]] = {w: list(fs) for w, fs in plan.keep.items()}
         for w, file, end in plan.truncate:
-            with np.load(file.path) as npz:
-                arrays = {name: npz[name][: end - file.first] for name in npz.files}
+            arrays = {k: v[: end - file.first] for k, v in load_npz(file.path).items()}
             kept = self._write(w, file.first, arrays)
             if kept.path != file.path:
                 os.remove(file.path)
@@ -820,8 +819,10 @@ class _LoadPlan:
 
 
 def _read(path: str, name: str) -> np.ndarray:
-    with np.load(path) as npz:
-        return npz[name]
+    arrays = load_npz(path)
+    if name not in arrays:
+        raise ReplayDamaged(path, KeyError(f"no array {name!r}"))
+    return arrays[name]
 
 
 def _to_json(value: Any) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,13 +127,17 @@ class ContextStore:
                 "new logdir"
             )
         data = {k: lazy_zeros((self.capacity, *s), self.dtype) for k, s in spec.items()}
-        with np.load(path) as npz:
-            rows = stamp_to_row(npz[_STAMP])
-            for k in spec:
-                array = npz[_PREFIX + k]
-                if array.shape[1:] != tuple(spec[k]):
-                    raise ValueError(f"{path}: context {k!r} has shape {array.shape[1:]}")
-                data[k][rows] = array
+        npz = load_npz(path)
+        if _STAMP not in npz or any(_PREFIX + k not in npz for k in spec):
+            raise ReplayDamaged(
+                path, KeyError(f"expected {_STAMP} and the context of {list(spec)}")
+            )
+        rows = stamp_to_row(npz[_STAMP])
+        for k in spec:
+            array = npz[_PREFIX + k]
+            if array.shape[1:] != tuple(spec[k]):
+                raise ValueError(f"{path}: context {k!r} has shape {array.shape[1:]}")
+            data[k][rows] = array
         return data
 
     @staticmethod
@@ -141,3 +146,29 @@ class ContextStore:
         for name in os.listdir(directory):
             if (_SNAPSHOT.match(name) and name not in keep) or _SNAPSHOT_TEMP.match(name):
                 os.remove(os.path.join(directory, name))
+
+
+class ReplayDamaged(ValueError):
+    """A replay file on disk cannot be read (truncated, overwritten, not a .npz)."""
+
+    def __init__(self, path: str, err: BaseException):
+        directory = os.path.dirname(path)
+        super().__init__(
+            f"replay file {path} is damaged ({type(err).__name__}: {str(err)[:200]}); nothing "
+            f"was changed. Restore the file, or move {directory} aside and re-run the same "
+            "command: the run resumes its agent from the checkpoint with an empty replay, "
+            "refilled by collecting"
+        )
+
+
+# What reading a damaged .npz raises: a short or overwritten zip, a broken member.
+_DAMAGE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of a .npz file, read now; ReplayDamaged names the file if it cannot be."""
+    try:
+        with np.load(path) as npz:
+            return {name: npz[name] for name in npz.files}
+    except _DAMAGE as err:
+        raise ReplayDamaged(path, err) from err

@@ -23,13 +23,20 @@ from agents.world_model import WorldModel
 from experiments import envs as envs_lib
 from experiments import seeds as seeds_lib
 from experiments import vecenv
-from experiments.checkpoint import Checkpointer, ConfigMismatch, check_config, check_layout
+from experiments.checkpoint import (
+    Checkpointer,
+    ConfigMismatch,
+    TargetMismatch,
+    check_config,
+    check_layout,
+)
 from experiments.config import RESUMABLE_FIELDS, Config, from_dict, make_agent, to_dict
 from experiments.evaluate import env_kwargs
 from experiments.logging import Logger
 from experiments.replay import Replay
 from experiments.scale import Topology
 from experiments.signals import stop_on_signals
+from experiments.validate import check_logdir, check_memory, validate
 
 
 class NullLogger:
@@ -80,6 +87,9 @@ class RunSetup:
 
     def _build(self, counter_names: tuple[str, ...]) -> None:
         cfg, run = self.cfg, self.cfg.run
+        # Refused before anything starts: a bad config, a replay too large for this machine.
+        validate(cfg)
+        check_memory(cfg)
         # Every device of every process; the batch is global and splits over them (scale.py).
         self.topo = Topology.create(fsdp=run.fsdp, lead=1 if run.seeds > 1 else 0)
         self.local_batch = self.topo.local_batch_size(run.batch_size)
@@ -87,7 +97,7 @@ class RunSetup:
         self.lead = self.proc == 0  # the one process that logs, evaluates and records videos
         self.n_seeds = run.seeds
         self.n = cfg.env.envs  # environments per seed in this process
-        self.logdir.mkdir(parents=True, exist_ok=True)
+        check_logdir(self.logdir)
         self.cfg_dict = to_dict(cfg)
         self.ckpt = Checkpointer(
             self.logdir / "checkpoints", keep=run.keep_checkpoints, async_save=True
@@ -113,8 +123,14 @@ class RunSetup:
         self._make_logger()
 
     def _check_resume(self) -> dict[str, Any]:
-        """The checkpoint's meta, if it was written under this config and process count."""
-        meta = self.ckpt.restore_meta(self.resume_step)
+        """The latest checkpoint's meta, if it was written under this config, code and
+        process count; a checkpoint whose meta cannot be read is set aside (_set_aside)."""
+        while True:
+            try:
+                meta = self.ckpt.restore_meta(self.resume_step)
+                break
+            except Exception as err:  # any damage: fall back, keep the files
+                self._set_aside(self.resume_step, err)
         try:
             # Fields added to the code after the checkpoint was written take their defaults.
             saved = to_dict(from_dict(meta["config"]))
@@ -130,6 +146,31 @@ class RunSetup:
                 "devices per process may change)"
             )
         return meta
+
+    def _set_aside(self, step: int, err: BaseException) -> None:
+        """A committed checkpoint that does not restore: moved to ``checkpoints-damaged/`` with
+        a warning (never deleted), and the run goes on from the one before it."""
+        what = f"{type(err).__name__}: {str(err)[:300]}"
+        older = [s for s in self.ckpt.all_steps() if s < step]
+        if not older:
+            raise ConfigMismatch(
+                f"{self.logdir}: checkpoint {step}, the only one, does not restore ({what}). "
+                "Nothing was changed; start a new logdir, or move checkpoints/ aside to start "
+                "this one from scratch"
+            ) from err
+        if self.procs > 1:
+            raise ConfigMismatch(
+                f"{self.logdir}: checkpoint {step} does not restore ({what}). With several "
+                f"processes it is not moved automatically: move {self.ckpt.directory}/{step} "
+                "out of checkpoints/ and start the processes again to resume from the one before"
+            ) from err
+        dest = self.ckpt.set_aside(step, self.logdir / "checkpoints-damaged")
+        self.resume_step = self.ckpt.latest_step()
+        print(
+            f"warning: checkpoint {step} in {self.logdir} does not restore ({what}); moved it "
+            f"to {dest} (kept) and resuming from env step {self.resume_step}",
+            file=sys.stderr,
+        )
 
     def _make_keys(self) -> None:
         """With run.seeds K, every key has a leading seed axis [K]: agent k's are those of the
@@ -206,6 +247,9 @@ class RunSetup:
                 file=sys.stderr,
             )
             shutil.rmtree(replay_dir)
+        # A resumed run whose replay directory was moved aside (a damaged file, see
+        # ReplayDamaged) starts from an empty replay and refills it by collecting.
+        self.replay_missing = self.meta is not None and not replay_dir.exists()
         online = run.batch_length + cfg.model.replay_context if run.replay_online else 0
         replays = [
             Replay(
@@ -227,9 +271,24 @@ class RunSetup:
         if self.meta is None:
             self.state = self.topo.init_state(self.agent.init, self.init_key)
             return
-        self.state, meta = self.ckpt.restore(self.abstract, self.resume_step)
+        while True:
+            try:
+                self.state, meta = self.ckpt.restore(self.abstract, self.resume_step)
+                break
+            except TargetMismatch as err:  # not damage: this code builds another state
+                raise ConfigMismatch(f"{self.logdir}: {err}") from None
+            except Exception as err:  # any damage: fall back, keep the files
+                self._set_aside(self.resume_step, err)
+                self.meta = self._check_resume()
         self.counters.update(meta["counters"])
-        self.replay.load(meta["replay"][self.proc] if self.procs > 1 else meta["replay"])
+        if self.replay_missing:
+            print(
+                f"warning: {self.logdir} has a checkpoint but no replay directory: resuming "
+                "the agent with an empty replay (training waits until it holds a batch again)",
+                file=sys.stderr,
+            )
+        else:
+            self.replay.load(meta["replay"][self.proc] if self.procs > 1 else meta["replay"])
         self.run_id = meta["wandb_run_id"]
         resumed_at = self.counters["agent_steps"] * self.repeat
         print(f"resumed from checkpoint at env step {resumed_at}: {self.counters}", file=sys.stderr)

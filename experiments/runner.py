@@ -18,6 +18,7 @@ update of B x T replayed steps every B x T / train_ratio agent steps.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -30,12 +31,17 @@ import jax
 import numpy as np
 
 from agents.contract import STATE_LAYOUT
+from experiments import pause
 from experiments import seeds as seeds_lib
+from experiments.checkpoint import StorageError
 from experiments.logging import openloop_grid
 from experiments.metrics import MetricMeans, NonFiniteLoss, finite, params_digest
 from experiments.progress import Progress, process_start
 from experiments.run_eval import evaluate, heldout_gap, policy_obs
 from experiments.run_setup import RunSetup
+
+# errno of a write that failed for want of space: ENOSPC, EDQUOT, EFBIG (a file size limit).
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 # Saved with every checkpoint. 'credit' is the fractional number of updates owed under
 # run.train_ratio (the ratio schedule's state); the 'next_*' fields are when each periodic
@@ -116,6 +122,10 @@ class Runner(RunSetup):
         self.progress = Progress(run.steps, self.env_steps, self.counters["updates"], not self.lead)
 
     @property
+    def process_tag(self) -> str:
+        return f".{self.proc}" if self.procs > 1 else ""
+
+    @property
     def env_steps(self) -> int:
         return self.counters["agent_steps"] * self.repeat
 
@@ -138,12 +148,31 @@ class Runner(RunSetup):
                 if not self.cfg.run.overlap:
                     self.train_owed(t)
                 self.periodic()
+                if pause.wanted("env_step", self.env_steps):  # tests: a known moment
+                    self.ckpt.wait()
+                    stopped = lambda: self.stop.signum is not None
+                    pause.point("env_step", self.env_steps, stopped, self.process_tag)
             self.check_loss()
             if self.logged_at != self.env_steps:  # the run's last metrics
                 self.log_metrics()
         except NonFiniteLoss as err:
             healthy = False
             raise err.explained(self.ckpt.latest_step(), self.topo) from None
+        except KeyboardInterrupt:
+            healthy = False  # a second signal: stop at once, from the last periodic checkpoint
+            raise
+        except StorageError:
+            healthy = False  # a final save would fail the same way
+            raise
+        except OSError as err:
+            if err.errno not in FULL:
+                raise
+            healthy = False
+            raise StorageError(
+                f"writing to {self.logdir} failed: {err}. The complete checkpoints "
+                f"{self.ckpt.all_steps()} are unchanged; free disk space (or raise the quota) "
+                "and re-run the same command to resume from the latest"
+            ) from err
         except BaseException:
             # The final save is a collective with several processes: one that failed alone
             # would wait in it for the others forever. The last complete checkpoint stays.
@@ -152,8 +181,10 @@ class Runner(RunSetup):
             raise
         finally:
             if healthy:
-                self.save(final=True)
-                self.ckpt.wait()
+                with self.stop.hold():  # a signal now waits for the checkpoint to complete
+                    self.save(final=True)
+                    pause.point("final_save", until=lambda: self.stop.count >= 2)
+                    self.ckpt.wait()
             self.progress.show(self.env_steps, self.counters["updates"], force=True)
             if self.progress.tty:
                 print(file=sys.stderr)
@@ -353,6 +384,9 @@ class Runner(RunSetup):
         the state, the counters, every process's replay state and the wandb run id."""
         if final and self.ckpt.latest_step() == self.env_steps:
             return
+        # The previous checkpoint must be complete (or its failure raised) before replay's save
+        # lets go of the files the checkpoint before that one needs.
+        self.ckpt.wait()
         self.writeback.flush()
         replay_state = self.replay.save()
         if self.procs > 1:  # every process's replay state, in the one meta file process 0 writes

@@ -9,17 +9,33 @@ from typing import Any
 
 
 class StopRequest:
-    """SIGINT/SIGTERM handler. The first signal asks the loop to stop after the current step,
-    so that replay and counters stay consistent and a final checkpoint is written; a second
-    signal stops at once (KeyboardInterrupt)."""
+    """SIGINT/SIGTERM handler.
+
+    The first signal asks the loop to stop after the current step, so that replay and counters
+    stay consistent and a final checkpoint is written. A second signal stops at once
+    (KeyboardInterrupt: no final checkpoint, the run resumes from its last periodic one),
+    except inside ``hold()`` (the final save): there it is counted and the save completes.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.count = 0  # signals received
+        self.holding = False
 
     def __call__(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
+        self.count += 1
+        if self.signum is not None and not self.holding:
             raise KeyboardInterrupt(f"signal {signum}")
-        self.signum = signum
+        self.signum = self.signum or signum
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Signals inside wait for the block to finish (a checkpoint being written)."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
 
 
 @contextlib.contextmanager

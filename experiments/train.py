@@ -27,11 +27,13 @@ from pathlib import Path
 
 import jax
 
-from experiments.checkpoint import ConfigMismatch
+from experiments.checkpoint import ConfigMismatch, StorageError
 from experiments.config import make_agent, parse_args
+from experiments.replay_context import ReplayDamaged
 from experiments.run_setup import drop_rows_after
 from experiments.runner import train
 from experiments.scale import BatchSplit, initialize
+from experiments.validate import ConfigError, check_memory
 
 __all__ = ["ConfigMismatch", "drop_rows_after", "main", "make_agent", "train", "use_compile_cache"]
 
@@ -51,7 +53,8 @@ def use_compile_cache(directory: str | os.PathLike) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg, args = parse_args(argv)
+        cfg, args = parse_args(argv)  # validated
+        check_memory(cfg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -66,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         use_compile_cache(args.compile_cache)
     try:
         summary = train(cfg, args.logdir)
-    except (ConfigMismatch, BatchSplit) as err:
+    except (ConfigError, ConfigMismatch, BatchSplit, ReplayDamaged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StorageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     if summary["interrupted"]:
         print("interrupted: checkpoint saved; re-run the same command to resume", file=sys.stderr)

@@ -204,6 +204,16 @@ class RSSM(nn.Module):
         batch = embed.shape[:-1]
         if len(batch) != 1:
             raise ValueError(f"obs_step expects embed [B, E], got {embed.shape}")
+        if tuple(is_first.shape) != batch:
+            raise ValueError(
+                f"is_first has shape {tuple(is_first.shape)}; expected {batch}, one flag per row "
+                f"of embed {tuple(embed.shape)}"
+            )
+        if tuple(prev["deter"].shape[:-1]) != batch:
+            raise ValueError(
+                f"the previous state's deter has shape {tuple(prev['deter'].shape)}; expected "
+                f"{(*batch, self.deter)} for embed {tuple(embed.shape)}"
+            )
         self._check_action(prev_action, batch)
         first = is_first.astype(bool)
         if init is None:

@@ -187,3 +187,23 @@ def test_tensorboard_event_files(tmp_path: Path) -> None:
         seen += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
         i += 16 + n
     assert seen == [(10, "wm/loss", 2.5), (10, "eval/return", 7.0), (20, "wm/loss", 1.5)]
+
+
+def test_wandb_online_without_login_logs_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # (A login with an unreachable server takes the same path after wandb's init timeout,
+    # 90 s by default: too slow for the suite.)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))  # no ~/.netrc: no stored login
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with Logger(tmp_path / "run", CONFIG, wandb_mode="online") as logger:
+        assert logger.wandb_mode == "offline"
+        logger.scalars(0, {"loss": 2.0})
+    err = capsys.readouterr().err
+    assert "warning: wandb online failed" in err and "wandb sync" in err
+    [run] = _run_dirs(tmp_path / "run", logger.run_id)
+    assert [row["loss"] for row in read_offline_run(run)["history"]] == [2.0]

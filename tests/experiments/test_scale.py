@@ -44,16 +44,20 @@ def _env(devices: int = 1) -> dict[str, str]:
     return env
 
 
-def _runner(logdir: Path, devices: int, *args: str) -> subprocess.Popen:
+def _runner(logdir: Path, devices: int, *args: str, pause: str = "") -> subprocess.Popen:
     """The runner's CLI with the world-model agent ('random'): the smallest update that
     exercises everything the runner shards (replay context, carried state, checkpoints);
-    Dreamer's own update is held equal across devices by scale_scripts/sharded_update.py."""
+    Dreamer's own update is held equal across devices by scale_scripts/sharded_update.py.
+    ``pause`` holds it at a named point (experiments/pause.py)."""
     cmd = [sys.executable, "-m", "experiments.train", "--preset", "debug", "--logdir", str(logdir)]
     cmd += ["--agent", "random", "--run.eval_every", "0", "--run.prefill", "200", *args]
+    env = _env(devices)
+    if pause:
+        env.update(RSSM_JAX_PAUSE=pause, RSSM_JAX_PAUSE_FILE=f"{logdir}-pause")
     return subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env=_env(devices),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -148,7 +152,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(logdir: Path, *args: str) -> list[subprocess.Popen]:
+def _two_processes(logdir: Path, *args: str, pause: str = "") -> list[subprocess.Popen]:
     port = _free_port()
     return [
         _runner(
@@ -161,6 +165,7 @@ def _two_processes(logdir: Path, *args: str) -> list[subprocess.Popen]:
             "--process-id",
             str(i),
             *args,
+            pause=pause,
         )
         for i in range(2)
     ]
@@ -176,19 +181,22 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
     # (2023 code) is split along the batch, and the policy's local copy leaves it out.
     args += ("--run.eval_every", "800", "--model.carry_state", "true")
     args += ("--model.replay_context", "0")
-    procs = _two_processes(logdir, *args)
-    ckpts = logdir / "checkpoints"
+    # Both processes hold between steps at env step 704, once checkpoint 608 is complete.
+    procs = _two_processes(logdir, *args, pause="env_step@704")
+    markers = [Path(f"{logdir}-pause.env_step.{i}") for i in range(2)]
     deadline = time.time() + 300
-    while time.time() < deadline and all(p.poll() is None for p in procs):
-        if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
-            break
+    while not all(m.exists() for m in markers):
+        if time.time() > deadline or any(p.poll() is not None for p in procs):
+            for p in procs:
+                p.kill()
+            raise AssertionError([p.communicate()[0][-2000:] for p in procs])
         time.sleep(0.05)
     for p in procs:
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=60)
+    ckpts = logdir / "checkpoints"
     saved = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-    assert saved, "no checkpoint before the deadline"
-    assert saved[-1] < 960  # killed before the end (checkpoints count env steps)
+    assert saved == [608]  # the first checkpoint (env steps), and no later one
     summaries = [_finish(p) for p in _two_processes(logdir, *args)]
     for i, s in enumerate(summaries):
         assert s["process"] == i and s["devices"] == 2

@@ -84,66 +84,57 @@ def _ckpt_steps(logdir: Path) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
-def _start(logdir: Path, *args: str) -> subprocess.Popen:
-    """The runner's CLI on the debug preset in a subprocess, output captured."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.train",
-        "--preset",
-        "debug",
-        "--logdir",
-        str(logdir),
-        "--run.eval_every",
-        "0",
-        *args,
-    ]
+def _start(logdir: Path, *args: str, pause: str = "") -> subprocess.Popen:
+    """The runner's CLI on the debug preset in a subprocess, output captured; ``pause`` holds
+    it at a named point (experiments/pause.py), announced by a file beside the logdir."""
+    cmd = [sys.executable, "-m", "experiments.train", "--preset", "debug"]
+    cmd += ["--logdir", str(logdir), "--run.eval_every", "0", *args]
+    env = _env()
+    if pause:
+        env.update(RSSM_JAX_PAUSE=pause, RSSM_JAX_PAUSE_FILE=str(logdir) + "-pause")
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
-def _run(logdir: Path, *extra: str, kill_when=None, timeout: float = 240.0):
-    proc = _start(logdir, "--steps", "4800", "--run.save_every", "400", *extra)
+def _wait_paused(proc: subprocess.Popen, logdir: Path, point: str, timeout: float = 240.0):
+    """Waits until the run holds at ``point`` (its marker file exists)."""
+    marker = Path(f"{logdir}-pause.{point}")
     deadline = time.time() + timeout
-    killed = False
-    while proc.poll() is None and time.time() < deadline:
-        if kill_when is not None and kill_when(logdir):
-            proc.send_signal(signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.005)
-    out = proc.communicate(timeout=60)[0]
-    if not killed:
-        assert proc.returncode == 0, out[-3000:]
-    return killed, out
+    while not marker.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"never paused at {point}: {proc.communicate()[0][-3000:]}")
+        time.sleep(0.05)
+    marker.unlink()
+
+
+def _run(logdir: Path, *extra: str, kill_at: str = "") -> str:
+    """A 4800-step run saving every 400 env steps; with ``kill_at`` SIGKILLed when it holds at
+    that pause point. Returns its output."""
+    proc = _start(logdir, "--steps", "4800", "--run.save_every", "400", *extra, pause=kill_at)
+    if kill_at:
+        _wait_paused(proc, logdir, kill_at.split("@")[0])
+        proc.send_signal(signal.SIGKILL)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == (-signal.SIGKILL if kill_at else 0), out[-3000:]
+    return out
 
 
 def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     logdir = tmp_path / "run"
-    # 1) Kill while a checkpoint is being written (orbax's temporary directory exists).
-    killed, out = _run(
-        logdir,
-        kill_when=lambda d: (
-            any(p.name.endswith("orbax-checkpoint-tmp") for p in (d / "checkpoints").glob("*"))
-            if (d / "checkpoints").exists()
-            else False
-        ),
-    )
-    assert killed, out[-2000:]
-    first = _ckpt_steps(logdir)
-    # 2) Resume, and kill again once a newer checkpoint is complete.
-    killed, out = _run(
-        logdir,
-        kill_when=lambda d: (
-            len(_ckpt_steps(d)) and _ckpt_steps(d)[-1] >= (first[-1] if first else 0) + 100
-        ),
-    )
-    assert killed, out[-2000:]
-    assert "resumed from checkpoint" in out or not first
+    # 1) Killed while checkpoint 1600 is being written (orbax's temporary directory exists).
+    _run(logdir, kill_at="checkpoint_write@1600")
+    assert _ckpt_steps(logdir)[-1] == 1200
+    assert (logdir / "checkpoints" / "1600.orbax-checkpoint-tmp").is_dir()
+    # 2) Resumed from 1200, killed again between steps once checkpoint 2400 is complete.
+    out = _run(logdir, kill_at="env_step@2600")
+    assert "resumed from checkpoint at env step 1200" in out
+    assert _ckpt_steps(logdir)[-1] == 2400
+
     # 3) Resume to the end.
-    _, out = _run(logdir)
-    assert "resumed from checkpoint" in out
+    out = _run(logdir)
+    assert "resumed from checkpoint at env step 2400" in out
     summary = json.loads(out.strip().splitlines()[-1])
     counters = summary["counters"]
     assert summary["env_steps"] == 4800 and counters["agent_steps"] == 600
@@ -283,17 +274,9 @@ def test_pixels_run_writes_openloop_video(tmp_path):
 
 def test_sigterm_saves_a_final_checkpoint(tmp_path):
     cache = tmp_path.parent / f"{tmp_path.name}-cache"
-    proc = _start(
-        tmp_path, "--steps", "100000", "--run.save_every", "100000", "--compile-cache", str(cache)
-    )
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        rows = (
-            read_jsonl(tmp_path / "metrics.jsonl") if (tmp_path / "metrics.jsonl").exists() else []
-        )
-        if any("wm/loss" in r for r in rows):  # training is under way
-            break
-        time.sleep(0.2)
+    args = ("--steps", "100000", "--run.save_every", "100000", "--compile-cache", str(cache))
+    proc = _start(tmp_path / "run", *args, pause="env_step@1200")
+    _wait_paused(proc, tmp_path / "run", "env_step")  # training is under way
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-2000:]
@@ -301,9 +284,36 @@ def test_sigterm_saves_a_final_checkpoint(tmp_path):
     # The runner reports its startup and fills the persistent compilation cache it was given.
     assert re.search(r"first update done [\d.]+ s after process start", out)
     assert any(cache.iterdir())
-    # No periodic save was due: the checkpoint is the one written on the way out.
-    steps = _ckpt_steps(tmp_path)
-    assert len(steps) == 1 and steps[0] > 100
+    # No periodic save was due: the checkpoint is the one written on the way out, at the
+    # step the signal arrived.
+    assert _ckpt_steps(tmp_path / "run") == [1200]
+
+
+def test_a_second_signal_during_the_final_save_waits_for_it(tmp_path):
+    logdir = tmp_path / "run"
+    args = ("--steps", "100000", "--run.save_every", "400")
+    proc = _start(logdir, *args, pause="env_step@1000,final_save")
+    _wait_paused(proc, logdir, "env_step")
+    proc.send_signal(signal.SIGTERM)  # stop: the final save begins, and holds
+    _wait_paused(proc, logdir, "final_save")
+    proc.send_signal(signal.SIGINT)  # a second signal inside the save
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert "KeyboardInterrupt" not in out
+    # The final checkpoint is complete, with the counters of the step the run stopped at.
+    assert _ckpt_steps(logdir)[-1] == 1000
+    with Checkpointer(logdir / "checkpoints") as ck:
+        assert ck.restore_meta()["counters"]["agent_steps"] * 8 == 1000
+    assert not list((logdir / "checkpoints").glob("*orbax-checkpoint-tmp*"))
+    # Outside a save, a second signal stops at once: no final checkpoint, the last periodic
+    # one stays the run's latest.
+    proc = _start(logdir, *args, pause="env_step@1800")
+    _wait_paused(proc, logdir, "env_step")
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)  # another signal number: pending signals do not merge
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0 and "KeyboardInterrupt" in out, out[-2000:]
+    assert _ckpt_steps(logdir)[-1] == 1600
 
 
 def test_planet_agent_plans_on_the_categorical_dreamer_world_model(tmp_path):
@@ -473,3 +483,93 @@ def test_resume_drops_the_log_lines_written_after_its_checkpoint(tmp_path):
     assert drop_rows_after(path, 16) == 1
     assert read_jsonl(path) == rows[:3]
     assert drop_rows_after(path, 16) == 0 and drop_rows_after(tmp_path / "none.jsonl", 0) == 0
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    def cfg(steps: int):
+        args = ["--preset", "debug", "--agent", "random", "--logdir", str(tmp_path)]
+        args += ["--steps", str(steps), "--run.save_every", "400", "--run.eval_every", "0"]
+        return config_lib.parse_args(args)[0]
+
+    train(cfg(1600), tmp_path)
+    assert _ckpt_steps(tmp_path) == [800, 1200, 1600]
+    # Garbage over the state's files of the latest checkpoint (committed, then damaged).
+    for f in (tmp_path / "checkpoints" / "1600" / "state").rglob("*"):
+        if f.is_file() and f.name != "commit_success.txt":
+            f.write_bytes(b"\0garbage")
+    summary = train(cfg(2000), tmp_path)
+    err = capsys.readouterr().err
+    assert "warning: checkpoint 1600" in err and "resuming from env step 1200" in err
+    assert "resumed from checkpoint at env step 1200" in err
+    assert summary["env_steps"] == 2000 and summary["counters"]["agent_steps"] == 250
+    kept = tmp_path / "checkpoints-damaged" / "1600"
+    assert (kept / "state").is_dir()  # moved aside, not deleted
+    assert _ckpt_steps(tmp_path) == [1200, 1600, 2000]  # 1600 written again, whole
+    # A damaged meta file falls back the same way.
+    (tmp_path / "checkpoints" / "2000" / "meta" / "metadata").write_text("{not json")
+    train(cfg(2400), tmp_path)
+    assert "resuming from env step 1600" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints-damaged" / "2000").is_dir()
+    # The only checkpoint damaged: refused by name, nothing moved.
+    only = tmp_path / "only"
+    train(config_lib.replace(cfg(400), {}), only)
+    (only / "checkpoints" / "400" / "meta" / "metadata").write_text("")
+    with pytest.raises(ConfigMismatch, match=r"checkpoint 400, the only one, does not restore"):
+        train(cfg(800), only)
+    assert _ckpt_steps(only) == [400] and not (only / "checkpoints-damaged").exists()
+
+
+def test_a_full_disk_stops_the_run_with_the_checkpoints_before_it_intact(tmp_path):
+    import resource
+
+    logdir = tmp_path / "run"
+    args = ("--agent", "random", "--steps", "4000", "--run.save_every", "400")
+    proc = _start(logdir, *args, pause="env_step@1200")
+    _wait_paused(proc, logdir, "env_step")
+    before = _ckpt_steps(logdir)
+    assert before[-1] == 1200
+    state_bytes = max(
+        f.stat().st_size for f in (logdir / "checkpoints" / "1200").rglob("*") if f.is_file()
+    )
+    # From now on no file of the process may grow past a size below the checkpoint's largest
+    # file: its writes fail as on a full disk (EFBIG), whichever write comes first.
+    limit = state_bytes // 2
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, limit))
+    Path(f"{logdir}-pause.env_step.go").touch()  # release the run
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, out[-3000:]
+    # One line names the checkpoint, the cause and the fix (orbax's writer thread also logs
+    # its own traceback).
+    [line] = [x for x in out.splitlines() if x.startswith("error: ")]
+    assert "writing checkpoint 1600" in line and "File too large (errno 27)" in line, line
+    assert f"{_ckpt_steps(logdir)} are unchanged" in line
+    assert "re-run the same command to resume from the latest" in line
+    assert _ckpt_steps(logdir) == before  # nothing complete was lost
+    # With space again, the same command resumes from the latest complete checkpoint.
+    proc = _start(logdir, *args, "--steps", "1600")
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert "resumed from checkpoint at env step 1200" in out
+
+
+def test_a_damaged_replay_file_is_named_and_nothing_is_changed(tmp_path, capsys):
+    from experiments.train import main
+
+    args = ["--preset", "debug", "--agent", "random", "--logdir", str(tmp_path)]
+    args += ["--run.save_every", "400", "--run.eval_every", "0", "--run.replay_chunk", "32"]
+    assert main([*args, "--steps", "1200"]) == 0
+    chunks = sorted((tmp_path / "replay").glob("w*.npz"))
+    assert len(chunks) > 2
+    chunks[1].write_bytes(chunks[1].read_bytes()[:100])  # truncated
+    before = {p: p.read_bytes() for p in (tmp_path / "replay").iterdir()}
+    assert main([*args, "--steps", "1600"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: replay file {chunks[1]} is damaged (BadZipFile" in err
+    assert {p: p.read_bytes() for p in (tmp_path / "replay").iterdir()} == before
+    assert _ckpt_steps(tmp_path)[-1] == 1200
+    # The fix the message names: the replay moved aside, the agent resumes, replay refills.
+    (tmp_path / "replay").rename(tmp_path / "replay-damaged")
+    assert main([*args, "--steps", "1600"]) == 0
+    err = capsys.readouterr().err
+    assert "resumed from checkpoint at env step 1200" in err and "empty replay" in err
+    assert _ckpt_steps(tmp_path)[-1] == 1600

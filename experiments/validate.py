@@ -1,0 +1,257 @@
+"""Every bad config refused at the boundary, before any environment, process or file starts.
+
+``validate(cfg)`` checks each field's range and every constraint between fields, and raises
+``ValueError`` naming the field, its value, the constraint and a fix; ``check_memory(cfg)``
+checks replay at capacity against this machine's memory. The agents' own sections
+(``model``, ``dreamer``, ``planet``, ``sac``, ``opt``) check themselves with their
+``validate()`` methods; this module checks the runner's sections and how they fit together.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from experiments.config import Config
+
+AGENTS = ("dreamer", "planet", "random", "sac")
+# The share of the machine's memory replay may fill at capacity before a run is refused.
+MEMORY_SHARE = 0.9
+# Bytes per step a proprioceptive observation is assumed to take before its env is built
+# (dm-control's largest state vector, humanoid's 67 floats, is 268 B).
+PROPRIO_BYTES = 1024
+
+
+class ConfigError(ValueError):
+    """A config (or a logdir) the run cannot start with; the message names the fix."""
+
+
+def need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def check_logdir(path: Path) -> None:
+    """Creates ``path`` (a directory, new or a run's) and proves it writable, or raises
+    ``ConfigError`` naming the problem; writes nothing else."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"--logdir {path} is a file, not a directory: pass a new directory or the logdir "
+            "of a run to resume"
+        )
+    probe = path / f".write-test-{os.getpid()}"  # one per process: several may share path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"--logdir {path} is not usable: {err.strerror or err} ({type(err).__name__}); pass "
+            "a directory this user can create and write"
+        ) from None
+
+
+def validate(cfg: Config) -> Config:
+    """Checks ``cfg`` (see the module doc); returns it unchanged."""
+    from experiments import envs  # local: keeps config importable without dm-control loaded
+
+    need(cfg.agent in AGENTS, f"agent={cfg.agent!r}; expected one of {AGENTS}")
+    envs.check_task(cfg.env.task)  # raises with the list of valid tasks
+    _check_env(cfg)
+    _check_run(cfg)
+    _check_sections(cfg)
+    _check_replay(cfg, action_repeat(cfg))
+    _check_logging(cfg)
+    return cfg
+
+
+def action_repeat(cfg: Config) -> int:
+    """The action repeat a run will use: env.action_repeat, else the task's default."""
+    from experiments import envs, gym_env
+
+    if cfg.env.action_repeat:
+        return cfg.env.action_repeat
+    return 1 if gym_env.is_gym_task(cfg.env.task) else envs.default_action_repeat(cfg.env.task)
+
+
+def _check_env(cfg: Config) -> None:
+    e = cfg.env
+    need(
+        not e.task.startswith("gym:") or e.obs == "proprio",
+        f"env.obs={e.obs!r} with {e.task}: a Gymnasium task observes what its observation space "
+        "holds (images become 'image'); leave env.obs at 'proprio'",
+    )
+    need(e.obs in ("proprio", "pixels"), f"env.obs={e.obs!r}; expected 'proprio' or 'pixels'")
+    need(e.envs >= 1, f"env.envs={e.envs}; need at least 1 environment")
+    need(
+        e.action_repeat >= 0,
+        f"env.action_repeat={e.action_repeat}; use 0 for the task default or a positive repeat",
+    )
+    need(
+        e.obs != "pixels" or e.size == 64,
+        f"env.size={e.size}; the convolutional encoder expects 64x64 images: --env.size 64",
+    )
+    need(e.time_limit >= 1, f"env.time_limit={e.time_limit}; must be >= 1 environment step")
+    need(e.camera >= -1, f"env.camera={e.camera}; use -1 for the task's default camera")
+
+
+def _check_run(cfg: Config) -> None:
+    r = cfg.run
+    need(0 <= r.seed < 2**31, f"run.seed={r.seed}; must lie in [0, 2^31)")
+    need(r.steps > 0, f"run.steps={r.steps}; must be positive (environment steps to run)")
+    need(r.seeds >= 1, f"run.seeds={r.seeds}; must be >= 1 (agents trained together)")
+    need(
+        r.batch_size >= 1 and r.batch_length >= 2,
+        f"run.batch_size={r.batch_size}, run.batch_length={r.batch_length}; need >= 1 and >= 2",
+    )
+    need(
+        r.train_ratio > 0,
+        f"run.train_ratio={r.train_ratio}; must be > 0 (replayed steps per agent step): with 0 "
+        "the run would never train; to only collect data use --agent random",
+    )
+    need(r.prefill >= 0, f"run.prefill={r.prefill}; must be >= 0 environment steps")
+    for name in ("log_every", "save_every"):
+        value = getattr(r, name)
+        need(value > 0, f"run.{name}={value}; must be a positive number of environment steps")
+    for name, unit in (("eval_every", "environment steps"), ("video_every", "updates")):
+        value = getattr(r, name)
+        need(value >= 0, f"run.{name}={value}; must be >= 0 {unit} (0: never)")
+    need(
+        r.eval_episodes >= 1,
+        f"run.eval_episodes={r.eval_episodes}; must be >= 1 (turn evaluation off with "
+        "--run.eval_every 0)",
+    )
+    need(
+        r.keep_checkpoints >= 1,
+        f"run.keep_checkpoints={r.keep_checkpoints}; must be >= 1 (the latest resumes the run)",
+    )
+    need(
+        r.gap_particles >= 0 and r.gap_sequences >= 1,
+        f"run.gap_particles={r.gap_particles}, run.gap_sequences={r.gap_sequences}; need "
+        ">= 0 (0: off) and >= 1",
+    )
+    need(
+        r.context_dtype in ("float16", "float32"),
+        f"run.context_dtype={r.context_dtype!r}; expected 'float16' or 'float32'",
+    )
+    if r.gap_particles:
+        _check_gap(cfg)
+
+
+def _check_gap(cfg: Config) -> None:
+    m, r = cfg.model, cfg.run
+    need(
+        cfg.agent != "sac",
+        f"run.gap_particles={r.gap_particles}: agent sac has no world model to bound; set "
+        "--run.gap_particles 0",
+    )
+    obs_dist = m.vector_dist if cfg.env.obs == "proprio" else m.image_dist
+    soft_cont = cfg.agent == "dreamer" and cfg.dreamer.contdisc
+    need(
+        obs_dist in ("normal", "discretized_normal")
+        and m.reward_dist == "normal"
+        and not soft_cont,
+        f"run.gap_particles={r.gap_particles} needs every likelihood term to be a density "
+        f"(observations {obs_dist!r}, reward {m.reward_dist!r}, continue targets "
+        f"{'soft' if soft_cont else 'hard'}): set --model.vector_dist normal (proprio) or "
+        "--model.image_dist discretized_normal (pixels), --model.reward_dist normal and "
+        "--dreamer.contdisc false, or --run.gap_particles 0",
+    )
+
+
+def _check_sections(cfg: Config) -> None:
+    """The agents' own sections, and what the chosen agent needs of the others."""
+    cfg.model.validate()
+    cfg.opt.validate()
+    cfg.dreamer.validate()
+    cfg.planet.validate()
+    cfg.sac.validate()
+    need(
+        cfg.agent != "sac" or cfg.env.obs == "proprio",
+        f"agent sac learns from states; env.obs={cfg.env.obs!r}: use --obs proprio",
+    )
+    need(
+        cfg.agent != "sac" or not cfg.model.replay_context,
+        "agent sac has no recurrent state to store in replay: set --model.replay_context 0",
+    )
+
+
+def _check_replay(cfg: Config, repeat: int) -> None:
+    """Replay must hold a batch, and prefill must give each stream one training sequence."""
+    r, n = cfg.run, cfg.env.envs
+    window = r.batch_length + cfg.model.replay_context  # consecutive steps of one stream
+    need(
+        r.replay_capacity >= r.batch_size * r.batch_length,
+        f"run.replay_capacity={r.replay_capacity} < run.batch_size x run.batch_length = "
+        f"{r.batch_size * r.batch_length} steps: replay could never hold one batch; raise "
+        "--run.replay_capacity",
+    )
+    need(
+        r.replay_capacity >= n * window,
+        f"run.replay_capacity={r.replay_capacity} < env.envs x (run.batch_length + "
+        f"model.replay_context) = {n} x {window}: the {n} environments' streams share replay, "
+        f"and each must hold one training sequence; raise --run.replay_capacity to >= {n * window}",
+    )
+    need(
+        r.replay_chunk >= 1,
+        f"run.replay_chunk={r.replay_chunk}; must be >= 1 step per replay file",
+    )
+    least = window * repeat * n
+    need(
+        r.prefill == 0 or r.prefill >= least,
+        f"run.prefill={r.prefill} environment steps gives each of the {n} environment(s) "
+        f"{r.prefill // (repeat * n)} agent steps (action repeat {repeat}), fewer than one "
+        f"training sequence (run.batch_length + model.replay_context = {window}): set "
+        f"--run.prefill >= {least}, or 0 to train as soon as replay holds a batch",
+    )
+
+
+def replay_bytes_per_step(cfg: Config) -> int:
+    """An upper estimate of one replayed step's bytes: observation, action, reward, flags and
+    (with replay context) the stored RSSM state."""
+    obs = 3 * cfg.env.size**2 if cfg.env.obs == "pixels" else PROPRIO_BYTES
+    context = 0
+    if cfg.model.replay_context:
+        size = 2 if cfg.run.context_dtype == "float16" else 4
+        context = (cfg.model.deter + cfg.model.make_latent().flat_size) * size
+    return obs + context + 4 * 64 + 16  # actions up to 64 floats, reward, flags
+
+
+def machine_memory() -> int | None:
+    """Physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: Config) -> None:
+    """Refuses a replay that at capacity would not fit this machine's memory. Apart from
+    ``validate`` (a property of the machine, not of the config): the runner calls both before it
+    creates anything."""
+    total = machine_memory()
+    if total is None:
+        return
+    r = cfg.run
+    need_bytes = r.replay_capacity * r.seeds * replay_bytes_per_step(cfg)
+    need(
+        need_bytes <= MEMORY_SHARE * total,
+        f"run.replay_capacity={r.replay_capacity:,} steps x {r.seeds} seed(s) x about "
+        f"{replay_bytes_per_step(cfg):,} B = {need_bytes / 2**30:.1f} GiB of replay at capacity, "
+        f"more than {MEMORY_SHARE:.0%} of this machine's {total / 2**30:.1f} GiB: lower "
+        "--run.replay_capacity",
+    )
+
+
+def _check_logging(cfg: Config) -> None:
+    lg = cfg.logging
+    need(
+        lg.wandb in ("online", "offline", "disabled"),
+        f"logging.wandb={lg.wandb!r}; expected 'online', 'offline' or 'disabled'",
+    )
+    need(
+        lg.wandb == "disabled" or bool(lg.project.strip()),
+        "logging.project is empty; wandb needs a project name: --logging.project NAME",
+    )

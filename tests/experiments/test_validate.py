@@ -1,0 +1,119 @@
+"""Bad input refused at the boundary: the exact exception, the field and its fix named, and
+no logdir left behind."""
+
+import pytest
+
+from experiments import config as config_lib
+from experiments import evaluate as evaluate_lib
+from experiments import train as train_lib
+from experiments.validate import ConfigError, check_memory
+
+# (extra arguments after --preset debug, exception type, fragment of its message)
+BAD = [
+    (["--run.train_ratio", "0"], ConfigError, "the run would never train"),
+    (["--run.eval_every", "-1"], ConfigError, "run.eval_every=-1; must be >= 0"),
+    (["--run.eval_episodes", "0"], ConfigError, "run.eval_episodes=0; must be >= 1"),
+    (["--run.prefill", "8"], ConfigError, "run.prefill=8 environment steps gives each"),
+    (["--run.replay_capacity", "10"], ConfigError, "replay could never hold one batch"),
+    (
+        ["--env.envs", "32", "--run.replay_capacity", "300"],
+        ConfigError,
+        "streams share replay",
+    ),
+    (["--run.steps", "0"], ConfigError, "run.steps=0; must be positive"),
+    (["--run.seeds", "0"], ConfigError, "run.seeds=0; must be >= 1"),
+    (["--run.batch_length", "1"], ConfigError, "need >= 1 and >= 2"),
+    (["--run.batch_size", "0"], ConfigError, "need >= 1 and >= 2"),
+    (["--run.log_every", "0"], ConfigError, "run.log_every=0; must be a positive"),
+    (["--run.save_every", "-5"], ConfigError, "run.save_every=-5; must be a positive"),
+    (["--run.video_every", "-1"], ConfigError, "run.video_every=-1; must be >= 0 updates"),
+    (["--run.keep_checkpoints", "0"], ConfigError, "run.keep_checkpoints=0"),
+    (["--run.gap_particles", "-1"], ConfigError, "run.gap_particles=-1"),
+    (["--run.context_dtype", "bfloat16"], ConfigError, "run.context_dtype='bfloat16'"),
+    (["--run.seed", "-1"], ConfigError, "run.seed=-1; must lie in [0, 2^31)"),
+    (["--run.replay_chunk", "0"], ConfigError, "run.replay_chunk=0"),
+    (["--env.envs", "0"], ConfigError, "env.envs=0; need at least 1"),
+    (["--env.action_repeat", "-1"], ConfigError, "env.action_repeat=-1"),
+    (["--env.obs", "depth"], ConfigError, "env.obs='depth'; expected 'proprio' or 'pixels'"),
+    (["--env.time_limit", "0"], ConfigError, "env.time_limit=0"),
+    (["--obs", "pixels", "--env.size", "32"], ConfigError, "env.size=32"),
+    (["--task", "gym:CartPole-v1", "--obs", "pixels"], ConfigError, "leave env.obs at"),
+    (["--logging.wandb", "sometimes"], ConfigError, "logging.wandb='sometimes'"),
+    (["--wandb", "offline", "--logging.project", ""], ConfigError, "logging.project is empty"),
+    (["--agent", "sac", "--obs", "pixels"], ConfigError, "agent sac learns from states"),
+    (
+        ["--agent", "sac", "--model.replay_context", "1"],
+        ConfigError,
+        "set --model.replay_context 0",
+    ),
+    (
+        ["--agent", "sac", "--model.replay_context", "0", "--run.gap_particles", "4"],
+        ConfigError,
+        "agent sac has no world model",
+    ),
+    (["--model.deter", "30", "--model.blocks", "4"], ValueError, "not divisible by model.blocks"),
+    (["--model.act", "swish2"], ValueError, "model.act='swish2'"),
+    (["--model.norm", "batch"], ValueError, "model.norm='batch'"),
+    (["--model.vector_dist", "laplace"], ValueError, "model.vector_dist='laplace'"),
+    (
+        ["--model.replay_context", "1", "--model.carry_state", "true"],
+        ValueError,
+        "set one of them off",
+    ),
+    (["--opt.lr", "0"], ValueError, "opt.lr=0.0; must be positive"),
+    (["--opt.beta1", "1.0"], ValueError, "opt.beta1=1.0; must lie in [0, 1)"),
+    (["--dreamer.horizon", "0"], ValueError, "dreamer.horizon=0"),
+    (["--run.nonexistent", "3"], ValueError, "unknown config field 'run.nonexistent'"),
+    (["--run.steps", "abc"], ValueError, "cannot parse 'abc' as int"),
+    (["--task", "nope-nope"], ValueError, "unknown dm-control task 'nope-nope'"),
+    (["--preset", "nope"], ValueError, "unknown --preset 'nope'"),
+]
+
+
+def _argv(tmp_path, extra):
+    return ["--preset", "debug", "--logdir", str(tmp_path / "run"), *extra]
+
+
+@pytest.mark.parametrize(("extra", "kind", "fragment"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_config_is_refused_before_anything_starts(tmp_path, capsys, extra, kind, fragment):
+    with pytest.raises(ValueError) as info:
+        config_lib.parse_args(_argv(tmp_path, extra))
+    assert type(info.value) is kind
+    assert fragment in str(info.value)
+    # The command: exit status 2, the same message, and no logdir created.
+    assert train_lib.main(_argv(tmp_path, extra)) == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_table_is_large_enough():
+    assert len(BAD) >= 30 and len({" ".join(b[0]) for b in BAD}) == len(BAD)
+
+
+def test_replay_larger_than_the_machine_is_refused(tmp_path, capsys):
+    argv = _argv(tmp_path, ["--obs", "pixels", "--run.replay_capacity", str(10**9)])
+    cfg, _ = config_lib.parse_args(argv)  # a valid config, on a machine with the memory
+    with pytest.raises(ConfigError, match=r"GiB of replay at capacity, more than 90% of"):
+        check_memory(cfg)
+    assert train_lib.main(argv) == 2
+    assert "lower --run.replay_capacity" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unusable_logdir_is_refused_and_left_as_it_was(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for logdir, fragment in (
+        (afile, "is a file, not a directory"),
+        (afile / "run", "is not usable: Not a directory"),
+    ):
+        argv = ["--preset", "debug", "--logdir", str(logdir), "--run.eval_every", "0"]
+        assert train_lib.main(argv) == 2
+        assert fragment in capsys.readouterr().err
+    assert afile.read_text() == "keep me"
+
+
+def test_evaluate_refuses_zero_episodes(capsys):
+    assert evaluate_lib.main(["--logdir", "nowhere", "--episodes", "0"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "--episodes 0: evaluate at least 1 episode" in out.err

@@ -68,6 +68,10 @@ class RunConfig:
     # Split parameters of >= 65,536 elements (and their optimizer state) over the devices
     # instead of replicating them (FSDP): less memory per device, one gather per use.
     fsdp: bool = False
+    # End every episode at each checkpoint and re-seed the environments from the seed and the
+    # step: a run resumed from a periodic checkpoint is then bit for bit the uninterrupted one
+    # (on one device). Off: a resumed run restarts its episodes from fresh environments.
+    exact_resume: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,7 +113,7 @@ class Env(Protocol):
 
     @property
     def max_agent_steps(self) -> int | None: ...
-    def reset(self) -> dict[str, Any]: ...
+    def reset(self, seed: int | None = None) -> dict[str, Any]: ...
     def step(self, action: Any) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -151,11 +151,12 @@ def make_env(task: str, obs: str = "proprio", seed: int = 0, **kwargs: Any) -> E
     return DMCEnv(task, obs, seed, **kwargs)
 
 
-def env_seed(run_seed: int, index: int) -> int:
+def env_seed(run_seed: int, index: int, epoch: int = 0) -> int:
     """The seed of environment ``index`` of a run seeded ``run_seed``: a hash of both (numpy's
     ``SeedSequence``), so runs with nearby seeds share no environment (``seed + index`` would
     give the runs with seeds 0 and 1 all but one environment seed in common)."""
-    return int(np.random.SeedSequence((run_seed, index)).generate_state(1)[0])
+    entropy = (run_seed, index) if epoch == 0 else (run_seed, index, epoch)
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def default_action_repeat(task: str) -> int:
@@ -307,8 +308,11 @@ class DMCEnv:
         parts = [np.asarray(observation[key], np.float64).ravel() for key in self.vector_layout]
         return {"vector": np.concatenate(parts).astype(np.float32)}
 
-    def reset(self) -> dict[str, Any]:
-        """Start an episode. Returns the observation with reward 0 and is_first=True."""
+    def reset(self, seed: int | None = None) -> dict[str, Any]:
+        """Start an episode (from the task's RNG re-seeded with ``seed``, if given). Returns the
+        observation with reward 0 and is_first=True."""
+        if seed is not None:
+            self._env.task.random.seed(check_int("seed", seed, 0, 2**32))
         time_step = self._env.reset()
         self._env_steps = 0
         self._needs_reset = False

@@ -173,13 +173,13 @@ class GymEnv:
         a = np.where(self._bounded, scaled, action)
         return a.reshape(self._shape).astype(self._dtype)
 
-    def reset(self) -> dict[str, Any]:
-        """Start an episode: the observation with reward 0 and is_first=True."""
-        if self._seeded:
-            obs, _ = self._env.reset()
-        else:
-            obs, _ = self._env.reset(seed=self.seed)
-            self._seeded = True
+    def reset(self, seed: int | None = None) -> dict[str, Any]:
+        """Start an episode (its RNG re-seeded with ``seed``, if given; the first reset uses the
+        construction seed): the observation with reward 0 and is_first=True."""
+        if seed is None and not self._seeded:
+            seed = self.seed
+        obs, _ = self._env.reset(seed=seed) if seed is not None else self._env.reset()
+        self._seeded = True
         self._needs_reset, self._steps = False, 0
         out: dict[str, Any] = self._observe(obs)
         out.update(reward=np.float32(0.0), is_first=True, is_last=False, is_terminal=False)

@@ -74,6 +74,24 @@ class MetricMeans:
             raise NonFiniteLoss(updates, sums)
         return means
 
+    def state(self) -> dict[str, Any]:
+        """The sums and count as JSON (one transfer): a checkpoint keeps a log interval's
+        partial sums, so a resumed run logs the same means as an uninterrupted one."""
+        sums = {} if self.sums is None else self.topo.to_host(self.sums)
+        return {
+            "count": self.count,
+            "sums": {k: [np.asarray(v).dtype.str, np.asarray(v).tolist()] for k, v in sums.items()},
+        }
+
+    def load(self, state: dict[str, Any] | None) -> None:
+        """Restores ``state()``'s sums (exactly: float32 values survive JSON unchanged)."""
+        if not state or not state["sums"]:
+            return
+        self.count = int(state["count"])
+        self.sums = {
+            k: jnp.asarray(np.asarray(v, np.dtype(d))) for k, (d, v) in state["sums"].items()
+        }
+
 
 def params_digest(state: Any) -> str:
     """SHA-256 of the parameters' bytes (this process's replica): equal digests, equal

@@ -17,14 +17,23 @@ def policy_obs(obs: dict[str, np.ndarray], keys: tuple[str, ...]) -> dict[str, j
 
 
 def evaluate(
-    agent, state, cfg: Config, env, key: jax.Array, keys: tuple[str, ...], record: bool = False
+    agent,
+    state,
+    cfg: Config,
+    env,
+    key: jax.Array,
+    keys: tuple[str, ...],
+    record: bool = False,
+    seed: int | None = None,
 ) -> tuple[float, dict[str, np.ndarray] | None]:
     """Mean return of ``cfg.run.eval_episodes`` episodes with the policy's 'eval' mode, and with
     ``record`` the first episode's steps as replay stores them (``[T, ...]`` per key, action
-    a_{t-1} at step t), data no update ever trains on."""
+    a_{t-1} at step t), data no update ever trains on. ``seed`` re-seeds the environment before
+    the first episode, so an evaluation does not depend on the ones before it."""
     returns, episode = [], None
     for ep in range(cfg.run.eval_episodes):
-        obs = {k: np.asarray(v)[None] for k, v in env.reset().items()}
+        first = env.reset(seed) if ep == 0 and seed is not None else env.reset()
+        obs = {k: np.asarray(v)[None] for k, v in first.items()}
         carry = agent.init_carry(1)
         total, t = 0.0, 0
         steps = []

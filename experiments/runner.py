@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from agents.contract import STATE_LAYOUT
+from experiments import envs as envs_lib
 from experiments import pause
 from experiments import seeds as seeds_lib
 from experiments.checkpoint import StorageError
@@ -100,12 +101,17 @@ class Runner(RunSetup):
         run = cfg.run
         self.writeback = ContextWriteBack(self.replay, self.topo)
         self.means = MetricMeans(self.topo, self.n_seeds)
+        if self.meta is not None:  # the metrics summed since the last log, as they were
+            self.means.load(self.meta.get("metric_sums"))
         self.per_update = (
             run.batch_size * run.batch_length / run.train_ratio if run.train_ratio else 0
         )
         self.ctx_steps = cfg.model.replay_context
         self.preflight()
-        self.obs = self.vec.reset()
+        # With run.exact_resume a resumed run starts where the uninterrupted one went on after
+        # this checkpoint: from environments re-seeded at its step (cut_episodes).
+        resumed = self.meta is not None and cfg.run.exact_resume
+        self.obs = self.vec.reset(self.cut_seeds(self.env_steps) if resumed else None)
         self.carry = self.agent.init_carry(self.vec.num_envs)
         self.prev_action = np.zeros((self.vec.num_envs, self.vec.act_dim), np.float32)
         self.ep_return = np.zeros(self.vec.num_envs)
@@ -355,6 +361,8 @@ class Runner(RunSetup):
                 jax.random.fold_in(one(self.eval_key), env_steps),
                 self.obs_keys,
                 record=run.gap_particles > 0,
+                # Its own seed per evaluation: the returns do not depend on a resume.
+                seed=envs_lib.env_seed(run.seed + k + 1_000_000, 0, env_steps),
             )
             self.logger.scalars(env_steps, {"eval/return": ret}, **to_seed)
             if episode is not None:
@@ -387,6 +395,8 @@ class Runner(RunSetup):
         # The previous checkpoint must be complete (or its failure raised) before replay's save
         # lets go of the files the checkpoint before that one needs.
         self.ckpt.wait()
+        if self.cfg.run.exact_resume:
+            self.cut_episodes()
         self.writeback.flush()
         replay_state = self.replay.save()
         if self.procs > 1:  # every process's replay state, in the one meta file process 0 writes
@@ -398,10 +408,44 @@ class Runner(RunSetup):
             "replay": replay_state,
             "processes": self.procs,
             "wandb_run_id": self.logger.run_id,
+            "metric_sums": self.means.state(),
             "step_unit": "env_steps",
             "state_layout": STATE_LAYOUT,
         }
         self.ckpt.save(self.env_steps, self.state, meta)
+
+    def cut_seeds(self, env_steps: int) -> list[int]:
+        """The seeds environments restart from after a cut at ``env_steps``: environment i of
+        process p and seed k gets env_seed(run.seed + k, p * n + i, env_steps)."""
+        seed, n = self.cfg.run.seed, self.n
+        return [
+            envs_lib.env_seed(seed + k, self.proc * n + i, env_steps)
+            for k in range(self.n_seeds)
+            for i in range(n)
+        ]
+
+    def cut_episodes(self) -> None:
+        """run.exact_resume: every episode ends here, before the checkpoint. The current
+        observation o_t is stored as its episode's last step (is_last, not terminal: the episode
+        was truncated) with the posterior after it as context, and the environments restart
+        from seeds fixed by the seed and the step. A run resumed from this checkpoint starts
+        from the same observations, so it goes on exactly as this one does."""
+        t = self.counters["agent_steps"]
+        if self.acting is None:
+            self.acting = self.topo.local_view(self.state)
+        mode = "random" if t * self.repeat < self.cfg.run.prefill else "explore"
+        key = seeds_lib.fold_in(seeds_lib.fold_in(self.policy_key, t), 1)  # not collect's key
+        obs = policy_obs(self.obs, self.obs_keys)
+        _, self.carry = self.agent.policy(self.acting, self.carry, obs, key, mode)
+        last = dict(self.obs, is_last=np.ones_like(self.obs["is_last"]))
+        context = None
+        if self.cfg.model.replay_context:
+            context = {k: np.asarray(self.carry["state"][k]) for k in ("deter", "stoch")}
+        self.replay.add_batch(record(last, self.prev_action), context=context)
+        self.counters["stored_steps"] += self.n
+        self.obs = self.vec.reset(self.cut_seeds(self.env_steps))
+        self.prev_action = np.zeros_like(self.prev_action)
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
 
     def preflight(self) -> None:
         """One line before the first step: sizes, counts and the planned number of updates."""

@@ -74,7 +74,7 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
                 conn.send(("ok", None))
                 return
             try:
-                result = env.reset() if command == "reset" else env.step(arg)
+                result = env.reset(arg) if command == "reset" else env.step(arg)
             except Exception as err:
                 conn.send(_error_reply(err))
             else:
@@ -99,7 +99,7 @@ class _InProcessWorker:
 
     def request(self, command: str, arg: Any = None) -> None:
         try:
-            result = self._env.reset() if command == "reset" else self._env.step(arg)
+            result = self._env.reset(arg) if command == "reset" else self._env.step(arg)
         except Exception as err:
             self._reply = ("error", (err, ""))
         else:
@@ -221,11 +221,14 @@ class VecEnv:
     def _stack(results: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         return {key: np.stack([np.asarray(r[key]) for r in results]) for key in results[0]}
 
-    def reset(self) -> dict[str, np.ndarray]:
-        """Reset every environment. Returns the observation keys plus flags, each ``[N, ...]``."""
+    def reset(self, seeds: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """Reset every environment (environment i's RNG re-seeded with ``seeds[i]``, if given).
+        Returns the observation keys plus flags, each ``[N, ...]``."""
         self._check_open()
-        for worker in self._workers:
-            worker.request("reset")
+        if seeds is not None and len(seeds) != self.num_envs:
+            raise ValueError(f"{len(seeds)} seeds for {self.num_envs} environments; give one each")
+        for i, worker in enumerate(self._workers):
+            worker.request("reset", None if seeds is None else int(seeds[i]))
         results = self._gather()
         self._needs_reset[:] = False
         return self._stack(results)

@@ -378,3 +378,32 @@ def test_first_render_failure_names_the_packages(monkeypatch):
     assert "libosmesa6" in message and "MUJOCO_GL=osmesa" in message
     assert "eglInitialize failed" in message
     assert isinstance(info.value.__cause__, OSError)
+
+
+@pytest.mark.parametrize("task", ["cartpole-swingup", "gym:Pendulum-v1"])
+def test_reset_with_a_seed_is_a_fresh_environment_with_that_seed(task):
+    """reset(seed=s) of a used environment continues exactly as a new one seeded s (what
+    run.exact_resume and per-evaluation seeds rely on), through vecenv as well."""
+    from experiments.envs import make_env
+
+    rng = np.random.default_rng(0)
+    fresh, used = make_env(task, seed=5), make_env(task, seed=99)
+    used.reset()
+    for _ in range(30):
+        used.step(rng.uniform(-1, 1, used.act_dim))
+    runs = [[fresh.reset()], [used.reset(seed=5)]]
+    for _ in range(20):
+        action = rng.uniform(-1, 1, fresh.act_dim)
+        runs[0].append(fresh.step(action))
+        runs[1].append(used.step(action))
+    for a, b in zip(*runs, strict=True):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    fresh.close()
+    used.close()
+    with make_envs(task, num_envs=2, seeds=[7, 8]) as vec:
+        first = vec.reset()
+        vec.step(np.zeros((2, vec.act_dim)))
+        again = vec.reset(seeds=[7, 8])
+        assert all(np.array_equal(first[k], again[k]) for k in first)
+        with pytest.raises(ValueError, match="1 seeds for 2 environments"):
+            vec.reset(seeds=[1])

@@ -573,3 +573,44 @@ def test_a_damaged_replay_file_is_named_and_nothing_is_changed(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "resumed from checkpoint at env step 1200" in err and "empty replay" in err
     assert _ckpt_steps(tmp_path)[-1] == 1600
+
+
+def test_exact_resume_after_sigkill_is_bit_for_bit_the_uninterrupted_run(tmp_path):
+    """run.exact_resume: killed after a checkpoint and resumed, a run ends with the parameters
+    and logs of the same run never interrupted, bit for bit on the CPU."""
+    # Logs every 600 env steps: the checkpoint at 1600 holds the partial sums of the updates
+    # since the log at 1200 (updates start after the 800 prefill steps).
+    args = ("--steps", "2400", "--run.save_every", "800", "--run.log_every", "600")
+    args += ("--run.exact_resume", "true", "--seed", "3")
+    # (The evaluation at 2400 comes after the checkpoint the killed run resumes from.)
+    args += ("--run.eval_every", "1200", "--run.eval_episodes", "1")
+
+    def finish(proc):
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, out[-3000:]
+        return json.loads(out.strip().splitlines()[-1])
+
+    whole = finish(_start(tmp_path / "whole", *args))
+    proc = _start(tmp_path / "cut", *args, pause="env_step@1704")
+    _wait_paused(proc, tmp_path / "cut", "env_step")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert _ckpt_steps(tmp_path / "cut")[-1] == 1600
+    resumed = finish(_start(tmp_path / "cut", *args))
+    assert resumed["params_sha256"] == whole["params_sha256"]
+    assert resumed["counters"] == whole["counters"]
+    # The logs: every row the same but the wall-clock throughput.
+    clock = ("run/env_steps_per_s", "run/updates_per_s")
+
+    def rows(name):
+        out = [{k: v for k, v in r.items() if k not in clock} for r in _jsonl(tmp_path / name)]
+        return [r for r in out if len(r) > 1]
+
+    assert rows("cut") == rows("whole")
+    assert any("eval/return" in r for r in rows("whole")) and any(
+        "wm/loss" in r and r["step"] == 1200 for r in rows("whole")
+    )
+
+
+def _jsonl(logdir: Path) -> list[dict]:
+    return read_jsonl(logdir / "metrics.jsonl")

@@ -112,6 +112,7 @@ def run_episodes(agent, state, env, key, mode):
     return total, episodes
 
 
+@pytest.mark.slow
 def test_dreamer_improves_on_a_tiny_control_problem(agent):
     state = agent.init(jax.random.key(0))
     eval_env = Reach(64, seed=123)

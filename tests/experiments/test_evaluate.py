@@ -42,6 +42,7 @@ def test_loaded_policy_acts_step_by_step_with_recurrent_state(logdir):
     assert policy.act(batch).shape == (3, 1)
 
 
+@pytest.mark.slow
 def test_evaluate_returns_and_video(logdir, capsys):
     result = evaluate(logdir, episodes=2, video=True)
     assert result["episodes"] == 2 and len(result["returns"]) == 2

@@ -135,6 +135,7 @@ def test_dreamer_acts_one_hot_and_prefills_uniformly():
             assert np.all(np.abs(counts - 2000 / 3) < 5 * np.sqrt(2000 * 2 / 9)), counts
 
 
+@pytest.mark.slow
 def test_dreamer_trains_on_gymnasium_cartpole(tmp_path):
     cfg, _ = config_lib.parse_args(
         ["--logdir", "x", "--task", "gym:CartPole-v1", "--steps", "800", "--run.prefill", "400"]

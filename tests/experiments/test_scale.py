@@ -89,6 +89,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> dict:
     return _summary(out) | {"output": out}
 
 
+@pytest.mark.slow
 def test_two_seeds_on_four_devices_equal_each_seed_alone_on_one():
     out = _python(4, str(SCRIPTS / "sharded_update.py"))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -108,6 +109,7 @@ def test_two_seeds_on_four_devices_equal_each_seed_alone_on_one():
     assert "run.batch_size=6" in r["refused"] and "multiple of 4" in r["refused"]
 
 
+@pytest.mark.slow
 def test_run_on_four_devices_resumes_on_one_and_on_two(tmp_path):
     first = tmp_path / "four"
     # Updates start once replay holds B x T = 64 steps: agent step 64 of 8 env steps each.
@@ -171,6 +173,7 @@ def _two_processes(logdir: Path, *args: str, pause: str = "") -> list[subprocess
     ]
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
     logdir = tmp_path / "run"
     # Updates start at agent step 62 (each process holds its 2 x 16 steps), one per 4 agent
@@ -216,6 +219,7 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
     assert [r["step"] for r in rows if "eval/return" in r] == [800]
 
 
+@pytest.mark.slow
 def test_many_seeds_in_one_process(tmp_path):
     from experiments import config as config_lib
     from experiments.logging import read_offline_run

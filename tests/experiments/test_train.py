@@ -122,6 +122,7 @@ def _run(logdir: Path, *extra: str, kill_at: str = "") -> str:
     return out
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     logdir = tmp_path / "run"
     # 1) Killed while checkpoint 1200 is being written (orbax's temporary directory exists).
@@ -160,6 +161,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     assert np.diff(starts).max() <= 126
 
 
+@pytest.mark.slow
 def test_train_in_process_wandb_offline_and_resume_same_run(tmp_path):
     cfg, _ = config_lib.parse_args(
         [
@@ -242,6 +244,7 @@ def test_non_finite_loss_stops_training_and_keeps_checkpoint(tmp_path):
     assert steps == [800]
 
 
+@pytest.mark.slow
 def test_pixels_run_writes_openloop_video(tmp_path):
     cfg, _ = config_lib.parse_args(
         [
@@ -273,51 +276,39 @@ def test_pixels_run_writes_openloop_video(tmp_path):
         assert im.size == (3 * 64, 4 * 64)  # truth | prediction | error, 4 sequences
 
 
-def test_sigterm_saves_a_final_checkpoint(tmp_path):
-    cache = tmp_path.parent / f"{tmp_path.name}-cache"
+@pytest.mark.slow
+def test_signals_save_a_final_checkpoint_and_a_second_one_waits_for_it(tmp_path):
+    logdir, cache = tmp_path / "run", tmp_path / "cache"
     args = ("--agent", "random", "--steps", "100000", "--run.save_every", "100000")
-    args += ("--compile-cache", str(cache))
-    proc = _start(tmp_path / "run", *args, pause="env_step@1200")
-    _wait_paused(proc, tmp_path / "run", "env_step")  # training is under way
-    proc.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, out[-2000:]
-    assert "checkpoint saved" in out
-    # The runner reports its startup and fills the persistent compilation cache it was given.
-    assert re.search(r"first update done [\d.]+ s after process start", out)
-    assert any(cache.iterdir())
-    # No periodic save was due: the checkpoint is the one written on the way out, at the
-    # step the signal arrived.
-    assert _ckpt_steps(tmp_path / "run") == [1200]
-
-
-def test_a_second_signal_during_the_final_save_waits_for_it(tmp_path):
-    logdir = tmp_path / "run"
-    args = ("--agent", "random", "--steps", "100000", "--run.save_every", "400")
-    proc = _start(logdir, *args, pause="env_step@1000,final_save")
-    _wait_paused(proc, logdir, "env_step")
+    proc = _start(logdir, *args, "--compile-cache", str(cache), pause="env_step@1000,final_save")
+    _wait_paused(proc, logdir, "env_step")  # training is under way
     proc.send_signal(signal.SIGTERM)  # stop: the final save begins, and holds
     _wait_paused(proc, logdir, "final_save")
     proc.send_signal(signal.SIGINT)  # a second signal inside the save
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-2000:]
-    assert "KeyboardInterrupt" not in out
-    # The final checkpoint is complete, with the counters of the step the run stopped at.
-    assert _ckpt_steps(logdir)[-1] == 1000
+    assert "checkpoint saved" in out and "KeyboardInterrupt" not in out
+    # The runner reports its startup and fills the persistent compilation cache it was given.
+    assert re.search(r"first update done [\d.]+ s after process start", out)
+    assert any(cache.iterdir())
+    # No periodic save was due: the one checkpoint is the final one, complete, with the
+    # counters of the step the signal arrived at.
+    assert _ckpt_steps(logdir) == [1000]
     with Checkpointer(logdir / "checkpoints") as ck:
         assert ck.restore_meta()["counters"]["agent_steps"] * 8 == 1000
     assert not list((logdir / "checkpoints").glob("*orbax-checkpoint-tmp*"))
-    # Outside a save, a second signal stops at once: no final checkpoint, the last periodic
-    # one stays the run's latest.
+    # Outside a save, a second signal stops at once: no final checkpoint, the one the run
+    # resumed from stays its latest.
     proc = _start(logdir, *args, pause="env_step@1800")
     _wait_paused(proc, logdir, "env_step")
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGINT)  # another signal number: pending signals do not merge
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0 and "KeyboardInterrupt" in out, out[-2000:]
-    assert _ckpt_steps(logdir)[-1] == 1600
+    assert _ckpt_steps(logdir) == [1000]
 
 
+@pytest.mark.slow
 def test_planet_agent_plans_on_the_categorical_dreamer_world_model(tmp_path):
     cfg, _ = config_lib.parse_args(
         [
@@ -364,6 +355,7 @@ def test_planet_agent_plans_on_the_categorical_dreamer_world_model(tmp_path):
     assert any(np.isfinite(r.get("wm/loss", np.nan)) for r in rows)
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_overlap_changes_nothing(tmp_path):
     def run(name, seed, *extra):
         cfg, _ = config_lib.parse_args(
@@ -487,6 +479,7 @@ def test_resume_drops_the_log_lines_written_after_its_checkpoint(tmp_path):
     assert drop_rows_after(path, 16) == 0 and drop_rows_after(tmp_path / "none.jsonl", 0) == 0
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
     def cfg(steps: int):
         args = ["--preset", "debug", "--agent", "random", "--logdir", str(tmp_path)]
@@ -521,6 +514,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
     assert _ckpt_steps(only) == [400] and not (only / "checkpoints-damaged").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_the_checkpoints_before_it_intact(tmp_path):
     import resource
 
@@ -554,6 +548,7 @@ def test_a_full_disk_stops_the_run_with_the_checkpoints_before_it_intact(tmp_pat
     assert "resumed from checkpoint at env step 1200" in out
 
 
+@pytest.mark.slow
 def test_a_damaged_replay_file_is_named_and_nothing_is_changed(tmp_path, capsys):
     from experiments.train import main
 
@@ -577,6 +572,7 @@ def test_a_damaged_replay_file_is_named_and_nothing_is_changed(tmp_path, capsys)
     assert _ckpt_steps(tmp_path)[-1] == 1600
 
 
+@pytest.mark.slow
 def test_exact_resume_after_sigkill_is_bit_for_bit_the_uninterrupted_run(tmp_path):
     """run.exact_resume: killed after a checkpoint and resumed, a run ends with the parameters
     and logs of the same run never interrupted, bit for bit on the CPU."""

@@ -112,17 +112,18 @@ class RandomAgent:
     def init_carry(self, num_envs: int) -> Any:
         return zero_carry(self.wm, num_envs)
 
+    def observe_step(self, state: AgentState, carry: dict, obs: dict, key: Array) -> dict:
+        """The posterior after o_t, from the carried state and previous action (reset where
+        ``obs['is_first']``): the policy's first step, and what replay stores as context."""
+        wm = state.params["wm"]
+        return self.wm.apply(
+            wm, carry["state"], carry["action"], obs, key, method=WorldModel.obs_step
+        )
+
     def _policy(self, state, carry, obs, key, mode: str):
         check_mode(mode)
         k_obs, k_act = jax.random.split(key)
-        post = self.wm.apply(
-            state.params["wm"],
-            carry["state"],
-            carry["action"],
-            obs,
-            k_obs,
-            method=WorldModel.obs_step,
-        )
+        post = self.observe_step(state, carry, obs, k_obs)
         action = random_actions(k_act, obs["is_first"].shape[0], self.action_dim, self.discrete)
         return action, {"state": post, "action": action}
 

@@ -248,14 +248,7 @@ class PlanetAgent(RandomAgent):
         prefill: no planning, but the posterior still advances)."""
         check_mode(mode)
         k_obs, k_plan, k_noise = jax.random.split(key, 3)
-        post = self.wm.apply(
-            state.params["wm"],
-            carry["state"],
-            carry["action"],
-            obs,
-            k_obs,
-            method=WorldModel.obs_step,
-        )
+        post = self.observe_step(state, carry, obs, k_obs)
         if mode == "random":
             action = random_actions(k_plan, post["deter"].shape[0], self.action_dim)
         else:

@@ -391,3 +391,19 @@ def test_observe_continues_from_a_stored_state_unless_the_episode_starts(setup):
     # ... and the row that begins an episode starts from h_0 whatever was stored.
     for name in from_stored:
         np.testing.assert_allclose(from_stored[name][0], from_h0[name][0], rtol=1e-6, atol=1e-6)
+
+
+def test_single_step_checks_shapes_as_observe_does(setup):
+    """obs_step with is_first [B, 1], or a state of another batch, is refused by name (it would
+    otherwise broadcast to [B, B, ...])."""
+    model, params, _, step = setup
+    embed, action, is_first = data()
+    state = model.apply(params, B, method=RSSM.initial_state)
+    args = (action[:, 0], embed[:, 0])
+    with pytest.raises(ValueError, match=r"is_first has shape \(3, 1\); expected \(3,\)"):
+        step(params, state, *args, is_first[:, :1], jax.random.key(0))
+    small = jax.tree.map(lambda x: x[:1], state)
+    with pytest.raises(ValueError, match=r"the previous state's deter has shape \(1, 16\)"):
+        step(params, small, *args, is_first[:, 0], jax.random.key(0))
+    post, _ = step(params, state, *args, is_first[:, 0], jax.random.key(0))
+    assert post["deter"].shape == (B, 16)

@@ -497,9 +497,6 @@ def make_agent(cfg: Config, obs_shapes, action_dim: int, discrete: bool = False)
     )
 
 
-# --- validation -------------------------------------------------------------------------------
-
-
 # --- conversion and command line --------------------------------------------------------------
 
 

@@ -138,7 +138,6 @@ class GymEnv:
                 f"{self.task}: action space {act} is not supported; use a Box (continuous) or a "
                 "Discrete (one-hot) action space"
             )
-        act.seed(self.seed)
 
     @property
     def max_agent_steps(self) -> int | None:
@@ -157,7 +156,9 @@ class GymEnv:
             for k in self.vector_layout:
                 if k in self._one_hot:
                     n, first = self._one_hot[k]
-                    chunks.append(np.eye(n, dtype=np.float32)[int(parts[k]) - first])
+                    one_hot = np.zeros(n, np.float32)
+                    one_hot[int(parts[k]) - first] = 1.0
+                    chunks.append(one_hot)
                 else:
                     chunks.append(np.asarray(parts[k], np.float32).ravel())
             out["vector"] = np.concatenate(chunks).astype(np.float32)

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from agents.contract import STATE_LAYOUT
+from agents.world_model import CONTEXT_KEYS
 from experiments import envs as envs_lib
 from experiments import pause
 from experiments import seeds as seeds_lib
@@ -103,9 +104,8 @@ class Runner(RunSetup):
         self.means = MetricMeans(self.topo, self.n_seeds)
         if self.meta is not None:  # the metrics summed since the last log, as they were
             self.means.load(self.meta.get("metric_sums"))
-        self.per_update = (
-            run.batch_size * run.batch_length / run.train_ratio if run.train_ratio else 0
-        )
+        # Agent steps per update: one update of B x T replayed steps per B x T / train_ratio.
+        self.per_update = run.batch_size * run.batch_length / run.train_ratio
         self.ctx_steps = cfg.model.replay_context
         self.preflight()
         # With run.exact_resume a resumed run starts where the uninterrupted one went on after
@@ -197,20 +197,25 @@ class Runner(RunSetup):
         return self.summary()
 
     def collect(self, t: int) -> np.ndarray:
-        """The policy acts on o_t (uniformly at random during prefill, through the agent so
-        that its recurrent state follows the executed actions); replay stores o_t with the
-        posterior after it as context. Returns the actions ``[N, A]``."""
+        """The policy acts on o_t and replay stores it (``act_and_store``); ``[N, A]``."""
         self.check_loss()
+        return self.act_and_store(self.obs, seeds_lib.fold_in(self.policy_key, t))
+
+    def act_and_store(self, obs: dict[str, np.ndarray], key: jax.Array) -> np.ndarray:
+        """The policy acts on ``obs`` (uniformly at random during prefill, through the agent so
+        that its recurrent state follows the executed actions); replay stores the observation
+        with the posterior after it as context. Returns the actions ``[N, A]``."""
         if self.acting is None:
             self.acting = self.topo.local_view(self.state)
-        mode = "random" if t * self.repeat < self.cfg.run.prefill else "explore"
-        key = seeds_lib.fold_in(self.policy_key, t)
-        obs = policy_obs(self.obs, self.obs_keys)
-        action, self.carry = self.agent.policy(self.acting, self.carry, obs, key, mode)
+        prefill = self.env_steps < self.cfg.run.prefill
+        inputs = policy_obs(obs, self.obs_keys)
+        action, self.carry = self.agent.policy(
+            self.acting, self.carry, inputs, key, "random" if prefill else "explore"
+        )
         context = None
         if self.cfg.model.replay_context:
-            context = {k: np.asarray(self.carry["state"][k]) for k in ("deter", "stoch")}
-        self.replay.add_batch(record(self.obs, self.prev_action), context=context)
+            context = {k: np.asarray(self.carry["state"][k]) for k in CONTEXT_KEYS}
+        self.replay.add_batch(record(obs, self.prev_action), context=context)
         self.counters["stored_steps"] += self.n  # per seed
         return np.asarray(action, np.float32)
 
@@ -229,7 +234,7 @@ class Runner(RunSetup):
         """The updates owed after agent step t: once prefill is over and replay holds a
         batch's worth of data, one per ``per_update`` agent steps (``run.train_ratio``)."""
         run = self.cfg.run
-        if not (t * self.repeat >= run.prefill and self.per_update and self.replay_ready()):
+        if not (t * self.repeat >= run.prefill and self.replay_ready()):
             return
         self.counters["credit"] += self.n * self.procs / self.per_update
         while self.counters["credit"] >= 1.0:
@@ -431,18 +436,8 @@ class Runner(RunSetup):
         from seeds fixed by the seed and the step. A run resumed from this checkpoint starts
         from the same observations, so it goes on exactly as this one does."""
         t = self.counters["agent_steps"]
-        if self.acting is None:
-            self.acting = self.topo.local_view(self.state)
-        mode = "random" if t * self.repeat < self.cfg.run.prefill else "explore"
         key = seeds_lib.fold_in(seeds_lib.fold_in(self.policy_key, t), 1)  # not collect's key
-        obs = policy_obs(self.obs, self.obs_keys)
-        _, self.carry = self.agent.policy(self.acting, self.carry, obs, key, mode)
-        last = dict(self.obs, is_last=np.ones_like(self.obs["is_last"]))
-        context = None
-        if self.cfg.model.replay_context:
-            context = {k: np.asarray(self.carry["state"][k]) for k in ("deter", "stoch")}
-        self.replay.add_batch(record(last, self.prev_action), context=context)
-        self.counters["stored_steps"] += self.n
+        self.act_and_store(dict(self.obs, is_last=np.ones_like(self.obs["is_last"])), key)
         self.obs = self.vec.reset(self.cut_seeds(self.env_steps))
         self.prev_action = np.zeros_like(self.prev_action)
         self.ep_return[:], self.ep_length[:] = 0.0, 0
@@ -454,7 +449,7 @@ class Runner(RunSetup):
         step_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in vec.obs_spec.values())
         step_bytes += 4 * vec.act_dim + 4 + 3
         train_agent_steps = max(0, (run.steps - run.prefill) // self.repeat)
-        planned = int(train_agent_steps / self.per_update) if self.per_update else 0
+        planned = int(train_agent_steps / self.per_update)
         print(
             f"pre-flight: {params:,} parameters | replay at capacity {run.replay_capacity:,} "
             f"steps x {step_bytes:,} B = {run.replay_capacity * step_bytes / 2**30:.2f} GiB | "

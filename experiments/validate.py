@@ -109,7 +109,7 @@ def _check_run(cfg: Config) -> None:
     need(
         r.train_ratio > 0,
         f"run.train_ratio={r.train_ratio}; must be > 0 (replayed steps per agent step): with 0 "
-        "the run would never train; to only collect data use --agent random",
+        "the run would never train",
     )
     need(r.prefill >= 0, f"run.prefill={r.prefill}; must be >= 0 environment steps")
     for name in ("log_every", "save_every"):

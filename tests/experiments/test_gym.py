@@ -161,4 +161,5 @@ def test_dreamer_trains_on_gymnasium_cartpole(tmp_path):
     batch, _, _ = replay.sample_sequences(8, 16)
     sums = batch["action"].sum(-1)
     assert set(np.unique(batch["action"])) <= {0.0, 1.0}
-    assert np.all((sums == 1.0) | batch["is_first"]), json.dumps(sums.tolist())
+    first = batch["is_first"].astype(bool)
+    assert np.all(sums[~first] == 1.0) and np.all(sums[first] == 0.0), json.dumps(sums.tolist())

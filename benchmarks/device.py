@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,5 +24,16 @@ def device_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": _cpu_model(),
         "xla_flags": os.environ.get("XLA_FLAGS"),
     }
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (shared machines of one kind differ: figures name theirs)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    models = [line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line]
+    return models[0] if models else None

@@ -2,6 +2,7 @@
 
     python benchmarks/update.py [--cases size1m,size12m,size12m-vision,planet] [--steps 10]
         [--peak-gflops 166] [--profile DIR] [--baseline REV [--rounds 3]] [--seeds 1,2,4,8]
+        [--xla-flags="FLAGS;FLAGS" [--rounds 3]]
 
 One update is one call of ``agent.train(state, batch)`` exactly as ``experiments.train`` makes
 and calls it (``experiments.train.make_agent`` on the preset's config), on a batch of the preset's
@@ -17,7 +18,9 @@ Per case: compile seconds (tracing, lowering and XLA compilation of the first ca
 ``--steps`` timed updates (median / min / max wall seconds, each to ``block_until_ready``),
 XLA's FLOP count of the compiled update, the achieved FLOP/s and its fraction of the CPU's
 float32 peak (cores x clock x 32 FLOP/cycle with AVX-512 or AVX2+FMA, or ``--peak-gflops``),
-and the process's peak RSS.
+the FLOP/s of one large float32 matmul on the same backend (``matmul_gflops``: what XLA reaches
+on this machine when FLOPs are all there is, so the update's fraction of it is the headroom left
+to layout and fusion work), and the process's peak RSS.
 
 ``--profile DIR`` also traces ``--steps`` updates with ``jax.profiler`` into DIR and prints the
 time per part of the update (the ``jax.named_scope`` of each op: world model, imagination,
@@ -34,6 +37,12 @@ median seconds per update for both and their ratio (baseline / current). The scr
 with the runner's allocator (TCMalloc where installed, ``experiments/malloc.py``), the
 baseline revision with glibc's malloc as it did; ``RSSM_JAX_MALLOC=system`` runs both with
 glibc's, which isolates the code's own speedup.
+
+``--xla-flags="A;B"`` (with ``=``: the value starts with dashes) times the working tree with
+each ``XLA_FLAGS`` setting (``;``-separated; each may hold several flags) alternately with no
+flags, ``--rounds`` times, and prints each setting's ratio (default / flagged): the XLA:CPU
+options measured here, which the runner does not set because none helped
+(``benchmarks/results/update_cpu_xla_flags.json``).
 """
 
 from __future__ import annotations
@@ -143,6 +152,19 @@ def peak_flops(override: float | None) -> tuple[float, str]:
     return cores * ghz * 1e9 * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
 
 
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of one jitted ``[n, n] @ [n, n]`` float32 matmul (best of ``reps``)."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def time_case(case: str, steps: int, args, seeds: int = 1) -> dict[str, Any]:
     agent, batch, preset, (b, t) = make_case(case, args.batch_size, args.length, tuple(args.set))
     key = jax.random.key(0)
@@ -173,6 +195,7 @@ def time_case(case: str, steps: int, args, seeds: int = 1) -> dict[str, Any]:
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
     median = float(np.median(times))
     peak, how = peak_flops(args.peak_gflops)
+    matmul = matmul_gflops()
     result = {
         "case": case,
         "seeds": seeds,
@@ -189,6 +212,8 @@ def time_case(case: str, steps: int, args, seeds: int = 1) -> dict[str, Any]:
         "fraction_of_peak": round(flops / median / peak, 3),
         "peak_gflops": round(peak / 1e9, 1),
         "peak_estimate": how,
+        "matmul_gflops": round(matmul, 1),
+        "fraction_of_matmul": round(flops / median / 1e9 / matmul, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "malloc": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc",
         # Page faults per timed update: a buffer mapped afresh each update shows up here.
@@ -267,8 +292,11 @@ def profile(agent, state, batch, compiled, steps: int, out_dir: Path) -> dict[st
 # --- baseline -----------------------------------------------------------------------------------
 
 
-def run_child(root: Path | None, case: str, args) -> dict[str, Any]:
+def run_child(root: Path | None, case: str, args, xla_flags: str | None = None) -> dict[str, Any]:
     env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    if xla_flags:
+        env["XLA_FLAGS"] = xla_flags
     if root is not None:
         env["UPDATE_BENCH_ROOT"] = str(root)
         # The baseline as it ran: without the allocator this process may have been given.
@@ -331,6 +359,31 @@ def baseline(args, cases: list[str]) -> dict[str, Any]:
             )
 
 
+def flags_sweep(args, cases: list[str]) -> dict[str, Any]:
+    """Each XLA_FLAGS setting against none, alternating (see the module doc)."""
+    settings = [f.strip() for f in args.xla_flags.split(";") if f.strip()]
+    rows = []
+    for case in cases:
+        for flags in settings:
+            plain, flagged = [], []
+            for _ in range(args.rounds):
+                plain.append(run_child(None, case, args)["median_s"])
+                flagged.append(run_child(None, case, args, flags)["median_s"])
+            o, n = float(np.median(plain)), float(np.median(flagged))
+            rows.append(
+                {
+                    "case": case,
+                    "xla_flags": flags,
+                    "default_s": round(o, 4),
+                    "flagged_s": round(n, 4),
+                    "speedup": round(o / n, 3),
+                    "default_runs_s": plain,
+                    "flagged_runs_s": flagged,
+                }
+            )
+    return {"rounds": args.rounds, "flags": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="size1m,size12m,size12m-vision,planet")
@@ -340,7 +393,12 @@ def main() -> None:
     parser.add_argument("--peak-gflops", type=float, default=None, help="float32 peak, GFLOP/s")
     parser.add_argument("--profile", default=None, help="trace into this directory")
     parser.add_argument("--baseline", default=None, help="git revision to compare against")
-    parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternations with --baseline or --xla-flags"
+    )
+    parser.add_argument(
+        "--xla-flags", default=None, help="';'-separated XLA_FLAGS settings to time vs none"
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument(
         "--seeds",
@@ -363,8 +421,12 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown cases {sorted(unknown)}; expected some of {list(CASES)}")
     report: dict[str, Any] = {"benchmark": "update", "device": device_info()}
+    if args.baseline and args.xla_flags:
+        parser.error("--baseline and --xla-flags each alternate against the working tree: one")
     if args.baseline:
         report.update(baseline(args, cases))
+    elif args.xla_flags:
+        report.update(flags_sweep(args, cases))
     else:
         seeds = [int(k) for k in args.seeds.split(",") if k]
         report["results"] = [time_case(c, args.steps, args, k) for c in cases for k in seeds]

@@ -97,6 +97,7 @@ class WorldModelConfig:
     replay_context: int = 1  # 1: start sequences from the state stored in replay (2024); 0: h_0
     carry_state: bool = False  # start from the previous batch's last posterior (2023 code)
     dtype: str = "float32"  # compute dtype: 'float32' or 'bfloat16'
+    unroll: int = 1  # RSSM scan steps per loop iteration (the same results; may help on a GPU)
 
     def make_latent(self) -> rssm.Latent:
         if self.latent == "categorical":
@@ -136,6 +137,8 @@ class WorldModelConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r}; expected one of {allowed}")
+        if self.unroll < 1:
+            raise ValueError(f"model.unroll={self.unroll}; must be >= 1 (1: no unrolling)")
         if self.core == "block" and self.deter % self.blocks:
             raise ValueError(
                 f"model.deter={self.deter} is not divisible by model.blocks={self.blocks}; "
@@ -268,6 +271,7 @@ class WorldModel(nn.Module):
             bias=c.bias,
             winit=c.winit,
             dtype=dt,
+            unroll=c.unroll,
         )
         head_units = c.head_units or c.units
         self.reward = rssm.Head(

@@ -98,7 +98,8 @@ class Config:
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
 
 
-# Fields that may change when a run resumes: how long to run and where to log.
+# Fields that may change when a run resumes: how long to run, where to log, and how (not what)
+# to compute.
 RESUMABLE_FIELDS = (
     "run.steps",
     "run.eval_every",
@@ -112,6 +113,7 @@ RESUMABLE_FIELDS = (
     "env.parallel",
     "run.overlap",
     "run.fsdp",
+    "model.unroll",
 )
 
 

@@ -92,8 +92,14 @@ class RSSM(nn.Module):
     bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)
     winit: str = "fan_in"  # weight init: truncated normal over fan_in (2024) or fan_avg (2023)
     dtype: Any = jnp.float32  # compute dtype; latent statistics stay float32
+    # Steps per iteration of the observe and imagine scans (the same results). 1 on a CPU,
+    # where unrolling changed nothing; on a GPU each step's kernels otherwise launch one loop
+    # iteration at a time.
+    unroll: int = 1
 
     def setup(self) -> None:
+        if not isinstance(self.unroll, int) or self.unroll < 1:
+            raise ValueError(f"unroll={self.unroll!r}; expected a positive int (1: no unrolling)")
         if self.core not in CORES:
             raise ValueError(f"core={self.core!r}; expected one of {CORES}")
         if self.initial not in INITIALS:
@@ -281,7 +287,9 @@ class RSSM(nn.Module):
             post = mdl.post_step(carry, a, e, f, k, init)
             return {k: post[k] for k in ("deter", "stoch")}, post
 
-        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
+        scan = nn.scan(
+            step, variable_broadcast="params", split_rngs={"params": False}, unroll=self.unroll
+        )
         _, post = scan(self, state, xs)
         post = jax.tree.map(swap, post)
         # The prior head needs no recurrence: one batched pass over all [B, T] steps after the
@@ -308,7 +316,9 @@ class RSSM(nn.Module):
             return (nxt, act), (nxt, act)
 
         first_action = policy(start, keys[0])
-        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
+        scan = nn.scan(
+            step, variable_broadcast="params", split_rngs={"params": False}, unroll=self.unroll
+        )
         _, (states, actions) = scan(self, (start, first_action), keys[1:])
         swap = lambda x: jnp.swapaxes(x, 0, 1)
         states = jax.tree.map(lambda s, x: jnp.concatenate([s[:, None], swap(x)], 1), start, states)

@@ -251,6 +251,25 @@ def test_imagine_aligns_actions_with_states(setup):
         np.testing.assert_allclose(nxt["deter"], states["deter"][:, t + 1], rtol=1e-5, atol=1e-5)
 
 
+def test_unrolled_scans_compute_the_same_states(setup):
+    # unroll=3 (T = 5 and H = 4 are not multiples: the remainder runs too) changes the loop,
+    # not the states: the same posterior, prior and imagined rollout from the same keys.
+    model, params, _, _ = setup
+    unrolled = model.clone(unroll=3)
+    args = (*data(7), jax.random.key(13))
+    policy = lambda s, k: jnp.tanh(s["deter"][:, :A])
+    outs = []
+    for m in (model, unrolled):
+        post, prior = m.apply(params, *args, method=RSSM.observe)
+        start = jax.tree.map(lambda x: x[:, -1], post)
+        imagined = m.apply(params, policy, start, 4, jax.random.key(14), method=RSSM.imagine)
+        outs.append((post, prior, imagined))
+    for x, y in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="unroll=0"):
+        model.clone(unroll=0).apply(params, *args, method=RSSM.observe)
+
+
 def test_presets_construct_and_validate():
     m = rssm.planet(action_dim=3)
     assert isinstance(m.latent, GaussianLatent) and m.latent.size == 30 and m.deter == 200

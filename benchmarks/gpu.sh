@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The GPU figures in one command, each part's JSON under OUTDIR:
+#
+#   bash benchmarks/gpu.sh OUTDIR [PARTS] [TASK]
+#
+# PARTS (comma-separated, default all of them; each compiles its own programs):
+#   update  seconds per update at size1m, size12m and size12m-vision     -> update.json
+#   unroll  size1m and size12m with the RSSM scans unrolled 4 and 16 steps per loop iteration
+#           (--model.unroll: the same results; kernel launches and loop overhead on a GPU)
+#                                                                  -> update_unroll{4,16}.json
+#   seeds   K = 1, 2, 4, 8 size1m agents in one vmapped update         -> update_seeds.json
+#   train   a short run of the dreamerv3 preset on TASK (default walker-walk; gym:Pendulum-v1
+#           needs no MuJoCo): its summary and metrics, env steps/s and updates/s among them
+#                                                   -> train.json, train_metrics.jsonl
+# Progress and every part's stderr go to OUTDIR/gpu.log. Each part is cut off after
+# PART_TIMEOUT seconds (default 300) and the next one runs. Compiled programs are cached in
+# JAX_COMPILATION_CACHE_DIR (default /tmp/rssm-jax-cache), so a part re-run compiles nothing.
+# On one H100/H200: update + unroll about 6 minutes, seeds + train about 6.
+set -uo pipefail
+
+out=${1:?usage: bash benchmarks/gpu.sh OUTDIR [update,unroll,seeds,train] [TASK]}
+parts=${2:-update,unroll,seeds,train}
+task=${3:-walker-walk}
+py=${PYTHON:-python3}
+limit=${PART_TIMEOUT:-300}
+run_dir=${RUN_DIR:-/tmp/rssm-jax-gpu-run}
+mkdir -p "$out"
+log="$out/gpu.log"
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/rssm-jax-cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+
+# One part: its command's stdout to OUTDIR/NAME.json, its stderr to the log.
+part() {
+  local name=$1
+  shift
+  echo "== $(date -u +%T) $name: $*" >>"$log"
+  local start=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.json" 2>>"$log"
+  local status=$?
+  echo "== $name: exit status $status after $((SECONDS - start)) s" >>"$log"
+}
+
+{
+  echo "== $(date -u) rssm-jax GPU figures, parts $parts, task $task"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+  "$py" -c "import jax; print('jax', jax.__version__, jax.devices())" 2>&1
+} >>"$log"
+
+for p in ${parts//,/ }; do
+  case $p in
+    update)
+      part update "$py" benchmarks/update.py --cases size1m,size12m,size12m-vision --steps 20
+      ;;
+    unroll)
+      for u in 4 16; do
+        part "update_unroll$u" "$py" benchmarks/update.py --cases size1m,size12m --steps 20 \
+          --set "model.unroll=$u"
+      done
+      ;;
+    seeds)
+      part update_seeds "$py" benchmarks/update.py --cases size1m --seeds 1,2,4,8 --steps 20
+      ;;
+    train)
+      rm -rf "$run_dir"
+      # The summary the runner prints last is the JSON line; the rest of stdout is progress.
+      echo "== $(date -u +%T) train: dreamerv3 on $task" >>"$log"
+      start=$SECONDS
+      timeout "$limit" "$py" -m experiments.train --preset dreamerv3 --task "$task" \
+        --logdir "$run_dir" --steps 30000 --run.eval_every 10000 --run.log_every 2000 --run.video_every 0 \
+        --logging.wandb disabled 2>>"$log" | tail -n 1 >"$out/train.json"
+      echo "== train: exit status ${PIPESTATUS[0]} after $((SECONDS - start)) s" >>"$log"
+      cp "$run_dir/metrics.jsonl" "$out/train_metrics.jsonl" 2>>"$log"
+      ;;
+    *)
+      echo "unknown part $p; expected some of update,unroll,seeds,train" >&2
+      exit 2
+      ;;
+  esac
+done
+echo "== $(date -u +%T) done" >>"$log"

@@ -30,6 +30,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -46,13 +47,20 @@ _PACKAGES_HELP = (
     "set MUJOCO_GL=osmesa. State-only ('proprio') use can set MUJOCO_GL=disable."
 )
 
-try:
-    from dm_control import suite
-except ImportError as _err:
-    raise ImportError(
-        f"dm_control failed to import with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: {_err!r}. "
-        f"If this is a rendering backend error: {_PACKAGES_HELP}"
-    ) from _err
+
+@functools.cache
+def _suite() -> Any:
+    """dm-control's suite, imported on first use: a Gymnasium task, the update benchmark and
+    everything else that steps no dm-control environment runs without dm-control installed."""
+    try:
+        from dm_control import suite
+    except ImportError as err:
+        raise ImportError(
+            f"dm_control failed to import with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: "
+            f"{err!r}. If this is a rendering backend error: {_PACKAGES_HELP}"
+        ) from err
+    return suite
+
 
 Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
@@ -61,8 +69,19 @@ OBS_MODES = ("proprio", "pixels")
 # Names used by PlaNet and DreamerV3 that differ from dm-control's.
 TASK_ALIASES: dict[str, tuple[str, str]] = {"cup-catch": ("ball_in_cup", "catch")}
 
-# Every valid name: dm-control's suite as 'domain-task', then the aliases.
-TASKS: tuple[str, ...] = tuple(f"{d}-{t}" for d, t in suite.ALL_TASKS) + tuple(TASK_ALIASES)
+
+def dmc_tasks() -> tuple[str, ...]:
+    """Every valid dm-control name: the suite's as 'domain-task', then the aliases."""
+    return tuple(f"{d}-{t}" for d, t in _suite().ALL_TASKS) + tuple(TASK_ALIASES)
+
+
+def __getattr__(name: str) -> Any:
+    # ``TASKS`` (= dmc_tasks()) is computed on first access: importing this module needs no
+    # dm-control.
+    if name == "TASKS":
+        return dmc_tasks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # PlaNet's action repeats (Hafner et al. 2019, Table 1); other domains use DreamerV3's 2.
 DEFAULT_ACTION_REPEAT: dict[str, int] = {
@@ -91,9 +110,10 @@ def parse_task(name: str) -> tuple[str, str]:
     if name in TASK_ALIASES:
         return TASK_ALIASES[name]
     domain, sep, task = name.partition("-")
-    if not sep or (domain, task) not in suite.ALL_TASKS:
+    if not sep or (domain, task) not in _suite().ALL_TASKS:
         raise ValueError(
-            f"unknown dm-control task {name!r}; expected 'domain-task', one of: {', '.join(TASKS)}"
+            f"unknown dm-control task {name!r}; expected 'domain-task', one of: "
+            f"{', '.join(dmc_tasks())}"
         )
     return domain, task
 
@@ -179,7 +199,7 @@ class DMCEnv:
     """One dm-control suite task with action repeat, a time limit and dict observations.
 
     Args:
-        task: ``'domain-task'`` name, e.g. ``'walker-walk'`` (see `TASKS`).
+        task: ``'domain-task'`` name, e.g. ``'walker-walk'`` (see `dmc_tasks`).
         obs: ``'proprio'`` -> ``{'vector': [D] float32}``; ``'pixels'`` -> ``{'image': [H, W, 3]
             uint8}``.
         seed: seeds dm-control's task (``task_kwargs={'random': seed}``): the same seed gives
@@ -227,7 +247,7 @@ class DMCEnv:
         self.size = (height, width)
         self.fast_render = bool(fast_render)
         # dm-control's limit is off: this class ends episodes after `time_limit` steps.
-        self._env = suite.load(
+        self._env = _suite().load(
             domain, task_name, task_kwargs={"random": seed, "time_limit": float("inf")}
         )
 
@@ -376,13 +396,13 @@ __all__ = [
     "DEFAULT_CAMERA",
     "DEFAULT_TIME_LIMIT",
     "OBS_MODES",
-    "TASKS",
     "TASK_ALIASES",
     "DMCEnv",
     "Env",
     "check_int",
     "check_task",
     "default_action_repeat",
+    "dmc_tasks",
     "env_seed",
     "make_env",
     "parse_task",

@@ -36,7 +36,9 @@ class EnvConfig:
     size: int = 64  # image height and width
     camera: int = -1  # -1: the task's default camera
     fast_render: bool = False  # 64x64 buffer, no shadows or MSAA (faster, different pixels)
-    time_limit: int = 1000  # episode length in environment steps
+    # Episode length in environment steps; 0: the task's own (dm-control: 1000, the suite's
+    # convention; Gymnasium: the limit the env is registered with, e.g. BipedalWalker's 1600).
+    time_limit: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

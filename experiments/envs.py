@@ -166,7 +166,7 @@ def make_env(task: str, obs: str = "proprio", seed: int = 0, **kwargs: Any) -> E
             task,
             seed=seed,
             action_repeat=kwargs.get("action_repeat"),
-            time_limit=kwargs.get("time_limit", DEFAULT_TIME_LIMIT),
+            time_limit=kwargs.get("time_limit", 0),
         )
     return DMCEnv(task, obs, seed, **kwargs)
 
@@ -234,7 +234,8 @@ class DMCEnv:
         if action_repeat is None:
             action_repeat = DEFAULT_ACTION_REPEAT.get(domain, FALLBACK_ACTION_REPEAT)
         self.action_repeat = check_int("action_repeat", action_repeat, 1)
-        self.time_limit = check_int("time_limit", time_limit, 1)
+        # 0 means the task's own limit, which for the suite is DEFAULT_TIME_LIMIT.
+        self.time_limit = check_int("time_limit", time_limit or DEFAULT_TIME_LIMIT, 1)
         if len(tuple(size)) != 2:
             raise ValueError(f"size must be (height, width), got {size!r}")
         height, width = (check_int("size", s, 1) for s in size)

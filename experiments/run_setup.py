@@ -209,6 +209,7 @@ class RunSetup:
         self.stack.enter_context(self.vec)
         self.repeat = self.vec.action_repeat
         self.obs_keys = tuple(self.vec.obs_spec)
+        check_memory(cfg, self.vec.obs_spec)  # exact now that the observations are known
 
     def make_eval_env(self, k: int) -> Any:
         """Seed k's evaluation environment (its own seed, apart from the training ones)."""

@@ -9,9 +9,13 @@ checks replay at capacity against this machine's memory. The agents' own section
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from experiments.config import Config
@@ -93,7 +97,11 @@ def _check_env(cfg: Config) -> None:
         e.obs != "pixels" or e.size == 64,
         f"env.size={e.size}; the convolutional encoder expects 64x64 images: --env.size 64",
     )
-    need(e.time_limit >= 1, f"env.time_limit={e.time_limit}; must be >= 1 environment step")
+    need(
+        e.time_limit >= 0,
+        f"env.time_limit={e.time_limit}; use 0 for the task's own limit or a positive number of "
+        "environment steps",
+    )
     need(e.camera >= -1, f"env.camera={e.camera}; use -1 for the task's default camera")
 
 
@@ -208,10 +216,15 @@ def _check_replay(cfg: Config, repeat: int) -> None:
     )
 
 
-def replay_bytes_per_step(cfg: Config) -> int:
+def replay_bytes_per_step(cfg: Config, obs_spec: Mapping[str, Any] | None = None) -> int:
     """An upper estimate of one replayed step's bytes: observation, action, reward, flags and
-    (with replay context) the stored RSSM state."""
-    obs = 3 * cfg.env.size**2 if cfg.env.obs == "pixels" else PROPRIO_BYTES
+    (with replay context) the stored RSSM state. ``obs_spec`` (an env's ``{key: (shape,
+    dtype)}``) gives the observation's exact size; without it, the config's estimate (a
+    Gymnasium task's observations are known only once its env exists)."""
+    if obs_spec is not None:
+        obs = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in obs_spec.values())
+    else:
+        obs = 3 * cfg.env.size**2 if cfg.env.obs == "pixels" else PROPRIO_BYTES
     context = 0
     if cfg.model.replay_context:
         size = 2 if cfg.run.context_dtype == "float16" else 4
@@ -227,19 +240,21 @@ def machine_memory() -> int | None:
         return None
 
 
-def check_memory(cfg: Config) -> None:
+def check_memory(cfg: Config, obs_spec: Mapping[str, Any] | None = None) -> None:
     """Refuses a replay that at capacity would not fit this machine's memory. Apart from
     ``validate`` (a property of the machine, not of the config): the runner calls both before it
-    creates anything."""
+    creates anything, and this one again with the environments' ``obs_spec`` once they exist
+    (a Gymnasium task's image observations are not in the config)."""
     total = machine_memory()
     if total is None:
         return
     r = cfg.run
-    need_bytes = r.replay_capacity * r.seeds * replay_bytes_per_step(cfg)
+    per_step = replay_bytes_per_step(cfg, obs_spec)
+    need_bytes = r.replay_capacity * r.seeds * per_step
     need(
         need_bytes <= MEMORY_SHARE * total,
         f"run.replay_capacity={r.replay_capacity:,} steps x {r.seeds} seed(s) x about "
-        f"{replay_bytes_per_step(cfg):,} B = {need_bytes / 2**30:.1f} GiB of replay at capacity, "
+        f"{per_step:,} B = {need_bytes / 2**30:.1f} GiB of replay at capacity, "
         f"more than {MEMORY_SHARE:.0%} of this machine's {total / 2**30:.1f} GiB: lower "
         "--run.replay_capacity",
     )

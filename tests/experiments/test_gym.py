@@ -100,6 +100,22 @@ def test_discrete_actions_repeat_and_truncation():
         from_gymnasium(Recorder(spaces.MultiDiscrete([2, 2])))
 
 
+def test_time_limit_zero_keeps_each_tasks_own_limit():
+    # The default env.time_limit (0) leaves a Gymnasium env its registered limit, even one
+    # past dm-control's 1000 steps; a positive limit caps it; dm-control's own is 1000 steps.
+    if "CartPoleLong-v1" not in gymnasium.registry:
+        gymnasium.register(
+            id="CartPoleLong-v1",
+            entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+            max_episode_steps=1600,
+        )
+    default = config_lib.Config().env.time_limit
+    assert envs.make_env("gym:CartPoleLong-v1", time_limit=default).max_agent_steps == 1600
+    assert envs.make_env("gym:CartPoleLong-v1", time_limit=1000).max_agent_steps == 1000
+    dmc = envs.make_env("cartpole-swingup", action_repeat=2, time_limit=default)
+    assert dmc.time_limit == 1000 and dmc.max_agent_steps == 500
+
+
 def test_task_names_and_errors():
     env = envs.make_env("gym:CartPole-v1", seed=3)
     assert env.obs_spec == {"vector": ((4,), np.dtype(np.float32))}
@@ -124,7 +140,7 @@ def test_task_names_and_errors():
 def test_dreamer_acts_one_hot_and_prefills_uniformly():
     cfg, _ = config_lib.parse_args(["--logdir", "x"])
     agent = make_agent(cfg, (("vector", (4,)),), 3, discrete=True)
-    state = agent.init(jax.random.key(0))
+    state = jax.jit(agent.init)(jax.random.key(0))
     obs = {"vector": np.zeros((2000, 4), np.float32), "is_first": np.ones(2000, bool)}
     for mode in ("random", "explore", "eval"):
         action, _ = agent.policy(state, agent.init_carry(2000), obs, jax.random.key(1), mode)

@@ -35,7 +35,7 @@ BAD = [
     (["--env.envs", "0"], ConfigError, "env.envs=0; need at least 1"),
     (["--env.action_repeat", "-1"], ConfigError, "env.action_repeat=-1"),
     (["--env.obs", "depth"], ConfigError, "env.obs='depth'; expected 'proprio' or 'pixels'"),
-    (["--env.time_limit", "0"], ConfigError, "env.time_limit=0"),
+    (["--env.time_limit", "-1"], ConfigError, "env.time_limit=-1"),
     (["--obs", "pixels", "--env.size", "32"], ConfigError, "env.size=32"),
     (["--task", "gym:CartPole-v1", "--obs", "pixels"], ConfigError, "leave env.obs at"),
     (["--logging.wandb", "sometimes"], ConfigError, "logging.wandb='sometimes'"),

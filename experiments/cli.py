@@ -7,17 +7,12 @@ experiments.train`` does (``experiments/malloc.py``).
 
 from __future__ import annotations
 
-import sys
-
 
 def train() -> int:
     from experiments import malloc
 
-    try:
-        malloc.reexec()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if (status := malloc.reexec_command()) is not None:
+        return status
     from experiments.train import main
 
     return main()

@@ -108,6 +108,17 @@ def reexec() -> None:
     os.execve(sys.executable, [sys.executable, *argv[1:]], preload_env(os.environ, library))
 
 
+def reexec_command() -> int | None:
+    """``reexec`` for a command's entry point: None to go on, or exit status 2 after one line
+    on stderr when ``RSSM_JAX_MALLOC`` holds a value it does not know."""
+    try:
+        reexec()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return None
+
+
 def lazy_zeros(shape: tuple[int, ...], dtype: Any) -> Any:
     """A zeroed, writable numpy array whose pages take memory only once written.
 

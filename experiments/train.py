@@ -12,13 +12,8 @@ from __future__ import annotations
 if __name__ == "__main__":  # the allocator is chosen before JAX is imported (malloc.py)
     from experiments import malloc
 
-    try:
-        malloc.reexec()
-    except ValueError as err:
-        import sys
-
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    if (status := malloc.reexec_command()) is not None:
+        raise SystemExit(status)
 
 import json
 import os

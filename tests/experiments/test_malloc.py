@@ -63,9 +63,16 @@ def test_reexec_preloads_tcmalloc_in_the_same_process():
     assert out.split()[1:] == ["False", "None"]
 
 
-def test_runner_refuses_an_unknown_allocator():
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "experiments.train"],  # and the console script rssm-train:
+        ["-c", "import sys; from experiments import cli; sys.exit(cli.train())"],
+    ],
+)
+def test_runner_refuses_an_unknown_allocator(command):
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "--logdir", "unused"],
+        [sys.executable, *command, "--logdir", "unused"],
         env=_env(RSSM_JAX_MALLOC="jemalloc"),
         capture_output=True,
         text=True,

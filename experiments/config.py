@@ -509,6 +509,17 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def canonical(data: dict) -> dict:
+    """A config dict with equal settings spelled one way, for comparing a saved config with the
+    current one: a dm-control task's env.time_limit 1000 is its own limit, 0 (the default
+    since 0 became 'the task's own'; runs saved before say 1000)."""
+    out = json.loads(json.dumps(data))
+    env = out.get("env", {})
+    if env.get("time_limit") == 1000 and not str(env.get("task", "")).startswith("gym:"):
+        env["time_limit"] = 0
+    return out
+
+
 def from_dict(data: dict, cls: type | None = None) -> Any:
     """Inverse of ``to_dict``: nested dict -> frozen dataclasses (lists become tuples)."""
     cls = cls or Config

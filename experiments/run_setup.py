@@ -30,7 +30,14 @@ from experiments.checkpoint import (
     check_config,
     check_layout,
 )
-from experiments.config import RESUMABLE_FIELDS, Config, from_dict, make_agent, to_dict
+from experiments.config import (
+    RESUMABLE_FIELDS,
+    Config,
+    canonical,
+    from_dict,
+    make_agent,
+    to_dict,
+)
 from experiments.evaluate import env_kwargs
 from experiments.logging import Logger
 from experiments.replay import Replay
@@ -133,8 +140,8 @@ class RunSetup:
                 self._set_aside(self.resume_step, err)
         try:
             # Fields added to the code after the checkpoint was written take their defaults.
-            saved = to_dict(from_dict(meta["config"]))
-            check_config(saved, self.cfg_dict, ignore=RESUMABLE_FIELDS)
+            saved = canonical(to_dict(from_dict(meta["config"])))
+            check_config(saved, canonical(self.cfg_dict), ignore=RESUMABLE_FIELDS)
         except ValueError as err:
             raise ConfigMismatch(f"{self.logdir}: {err}") from None
         check_layout(meta, self.logdir)

@@ -56,3 +56,18 @@ def test_help_lists_every_field_with_its_default_and_comment(capsys):
         line = next(line for line in out.splitlines() if line.startswith(f"  --{name} "))
         assert default in line and note[:30] in line, line
     assert "--model.deter 512" in out and "GRU" in out
+
+
+def test_a_saved_dm_control_time_limit_of_1000_resumes_as_the_tasks_own():
+    # Runs saved before env.time_limit 0 meant "the task's own" say 1000: for a dm-control
+    # task the same episodes, so they resume; for a Gymnasium task 1000 is a real cap.
+    from experiments.checkpoint import check_config
+
+    saved = config_lib.to_dict(config_lib.Config())
+    saved["env"]["time_limit"] = 1000
+    now = config_lib.to_dict(config_lib.Config())
+    check_config(config_lib.canonical(saved), config_lib.canonical(now))
+    for d in (saved, now):
+        d["env"]["task"] = "gym:Pendulum-v1"
+    with pytest.raises(ValueError, match=r"env\.time_limit: saved 1000, current 0"):
+        check_config(config_lib.canonical(saved), config_lib.canonical(now))

@@ -12,6 +12,7 @@
 #   train   a short run of the dreamerv3 preset on TASK (default walker-walk; gym:Pendulum-v1
 #           needs no MuJoCo): its summary and metrics, env steps/s and updates/s among them
 #                                                   -> train.json, train_metrics.jsonl
+# STEPS (default 20) timed updates per case; TRAIN_STEPS (default 30000) env steps of the run.
 # Progress and every part's stderr go to OUTDIR/gpu.log. Each part is cut off after
 # PART_TIMEOUT seconds (default 300) and the next one runs. Compiled programs are cached in
 # JAX_COMPILATION_CACHE_DIR (default /tmp/rssm-jax-cache), so a part re-run compiles nothing.
@@ -23,6 +24,7 @@ parts=${2:-update,unroll,seeds,train}
 task=${3:-walker-walk}
 py=${PYTHON:-python3}
 limit=${PART_TIMEOUT:-300}
+steps=${STEPS:-20}
 run_dir=${RUN_DIR:-/tmp/rssm-jax-gpu-run}
 mkdir -p "$out"
 log="$out/gpu.log"
@@ -49,16 +51,16 @@ part() {
 for p in ${parts//,/ }; do
   case $p in
     update)
-      part update "$py" benchmarks/update.py --cases size1m,size12m,size12m-vision --steps 20
+      part update "$py" benchmarks/update.py --cases size1m,size12m,size12m-vision --steps "$steps"
       ;;
     unroll)
       for u in 4 16; do
-        part "update_unroll$u" "$py" benchmarks/update.py --cases size1m,size12m --steps 20 \
+        part "update_unroll$u" "$py" benchmarks/update.py --cases size1m,size12m --steps "$steps" \
           --set "model.unroll=$u"
       done
       ;;
     seeds)
-      part update_seeds "$py" benchmarks/update.py --cases size1m --seeds 1,2,4,8 --steps 20
+      part update_seeds "$py" benchmarks/update.py --cases size1m --seeds 1,2,4,8 --steps "$steps"
       ;;
     train)
       rm -rf "$run_dir"
@@ -66,8 +68,8 @@ for p in ${parts//,/ }; do
       echo "== $(date -u +%T) train: dreamerv3 on $task" >>"$log"
       start=$SECONDS
       timeout "$limit" "$py" -m experiments.train --preset dreamerv3 --task "$task" \
-        --logdir "$run_dir" --steps 30000 --run.eval_every 10000 --run.log_every 2000 --run.video_every 0 \
-        --logging.wandb disabled 2>>"$log" | tail -n 1 >"$out/train.json"
+        --logdir "$run_dir" --steps "${TRAIN_STEPS:-30000}" --run.eval_every 10000 \
+        --run.log_every 2000 --run.video_every 0 --logging.wandb disabled 2>>"$log" | tail -n 1 >"$out/train.json"
       echo "== train: exit status ${PIPESTATUS[0]} after $((SECONDS - start)) s" >>"$log"
       cp "$run_dir/metrics.jsonl" "$out/train_metrics.jsonl" 2>>"$log"
       ;;

@@ -207,6 +207,11 @@ class Checkpointer:
         self._manager.reload()
         return dest
 
+    def reload(self) -> None:
+        """Re-reads the steps on disk (after another process changed the directory)."""
+        self._check_open()
+        self._manager.reload()
+
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores ``(state, meta)`` of ``step`` (default: the latest) into ``target``'s structure.
 

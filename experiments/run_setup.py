@@ -156,7 +156,9 @@ class RunSetup:
 
     def _set_aside(self, step: int, err: BaseException) -> None:
         """A committed checkpoint that does not restore: moved to ``checkpoints-damaged/`` with
-        a warning (never deleted), and the run goes on from the one before it."""
+        a warning (never deleted), and the run goes on from the one before it. With several
+        processes (one logdir, as multi-process checkpoints need), each finds the same damage;
+        process 0 moves the step and every process waits for it before reading on."""
         what = f"{type(err).__name__}: {str(err)[:300]}"
         older = [s for s in self.ckpt.all_steps() if s < step]
         if not older:
@@ -165,13 +167,15 @@ class RunSetup:
                 "Nothing was changed; start a new logdir, or move checkpoints/ aside to start "
                 "this one from scratch"
             ) from err
-        if self.procs > 1:
-            raise ConfigMismatch(
-                f"{self.logdir}: checkpoint {step} does not restore ({what}). With several "
-                f"processes it is not moved automatically: move {self.ckpt.directory}/{step} "
-                "out of checkpoints/ and start the processes again to resume from the one before"
-            ) from err
-        dest = self.ckpt.set_aside(step, self.logdir / "checkpoints-damaged")
+        where = self.logdir / "checkpoints-damaged"
+        if self.procs == 1:
+            dest = self.ckpt.set_aside(step, where)
+        else:
+            from jax.experimental import multihost_utils
+
+            dest = self.ckpt.set_aside(step, where) if self.proc == 0 else f"{where}/{step}"
+            multihost_utils.sync_global_devices(f"rssm-jax: checkpoint {step} set aside")
+            self.ckpt.reload()
         self.resume_step = self.ckpt.latest_step()
         print(
             f"warning: checkpoint {step} in {self.logdir} does not restore ({what}); moved it "

@@ -177,9 +177,9 @@ def _two_processes(logdir: Path, *args: str, pause: str = "") -> list[subprocess
 def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
     logdir = tmp_path / "run"
     # Updates start at agent step 62 (each process holds its 2 x 16 steps), one per 4 agent
-    # steps at train ratio 16 (collectives over gloo are slow); the first checkpoint comes at
-    # agent step 76, the end at 120.
-    args = ("--steps", "960", "--run.save_every", "600", "--run.train_ratio", "16")
+    # steps at train ratio 16 (collectives over gloo are slow); checkpoints come at agent steps
+    # 38 and 76, the end at 120.
+    args = ("--steps", "960", "--run.save_every", "300", "--run.train_ratio", "16")
     # Process 0 evaluates alone at 800 while process 1 goes on; the carried training state
     # (2023 code) is split along the batch, and the policy's local copy leaves it out.
     args += ("--run.eval_every", "800", "--model.carry_state", "true")
@@ -199,11 +199,16 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
         p.communicate(timeout=60)
     ckpts = logdir / "checkpoints"
     saved = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-    assert saved == [608]  # the first checkpoint (env steps), and no later one
+    assert saved == [304, 608]  # in env steps, and no later one
+    # The latest is damaged: every process finds it so, process 0 moves it aside, and both
+    # resume from the one before.
+    (ckpts / "608" / "meta" / "metadata").write_text("{not json")
     summaries = [_finish(p) for p in _two_processes(logdir, *args)]
+    assert (logdir / "checkpoints-damaged" / "608" / "meta").is_dir()
     for i, s in enumerate(summaries):
         assert s["process"] == i and s["devices"] == 2
-        assert f"resumed from checkpoint at env step {saved[-1]}" in s["output"]
+        assert "resuming from env step 304" in s["output"]
+        assert "resumed from checkpoint at env step 304" in s["output"]
         # Agent steps count both processes' environments: 1 env each, 2 per iteration.
         assert s["counters"]["agent_steps"] == 120 and s["env_steps"] == 960
         assert s["counters"]["updates"] == (120 - 62) // 4  # from the iteration at step 62

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agents.world_model import WorldModel
 from experiments import envs as envs_lib
@@ -134,10 +135,14 @@ class RunSetup:
         process count; a checkpoint whose meta cannot be read is set aside (_set_aside)."""
         while True:
             try:
-                meta = self.ckpt.restore_meta(self.resume_step)
+                meta, err = self.ckpt.restore_meta(self.resume_step), None
+            except Exception as failed:  # any damage: fall back, keep the files
+                meta, err = None, failed
+            if self.procs > 1:  # one process's damage is everyone's: all fall back together
+                err = self._agree_on_damage(err)
+            if err is None:
                 break
-            except Exception as err:  # any damage: fall back, keep the files
-                self._set_aside(self.resume_step, err)
+            self._set_aside(self.resume_step, err)
         try:
             # Fields added to the code after the checkpoint was written take their defaults.
             saved = canonical(to_dict(from_dict(meta["config"])))
@@ -154,11 +159,23 @@ class RunSetup:
             )
         return meta
 
+    def _agree_on_damage(self, err: BaseException | None) -> BaseException | None:
+        """Whether any process failed to read the checkpoint's meta (every process reads it
+        alone): this process's error, or one naming the process that failed."""
+        from jax.experimental import multihost_utils
+
+        failed = multihost_utils.process_allgather(np.asarray(err is not None))
+        if err is None and failed.any():
+            first = int(np.flatnonzero(failed)[0])
+            err = RuntimeError(f"process {first} could not read its meta")
+        return err
+
     def _set_aside(self, step: int, err: BaseException) -> None:
         """A committed checkpoint that does not restore: moved to ``checkpoints-damaged/`` with
         a warning (never deleted), and the run goes on from the one before it. With several
-        processes (one logdir, as multi-process checkpoints need), each finds the same damage;
-        process 0 moves the step and every process waits for it before reading on."""
+        processes (one logdir, as multi-process checkpoints need), all have agreed on the
+        damage (_agree_on_damage); process 0 moves the step, and every process takes the step
+        to resume from from process 0 once it has."""
         what = f"{type(err).__name__}: {str(err)[:300]}"
         older = [s for s in self.ckpt.all_steps() if s < step]
         if not older:
@@ -170,13 +187,15 @@ class RunSetup:
         where = self.logdir / "checkpoints-damaged"
         if self.procs == 1:
             dest = self.ckpt.set_aside(step, where)
+            self.resume_step = self.ckpt.latest_step()
         else:
             from jax.experimental import multihost_utils
 
-            dest = self.ckpt.set_aside(step, where) if self.proc == 0 else f"{where}/{step}"
-            multihost_utils.sync_global_devices(f"rssm-jax: checkpoint {step} set aside")
+            dest = self.ckpt.set_aside(step, where) if self.proc == 0 else str(where)
+            # Process 0's view of the directory decides (another host's listing may lag).
+            latest = multihost_utils.broadcast_one_to_all(np.int64(self.ckpt.latest_step() or 0))
             self.ckpt.reload()
-        self.resume_step = self.ckpt.latest_step()
+            self.resume_step = int(latest)
         print(
             f"warning: checkpoint {step} in {self.logdir} does not restore ({what}); moved it "
             f"to {dest} (kept) and resuming from env step {self.resume_step}",
@@ -290,6 +309,15 @@ class RunSetup:
             except TargetMismatch as err:  # not damage: this code builds another state
                 raise ConfigMismatch(f"{self.logdir}: {err}") from None
             except Exception as err:  # any damage: fall back, keep the files
+                if self.procs > 1:
+                    # The restore is a collective: a process that failed cannot tell whether the
+                    # others did, so nothing is moved automatically.
+                    raise ConfigMismatch(
+                        f"{self.logdir}: checkpoint {self.resume_step} does not restore "
+                        f"({type(err).__name__}: {str(err)[:300]}). Move "
+                        f"{self.ckpt.directory}/{self.resume_step} out of checkpoints/ and start "
+                        "the processes again to resume from the one before"
+                    ) from err
                 self._set_aside(self.resume_step, err)
                 self.meta = self._check_resume()
         self.counters.update(meta["counters"])

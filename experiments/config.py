@@ -37,7 +37,8 @@ class EnvConfig:
     camera: int = -1  # -1: the task's default camera
     fast_render: bool = False  # 64x64 buffer, no shadows or MSAA (faster, different pixels)
     # Episode length in environment steps; 0: the task's own (dm-control: 1000, the suite's
-    # convention; Gymnasium: the limit the env is registered with, e.g. BipedalWalker's 1600).
+    # convention; Gymnasium: the limit the env is registered with, e.g. BipedalWalker's 1600,
+    # or 1000 where it has none). A positive limit only shortens a Gymnasium env's own.
     time_limit: int = 0
 
 
@@ -511,12 +512,24 @@ def to_dict(cfg: Any) -> dict:
 
 def canonical(data: dict) -> dict:
     """A config dict with equal settings spelled one way, for comparing a saved config with the
-    current one: a dm-control task's env.time_limit 1000 is its own limit, 0 (the default
-    since 0 became 'the task's own'; runs saved before say 1000)."""
+    current one. env.time_limit 1000 (the default before 0 meant 'the task's own') becomes 0
+    where both give the same episodes: a dm-control task (its own limit is 1000) and a
+    Gymnasium env registered with a limit of at most 1000 steps."""
     out = json.loads(json.dumps(data))
     env = out.get("env", {})
-    if env.get("time_limit") == 1000 and not str(env.get("task", "")).startswith("gym:"):
-        env["time_limit"] = 0
+    task = str(env.get("task", ""))
+    if env.get("time_limit") == 1000:
+        if not task.startswith("gym:"):
+            env["time_limit"] = 0
+        else:
+            try:
+                import gymnasium
+
+                own = gymnasium.spec(task[len("gym:") :]).max_episode_steps
+            except Exception:  # not installed or not registered: the limits stay as written
+                own = None
+            if own is not None and own <= 1000:
+                env["time_limit"] = 0
     return out
 
 

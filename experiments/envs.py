@@ -213,7 +213,7 @@ class DMCEnv:
             The images look different from dm-control's defaults, so results are not
             comparable with published pixel results; the default keeps dm-control's look.
         time_limit: episode length in environment steps (the agent sees
-            ``ceil(time_limit / action_repeat)`` steps).
+            ``ceil(time_limit / action_repeat)`` steps); 0 means the suite's 1000.
     """
 
     def __init__(

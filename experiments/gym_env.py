@@ -14,7 +14,9 @@ dicts as ``DMCEnv``:
   ``Discrete(n)`` (``discrete`` is then True and ``act_dim`` is n; the class is its argmax).
 - episode ends: ``terminated`` sets ``is_last`` and ``is_terminal`` (the value after it is 0),
   ``truncated`` (the env's time limit) sets ``is_last`` only; ``time_limit`` (in environment
-  steps) can cut episodes shorter still.
+  steps) can cut episodes shorter still. ``make`` with ``time_limit`` 0 keeps the registered
+  limit, or ends episodes after 1000 steps where the env registers none (an evaluation must
+  end).
 - seeding: the first ``reset`` passes ``seed`` to the env (later resets continue its RNG), so
   one seed gives one sequence of episodes.
 """
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.envs import Spec, check_int
+from experiments.envs import DEFAULT_TIME_LIMIT, Spec, check_int
 
 PREFIX = "gym:"
 
@@ -239,8 +241,11 @@ def make(task: str, seed: int = 0, action_repeat: int | None = None, time_limit:
     import gymnasium
 
     env_id = check_gym_task(task)
+    env = gymnasium.make(env_id)
+    if not time_limit and getattr(env.spec, "max_episode_steps", None) is None:
+        time_limit = DEFAULT_TIME_LIMIT  # no registered limit: episodes must still end
     return GymEnv(
-        gymnasium.make(env_id),
+        env,
         seed=seed,
         action_repeat=action_repeat or 1,
         time_limit=time_limit or None,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.envs import DEFAULT_TIME_LIMIT, Env, Spec, check_int, check_task, make_env
+from experiments.envs import Env, Spec, check_int, check_task, make_env
 
 
 class _RemoteTraceback(Exception):
@@ -290,7 +290,7 @@ def make_envs(
     size: tuple[int, int] = (64, 64),
     camera: int | None = None,
     fast_render: bool = False,
-    time_limit: int = DEFAULT_TIME_LIMIT,
+    time_limit: int = 0,
     seeds: Sequence[int] | None = None,
 ) -> VecEnv:
     """Build ``num_envs`` copies of a task as one `VecEnv`; environment i is seeded ``seed + i``

@@ -60,14 +60,30 @@ def test_help_lists_every_field_with_its_default_and_comment(capsys):
 
 def test_a_saved_dm_control_time_limit_of_1000_resumes_as_the_tasks_own():
     # Runs saved before env.time_limit 0 meant "the task's own" say 1000: for a dm-control
-    # task the same episodes, so they resume; for a Gymnasium task 1000 is a real cap.
+    # task and a Gymnasium env registered with at most 1000 steps the same episodes, so they
+    # resume; for an env registered with more (or none) 1000 was a real cap.
+    import gymnasium
+
     from experiments.checkpoint import check_config
 
+    if "CartPoleLong-v1" not in gymnasium.registry:
+        gymnasium.register(
+            id="CartPoleLong-v1",
+            entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+            max_episode_steps=1600,
+        )
     saved = config_lib.to_dict(config_lib.Config())
     saved["env"]["time_limit"] = 1000
     now = config_lib.to_dict(config_lib.Config())
-    check_config(config_lib.canonical(saved), config_lib.canonical(now))
-    for d in (saved, now):
-        d["env"]["task"] = "gym:Pendulum-v1"
-    with pytest.raises(ValueError, match=r"env\.time_limit: saved 1000, current 0"):
-        check_config(config_lib.canonical(saved), config_lib.canonical(now))
+    for task, same in (
+        ("walker-walk", True),
+        ("gym:Pendulum-v1", True),
+        ("gym:CartPoleLong-v1", False),
+    ):
+        for d in (saved, now):
+            d["env"]["task"] = task
+        if same:
+            check_config(config_lib.canonical(saved), config_lib.canonical(now))
+        else:
+            with pytest.raises(ValueError, match=r"env\.time_limit: saved 1000, current 0"):
+                check_config(config_lib.canonical(saved), config_lib.canonical(now))

@@ -109,8 +109,15 @@ def test_time_limit_zero_keeps_each_tasks_own_limit():
             entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
             max_episode_steps=1600,
         )
+    if "CartPoleEndless-v1" not in gymnasium.registry:  # no registered limit
+        gymnasium.register(
+            id="CartPoleEndless-v1",
+            entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+        )
     default = config_lib.Config().env.time_limit
     assert envs.make_env("gym:CartPoleLong-v1", time_limit=default).max_agent_steps == 1600
+    # Without a registered limit episodes still end (an evaluation waits for one): at 1000.
+    assert envs.make_env("gym:CartPoleEndless-v1", time_limit=default).max_agent_steps == 1000
     assert envs.make_env("gym:CartPoleLong-v1", time_limit=1000).max_agent_steps == 1000
     dmc = envs.make_env("cartpole-swingup", action_repeat=2, time_limit=default)
     assert dmc.time_limit == 1000 and dmc.max_agent_steps == 500

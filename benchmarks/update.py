@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import gzip
 import json
 import os
@@ -71,7 +72,8 @@ else:
     # baseline revision runs as it did, with glibc's malloc (see run_child).
     from experiments import malloc
 
-    malloc.reexec()
+    if (status := malloc.reexec_command()) is not None:
+        raise SystemExit(status)
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
@@ -140,9 +142,13 @@ def train_step(agent, state, batch):
     return out[0], out[1]  # (state, metrics); newer agents also return replay context
 
 
-def peak_flops(override: float | None) -> tuple[float, str]:
+def peak_flops(override: float | None) -> tuple[float | None, str]:
+    """The peak FLOP/s to hold the update against: given, or the CPU's from its cores, clock
+    and vector width (None on an accelerator, whose peak is not read from /proc/cpuinfo)."""
     if override:
         return override * 1e9, "given"
+    if jax.default_backend() != "cpu":
+        return None, "not estimated off the CPU: give --peak-gflops"
     cores = len(os.sched_getaffinity(0))
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     mhz = [float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", text)]
@@ -152,16 +158,21 @@ def peak_flops(override: float | None) -> tuple[float, str]:
     return cores * ghz * 1e9 * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of one jitted ``[n, n] @ [n, n]`` float32 matmul (best of ``reps``)."""
+@functools.cache
+def matmul_gflops(reps: int = 5) -> float:
+    """GFLOP/s of a jitted ``[n, n] @ [n, n]`` float32 matmul at the backend's default precision
+    (TF32 on NVIDIA GPUs): n = 2048 on a CPU, 8192 on an accelerator, ten products queued
+    before one wait (so a fast device is not timed on its dispatch), best of ``reps``."""
+    n = 2048 if jax.default_backend() == "cpu" else 8192
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)
     jax.block_until_ready(f(a))
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
-        jax.block_until_ready(f(a))
-        best = min(best, time.perf_counter() - t0)
+        outs = [f(a) for _ in range(10)]
+        jax.block_until_ready(outs)
+        best = min(best, (time.perf_counter() - t0) / 10)
     return 2 * n**3 / best / 1e9
 
 
@@ -209,8 +220,8 @@ def time_case(case: str, steps: int, args, seeds: int = 1) -> dict[str, Any]:
         "steps": steps,
         "flops": flops,
         "gflops_per_s": round(flops / median / 1e9, 1),
-        "fraction_of_peak": round(flops / median / peak, 3),
-        "peak_gflops": round(peak / 1e9, 1),
+        "fraction_of_peak": round(flops / median / peak, 3) if peak else None,
+        "peak_gflops": round(peak / 1e9, 1) if peak else None,
         "peak_estimate": how,
         "matmul_gflops": round(matmul, 1),
         "fraction_of_matmul": round(flops / median / 1e9 / matmul, 3),
@@ -294,9 +305,10 @@ def profile(agent, state, batch, compiled, steps: int, out_dir: Path) -> dict[st
 
 def run_child(root: Path | None, case: str, args, xla_flags: str | None = None) -> dict[str, Any]:
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    if xla_flags:
-        env["XLA_FLAGS"] = xla_flags
+    if xla_flags is not None:  # None: as this process has them; "": none
+        env.pop("XLA_FLAGS", None)
+        if xla_flags:
+            env["XLA_FLAGS"] = xla_flags
     if root is not None:
         env["UPDATE_BENCH_ROOT"] = str(root)
         # The baseline as it ran: without the allocator this process may have been given.
@@ -367,7 +379,7 @@ def flags_sweep(args, cases: list[str]) -> dict[str, Any]:
         for flags in settings:
             plain, flagged = [], []
             for _ in range(args.rounds):
-                plain.append(run_child(None, case, args)["median_s"])
+                plain.append(run_child(None, case, args, "")["median_s"])
                 flagged.append(run_child(None, case, args, flags)["median_s"])
             o, n = float(np.median(plain)), float(np.median(flagged))
             rows.append(

@@ -12,24 +12,36 @@
 #   train   a short run of the dreamerv3 preset on TASK (default walker-walk; gym:Pendulum-v1
 #           needs no MuJoCo): its summary and metrics, env steps/s and updates/s among them
 #                                                   -> train.json, train_metrics.jsonl
-# STEPS (default 20) timed updates per case; TRAIN_STEPS (default 30000) env steps of the run.
+# STEPS (default 20) timed updates per case; TRAIN_STEPS (default 5000) env steps of the run
+# (16 environments at train ratio 1024: one update per env step, about 5000 updates).
 # Progress and every part's stderr go to OUTDIR/gpu.log. Each part is cut off after
-# PART_TIMEOUT seconds (default 300) and the next one runs. Compiled programs are cached in
-# JAX_COMPILATION_CACHE_DIR (default /tmp/rssm-jax-cache), so a part re-run compiles nothing.
-# On one H100/H200: update + unroll about 6 minutes, seeds + train about 6.
+# PART_TIMEOUT seconds (default 300; the run stops gracefully and its summary still comes back)
+# and the next one runs; the exit status is 1 if any part failed. The update parts compile
+# afresh each time, so their compile_s is a compilation's. Expected on one H100/H200:
+# update + unroll about 6 minutes, seeds + train about 6.
 set -uo pipefail
 
 out=${1:?usage: bash benchmarks/gpu.sh OUTDIR [update,unroll,seeds,train] [TASK]}
 parts=${2:-update,unroll,seeds,train}
+for p in ${parts//,/ }; do
+  case $p in
+    update | unroll | seeds | train) ;;
+    *)
+      echo "unknown part $p; expected some of update,unroll,seeds,train" >&2
+      exit 2
+      ;;
+  esac
+done
 task=${3:-walker-walk}
 py=${PYTHON:-python3}
 limit=${PART_TIMEOUT:-300}
 steps=${STEPS:-20}
 run_dir=${RUN_DIR:-/tmp/rssm-jax-gpu-run}
-mkdir -p "$out"
+mkdir -p "$out" || exit 2
+out=$(cd "$out" && pwd)  # before leaving for the repository's root, where the parts run
+cd "$(dirname "$0")/.." || exit 2
 log="$out/gpu.log"
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/rssm-jax-cache}
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+failed=0
 
 # One part: its command's stdout to OUTDIR/NAME.json, its stderr to the log.
 part() {
@@ -40,6 +52,7 @@ part() {
   timeout "$limit" "$@" >"$out/$name.json" 2>>"$log"
   local status=$?
   echo "== $name: exit status $status after $((SECONDS - start)) s" >>"$log"
+  [ "$status" -eq 0 ] || failed=1
 }
 
 {
@@ -68,15 +81,15 @@ for p in ${parts//,/ }; do
       echo "== $(date -u +%T) train: dreamerv3 on $task" >>"$log"
       start=$SECONDS
       timeout "$limit" "$py" -m experiments.train --preset dreamerv3 --task "$task" \
-        --logdir "$run_dir" --steps "${TRAIN_STEPS:-30000}" --run.eval_every 10000 \
-        --run.log_every 2000 --run.video_every 0 --logging.wandb disabled 2>>"$log" | tail -n 1 >"$out/train.json"
-      echo "== train: exit status ${PIPESTATUS[0]} after $((SECONDS - start)) s" >>"$log"
+        --logdir "$run_dir" --steps "${TRAIN_STEPS:-5000}" --run.eval_every 2500 \
+        --run.log_every 500 --run.video_every 0 --logging.wandb disabled \
+        --compile-cache "$run_dir-xla" 2>>"$log" | tail -n 1 >"$out/train.json"
+      status=${PIPESTATUS[0]}
+      echo "== train: exit status $status after $((SECONDS - start)) s" >>"$log"
+      [ "$status" -eq 0 ] || failed=1
       cp "$run_dir/metrics.jsonl" "$out/train_metrics.jsonl" 2>>"$log"
-      ;;
-    *)
-      echo "unknown part $p; expected some of update,unroll,seeds,train" >&2
-      exit 2
       ;;
   esac
 done
-echo "== $(date -u +%T) done" >>"$log"
+echo "== $(date -u +%T) done, failed=$failed" >>"$log"
+exit "$failed"

@@ -266,6 +266,11 @@ def test_unrolled_scans_compute_the_same_states(setup):
         outs.append((post, prior, imagined))
     for x, y in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+    # ... and the loop is unrolled: the program's scan carries the option.
+    jaxpr = jax.make_jaxpr(lambda p: unrolled.apply(p, *args, method=RSSM.observe))(params)
+    assert "unroll=3" in str(jaxpr) and "unroll=3" not in str(
+        jax.make_jaxpr(lambda p: model.apply(p, *args, method=RSSM.observe))(params)
+    )
     with pytest.raises(ValueError, match="unroll=0"):
         model.clone(unroll=0).apply(params, *args, method=RSSM.observe)
 

@@ -6,6 +6,8 @@ persistent cache makes a second run (and every process a test spawns) reuse comp
 
 import os
 
+import pytest
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -25,3 +27,16 @@ _CACHE = os.environ.get(
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(scope="session")
+def cartpole_limits() -> dict[str, str]:
+    """Gymnasium CartPole registered with a 1600-step limit and with none, as tasks:
+    {'long': 'gym:CartPoleLong-v1', 'endless': 'gym:CartPoleEndless-v1'}."""
+    import gymnasium
+
+    entry = "gymnasium.envs.classic_control.cartpole:CartPoleEnv"
+    for env_id, limit in (("CartPoleLong-v1", 1600), ("CartPoleEndless-v1", None)):
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point=entry, max_episode_steps=limit)
+    return {"long": "gym:CartPoleLong-v1", "endless": "gym:CartPoleEndless-v1"}

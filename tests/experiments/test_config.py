@@ -58,27 +58,19 @@ def test_help_lists_every_field_with_its_default_and_comment(capsys):
     assert "--model.deter 512" in out and "GRU" in out
 
 
-def test_a_saved_dm_control_time_limit_of_1000_resumes_as_the_tasks_own():
+def test_a_saved_dm_control_time_limit_of_1000_resumes_as_the_tasks_own(cartpole_limits):
     # Runs saved before env.time_limit 0 meant "the task's own" say 1000: for a dm-control
     # task and a Gymnasium env registered with at most 1000 steps the same episodes, so they
     # resume; for an env registered with more (or none) 1000 was a real cap.
-    import gymnasium
-
     from experiments.checkpoint import check_config
 
-    if "CartPoleLong-v1" not in gymnasium.registry:
-        gymnasium.register(
-            id="CartPoleLong-v1",
-            entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
-            max_episode_steps=1600,
-        )
     saved = config_lib.to_dict(config_lib.Config())
     saved["env"]["time_limit"] = 1000
     now = config_lib.to_dict(config_lib.Config())
     for task, same in (
         ("walker-walk", True),
         ("gym:Pendulum-v1", True),
-        ("gym:CartPoleLong-v1", False),
+        (cartpole_limits["long"], False),
     ):
         for d in (saved, now):
             d["env"]["task"] = task

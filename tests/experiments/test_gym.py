@@ -100,25 +100,15 @@ def test_discrete_actions_repeat_and_truncation():
         from_gymnasium(Recorder(spaces.MultiDiscrete([2, 2])))
 
 
-def test_time_limit_zero_keeps_each_tasks_own_limit():
+def test_time_limit_zero_keeps_each_tasks_own_limit(cartpole_limits):
     # The default env.time_limit (0) leaves a Gymnasium env its registered limit, even one
     # past dm-control's 1000 steps; a positive limit caps it; dm-control's own is 1000 steps.
-    if "CartPoleLong-v1" not in gymnasium.registry:
-        gymnasium.register(
-            id="CartPoleLong-v1",
-            entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
-            max_episode_steps=1600,
-        )
-    if "CartPoleEndless-v1" not in gymnasium.registry:  # no registered limit
-        gymnasium.register(
-            id="CartPoleEndless-v1",
-            entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
-        )
+    long, endless = cartpole_limits["long"], cartpole_limits["endless"]
     default = config_lib.Config().env.time_limit
-    assert envs.make_env("gym:CartPoleLong-v1", time_limit=default).max_agent_steps == 1600
+    assert envs.make_env(long, time_limit=default).max_agent_steps == 1600
     # Without a registered limit episodes still end (an evaluation waits for one): at 1000.
-    assert envs.make_env("gym:CartPoleEndless-v1", time_limit=default).max_agent_steps == 1000
-    assert envs.make_env("gym:CartPoleLong-v1", time_limit=1000).max_agent_steps == 1000
+    assert envs.make_env(endless, time_limit=default).max_agent_steps == 1000
+    assert envs.make_env(long, time_limit=1000).max_agent_steps == 1000
     dmc = envs.make_env("cartpole-swingup", action_repeat=2, time_limit=default)
     assert dmc.time_limit == 1000 and dmc.max_agent_steps == 500
 

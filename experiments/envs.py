@@ -64,6 +64,12 @@ def _suite() -> Any:
 
 Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
+
+def spec_bytes(spec: Spec) -> int:
+    """Bytes of one step of ``spec``: sum over keys of prod(shape) * itemsize."""
+    return sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for s, d in spec.values())
+
+
 OBS_MODES = ("proprio", "pixels")
 
 # Names used by PlaNet and DreamerV3 that differ from dm-control's.
@@ -407,4 +413,5 @@ __all__ = [
     "env_seed",
     "make_env",
     "parse_task",
+    "spec_bytes",
 ]

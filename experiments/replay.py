@@ -77,6 +77,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.envs import spec_bytes
 from experiments.malloc import lazy_zeros
 from experiments.replay_context import ContextStore, ReplayDamaged, load_npz
 
@@ -258,7 +259,7 @@ class Replay:
     @property
     def bytes_per_step(self) -> int:
         """Bytes of one step's data: sum over keys of prod(shape) * itemsize (0 before any)."""
-        return sum(int(np.prod(s, dtype=np.int64)) * d.itemsize for s, d in self._spec.values())
+        return spec_bytes(self._spec)
 
     def ram_at_capacity(self) -> int:
         """Bytes of step data when full: capacity * bytes_per_step (bookkeeping not included)."""

@@ -446,8 +446,7 @@ class Runner(RunSetup):
         """One line before the first step: sizes, counts and the planned number of updates."""
         run, vec = self.cfg.run, self.vec
         params = sum(x.size for x in jax.tree.leaves(self.state.params)) // self.n_seeds
-        step_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in vec.obs_spec.values())
-        step_bytes += 4 * vec.act_dim + 4 + 3
+        step_bytes = envs_lib.spec_bytes(vec.obs_spec) + 4 * vec.act_dim + 4 + 3
         train_agent_steps = max(0, (run.steps - run.prefill) // self.repeat)
         planned = int(train_agent_steps / self.per_update)
         print(

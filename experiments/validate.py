@@ -9,13 +9,10 @@ checks replay at capacity against this machine's memory. The agents' own section
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 if TYPE_CHECKING:
     from experiments.config import Config
@@ -222,7 +219,9 @@ def replay_bytes_per_step(cfg: Config, obs_spec: Mapping[str, Any] | None = None
     dtype)}``) gives the observation's exact size; without it, the config's estimate (a
     Gymnasium task's observations are known only once its env exists)."""
     if obs_spec is not None:
-        obs = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in obs_spec.values())
+        from experiments.envs import spec_bytes
+
+        obs = spec_bytes(obs_spec)
     else:
         obs = 3 * cfg.env.size**2 if cfg.env.obs == "pixels" else PROPRIO_BYTES
     context = 0

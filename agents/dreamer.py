@@ -169,7 +169,7 @@ class Dreamer:
         self.feat_size = wm_cfg.feat_size
         self.update = self._train  # uncompiled: the runner jits it with its shardings
         self.train = jax.jit(self._train, donate_argnums=0)
-        # Compiled: run op by op, initializing a Dreamer takes about four times as long.
+        # Compiled: run op by op, initialization takes about three times as long.
         self.init = jax.jit(self._init)
         self.policy = jax.jit(self._policy, static_argnums=4)
         self.openloop = jax.jit(self._openloop)

@@ -155,7 +155,7 @@ class SAC:
         self.opt = optax.adam(cfg.lr)
         self.update = self._train  # uncompiled: the runner jits it with its shardings
         self.train = jax.jit(self._train, donate_argnums=0)
-        # Compiled: run op by op, initializing a Dreamer takes about four times as long.
+        # Compiled: run op by op, initialization takes about three times as long.
         self.init = jax.jit(self._init)
         self.policy = jax.jit(self._policy, static_argnums=4)
 

@@ -72,7 +72,7 @@ def measure(name: str, cfg: PlanetConfig, envs: int, calls: int, seed: int) -> d
     agent = PlanetAgent(wm_cfg, cfg, (("vector", (VECTOR_DIM,)),), ACTION_DIM)
     key = jax.random.key(seed)
     k_init, k_obs, k_act = jax.random.split(key, 3)
-    state = jax.jit(agent.init)(k_init)
+    state = agent.init(k_init)
     carry = agent.init_carry(envs)
     obs = {
         "vector": jax.random.normal(k_obs, (envs, VECTOR_DIM)),

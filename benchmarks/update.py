@@ -185,7 +185,7 @@ def time_case(case: str, steps: int, args, seeds: int = 1) -> dict[str, Any]:
         agent = SeedBatch(agent, seeds)
         key = jax.random.split(key, seeds)
         batch = jax.tree.map(lambda x: jnp.stack([x] * seeds), batch)
-    state = jax.jit(agent.init)(key)
+    state = agent.init(key)
     jax.block_until_ready(state)
     start = time.perf_counter()
     lowered = agent.train.lower(state, batch)

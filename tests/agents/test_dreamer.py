@@ -37,7 +37,7 @@ def agent():
 
 
 def test_imagination_starts_at_posterior_states_and_aligns_actions(agent):
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = agent.init(jax.random.key(0))
     batch = agent.dummy_batch(2, 5)
     batch["vector"] = jax.random.normal(jax.random.key(1), (2, 5, 1))
     batch["action"] = jax.random.uniform(jax.random.key(2), (2, 5, 1), minval=-1, maxval=1)
@@ -114,7 +114,7 @@ def run_episodes(agent, state, env, key, mode):
 
 @pytest.mark.slow
 def test_dreamer_improves_on_a_tiny_control_problem(agent):
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = agent.init(jax.random.key(0))
     eval_env = Reach(64, seed=123)
     before, _ = run_episodes(agent, state, eval_env, jax.random.key(1), mode="eval")
     env = Reach(16, seed=0)
@@ -137,7 +137,7 @@ def test_dreamer_improves_on_a_tiny_control_problem(agent):
 
 
 def test_policy_modes_carry_the_executed_action(agent):
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = agent.init(jax.random.key(0))
     obs = {"vector": jnp.ones((3, 1)), "is_first": jnp.ones(3, bool)}
     carry = agent.init_carry(3)
     acts = {}
@@ -189,7 +189,7 @@ def tiny(**kw):
 
 def test_update_metrics_and_no_negative_kl():
     agent = tiny()
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = agent.init(jax.random.key(0))
     _, metrics, context = agent.train(state, _batch(agent))
     assert all(np.isfinite(float(v)) for v in metrics.values())
     kls = {k: float(v) for k, v in metrics.items() if "kl" in k.lower()}
@@ -202,7 +202,7 @@ def test_update_metrics_and_no_negative_kl():
 
 def test_sequences_start_from_the_stored_state_unless_they_begin_an_episode():
     agent = tiny()
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = agent.init(jax.random.key(0))
     batch = _batch(agent)
     wm = lambda b: agent.wm.apply(
         state.params["wm"], b, jax.random.key(5), b["context"], method=WorldModel.observe
@@ -224,7 +224,7 @@ def test_replay_value_loss_reaches_the_world_model_only_with_repval_grad():
         "grad": dict(repval=True, repval_grad=True),
     }.items():
         agent = tiny(**kw)
-        state = jax.jit(agent.init)(jax.random.key(0))
+        state = agent.init(jax.random.key(0))
         # Two updates: the critic starts at exactly zero (its output layer is zero), so its
         # gradient with respect to the states is zero until it has been updated once.
         for seed in (1, 2):
@@ -242,7 +242,7 @@ def test_sequential_update_trains_the_world_model_alone_first():
     from agents.baselines import wm_update
 
     agent = tiny(repval=False, update="sequential", estimator="dynamics", replay_context=0)
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = agent.init(jax.random.key(0))
     batch = _batch(agent)
     _, k_wm, _ = jax.random.split(state.key, 3)
     # Jitted, as the agent's update is (op by op it takes ten times as long to run).
@@ -267,7 +267,7 @@ def test_optimized_update_equals_the_reference_formulation(core):
         opt=OPT_FAST,
         batch_size=3,
     )
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = agent.init(jax.random.key(0))
     batch = _batch(agent, seed=3)
     fast = jax.jit(lambda s, b: agent._gradients(s, b)[:2])(state, batch)
     with rssm.reference_impl():

@@ -46,7 +46,7 @@ def test_prior_is_pluggable():
 def test_update_finds_the_best_action_of_a_bandit():
     # One state, terminal transitions, reward -4 (a - 0.5)^2: the greedy action goes to 0.5.
     agent = SAC(SacConfig(units=32, lr=3e-3), (("vector", (2,)),), 1)
-    state = jax.jit(agent.init)(jax.random.key(2))
+    state = agent.init(jax.random.key(2))
     rng = np.random.default_rng(0)
     b = 256
     act = rng.uniform(-1, 1, (b, 2, 1)).astype(np.float32)

@@ -137,7 +137,7 @@ def test_task_names_and_errors():
 def test_dreamer_acts_one_hot_and_prefills_uniformly():
     cfg, _ = config_lib.parse_args(["--logdir", "x"])
     agent = make_agent(cfg, (("vector", (4,)),), 3, discrete=True)
-    state = jax.jit(agent.init)(jax.random.key(0))
+    state = agent.init(jax.random.key(0))
     obs = {"vector": np.zeros((2000, 4), np.float32), "is_first": np.ones(2000, bool)}
     for mode in ("random", "explore", "eval"):
         action, _ = agent.policy(state, agent.init_carry(2000), obs, jax.random.key(1), mode)

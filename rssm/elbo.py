@@ -9,19 +9,26 @@ which is the single-latent bound ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)) app
 step, with the prior conditioned on the past; its gap to log p(o_{1:T}) is the KL from q to the
 true posterior, log p(x) - ELBO = KL(q(z|x) || p(z|x)).
 
-The training loss replaces the KL by two terms with the same value but routed gradients
-(KL balancing, DreamerV2/V3), each clipped from below by ``free_nats`` per step:
+Training follows the gradient of a surrogate that replaces the KL by two terms with the same
+value but routed gradients (KL balancing, DreamerV2/V3), each clipped from below by
+``free_nats`` per step:
 
     dyn = KL( sg(q) || p )   trains the prior toward the posterior
     rep = KL( q || sg(p) )   trains the posterior (and encoder) toward the prior
-    loss_t = -sum_k scale_k * log p_k(t) + beta_dyn * max(free, dyn_t) + beta_rep * max(free, rep_t)
+    surrogate_t = -sum_k scale_k log p_k(t) + beta_dyn max(free, dyn_t) + beta_rep max(free, rep_t)
 
 Since d/dq KL(q || sg(p)) + d/dp KL(sg(q) || p) = grad KL(q || p), beta_dyn = beta_rep = 1 with
-free_nats = 0 (the defaults) gives exactly the gradient of the plain ELBO; the loss value then
-counts the KL twice, which is why the metrics report the per-step 'elbo' separately. Published
-losses are asked for by name: ``sequential_elbo(..., **rssm.DREAMERV3_KL)`` (free nats 1,
-beta_dyn 1, beta_rep 0.1), ``DREAMERV3_2023_KL`` (0.5 / 0.1) or ``PLANET_KL`` (free nats 3). The
-returned loss is the mean of loss_t over the [B, T] batch.
+free_nats = 0 and unit scales (the defaults) make the surrogate's gradient exactly the plain
+-ELBO's, while its value counts the KL twice. The returned loss therefore takes its value and
+its gradient apart with a stop-gradient identity,
+
+    loss = sg(-ELBO) + surrogate - sg(surrogate)      (means over the [B, T] batch)
+
+whose value is -ELBO per step and whose gradient is the surrogate's: at the defaults it is
+-ELBO in value and gradient alike. The surrogate's value is reported as the metric
+'surrogate' (the number a published loss would print). Published losses are asked for by
+name: ``sequential_elbo(..., **rssm.DREAMERV3_KL)`` (free nats 1, beta_dyn 1, beta_rep 0.1),
+``DREAMERV3_2023_KL`` (0.5 / 0.1) or ``PLANET_KL`` (free nats 3).
 
 'elbo' is a bound on log p(o_{1:T}) only when every ``log_probs`` term is a normalized
 log-density (a Normal or Bernoulli head on hard targets); a squared error or a two-hot
@@ -80,9 +87,11 @@ def sequential_elbo(
     beta_dyn: float = 1.0,
     beta_rep: float = 1.0,
 ) -> tuple[Array, dict[str, Array]]:
-    """Loss = mean over [B, T] of the per-step negative (scaled, balanced) ELBO.
+    """The negative ELBO per step in value, with the gradient of the scaled, balanced surrogate
+    (see the module docstring); means over [B, T].
 
-    The defaults train the exact ELBO (no free nats, unit betas: the plain KL's gradient).
+    At the defaults (no free nats, unit betas and scales) the loss is -ELBO in value and
+    gradient: the surrogate's balanced KL has the plain KL's gradient.
 
     Args:
       latent: the latent family of the RSSM (static under jit).
@@ -92,8 +101,9 @@ def sequential_elbo(
       free_nats, beta_dyn, beta_rep: see the module docstring.
     Returns:
       (loss scalar, metrics) with metrics: 'loglik/<name>' for each term, 'kl' = KL(q || p),
-      'dyn', 'rep', 'prior_ent', 'post_ent', and 'elbo' = the unscaled, unclipped per-step
-      ELBO sum_k log p_k - KL, all means over [B, T].
+      'dyn', 'rep', 'prior_ent', 'post_ent', 'elbo' = the unscaled, unclipped per-step ELBO
+      sum_k log p_k - KL (the loss's value is -elbo) and 'surrogate' = the value of the
+      surrogate whose gradient the loss carries, all means over [B, T].
     """
     scales = dict(scales or {})
     unknown = set(scales) - set(log_probs)
@@ -114,8 +124,10 @@ def sequential_elbo(
     if shape is not None and kl_part.shape != shape:
         raise ValueError(f"KL has shape {kl_part.shape} but log_probs have {shape}")
     rec = sum(scales.get(k, 1.0) * lp for k, lp in log_probs.items())
-    loss = (kl_part - rec).mean()
+    surrogate = (kl_part - rec).mean()
     kl = kls["dyn"]  # same value as rep and as KL(q || p)
+    elbo = (sum(log_probs.values()) - kl).mean()
+    loss = sg(-elbo) + (surrogate - sg(surrogate))
     q = {k: post[k] for k in _stat_keys(latent, post)}
     p = {k: prior[k] for k in _stat_keys(latent, prior)}
     metrics = {f"loglik/{k}": lp.mean() for k, lp in log_probs.items()}
@@ -125,7 +137,8 @@ def sequential_elbo(
         rep=kls["rep"].mean(),
         prior_ent=latent.entropy(p).mean(),
         post_ent=latent.entropy(q).mean(),
-        elbo=(sum(log_probs.values()) - kl).mean(),
+        elbo=elbo,
+        surrogate=surrogate,
     )
     return loss, metrics
 

@@ -166,9 +166,10 @@ class SAC:
         prior = squashed_normal(zeros, jnp.full(action.shape, self.cfg.prior_std))
         return prior.log_prob(jnp.clip(action, -1 + 1e-6, 1 - 1e-6))
 
-    def kl_term(self, pi: distrax.Distribution, key: Array) -> tuple[Array, Array, Array]:
-        """(a ~ pi, log pi(a), log pi(a) - log prior(a)): the last is a one-sample estimate of
-        KL(pi || prior), ``[...]``."""
+    def prior_log_ratio(self, pi: distrax.Distribution, key: Array) -> tuple[Array, Array, Array]:
+        """(a ~ pi, log pi(a), log pi(a) - log prior(a)), each ``[...]``: the last is the
+        one-sample log-ratio, an unbiased estimate of KL(pi || prior) (not a KL: it can be
+        negative)."""
         action, log_pi = pi.sample_and_log_prob(seed=key)
         return action, log_pi, log_pi - self.prior_log_prob(action)
 
@@ -221,21 +222,21 @@ class SAC:
         alpha = jnp.exp(state.params["alpha"])
 
         pi_next = self.actor.apply(state.params["actor"], nxt)
-        a_next, _, kl_next = self.kl_term(pi_next, k_next)
+        a_next, _, ratio_next = self.prior_log_ratio(pi_next, k_next)
         q_next = self.critic.apply(state.aux["target_critic"], nxt, a_next).min(0)
-        target = sg(reward + cfg.gamma * cont * (q_next - alpha * kl_next))
+        target = sg(reward + cfg.gamma * cont * (q_next - alpha * ratio_next))
 
         def critic_loss(p):
             q = self.critic.apply(p, obs, action)
             return mean(((q - target) ** 2).sum(0)), q
 
         def actor_loss(p):
-            a, log_pi, kl = self.kl_term(self.actor.apply(p, obs), k_pi)
+            a, log_pi, ratio = self.prior_log_ratio(self.actor.apply(p, obs), k_pi)
             q = self.critic.apply(state.params["critic"], obs, a).min(0)
-            return mean(alpha * kl - q), (log_pi, kl)
+            return mean(alpha * ratio - q), (log_pi, ratio)
 
         (c_loss, q), c_grad = jax.value_and_grad(critic_loss, has_aux=True)(state.params["critic"])
-        (a_loss, (log_pi, kl)), a_grad = jax.value_and_grad(actor_loss, has_aux=True)(
+        (a_loss, (log_pi, ratio)), a_grad = jax.value_and_grad(actor_loss, has_aux=True)(
             state.params["actor"]
         )
         entropy = -mean(sg(log_pi))  # one-sample estimate of H(pi(.|s)), averaged over s
@@ -263,7 +264,7 @@ class SAC:
             "sac/policy_entropy": entropy,
             # log pi(a) - log prior(a) at one sample per state: an unbiased estimate of the KL
             # to the prior, not a KL itself (a batch of it can fall below zero).
-            "sac/prior_log_ratio": mean(sg(kl)),
+            "sac/prior_log_ratio": mean(sg(ratio)),
         }
         new_state = state.replace(
             params=new_params,

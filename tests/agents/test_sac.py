@@ -18,25 +18,25 @@ def test_kl_to_the_uniform_prior_is_a_log_2_minus_entropy(mean, std):
     # One action dimension. Monte Carlo: KL(pi || U[-1, 1]) = E_pi[log pi(a)] + log 2.
     agent = SAC(SacConfig(), (("vector", (3,)),), 1)
     pi = squashed_normal(jnp.full((N, 1), mean), jnp.full((N, 1), std))
-    _, log_pi, kl = agent.kl_term(pi, jax.random.key(0))
-    np.testing.assert_allclose(kl, log_pi + math.log(2.0), rtol=1e-6)
+    _, log_pi, ratio = agent.prior_log_ratio(pi, jax.random.key(0))
+    np.testing.assert_allclose(ratio, log_pi + math.log(2.0), rtol=1e-6)
     # Quadrature, independent of distrax: H(tanh(u)) = H(N(m, s)) + E[log(1 - tanh(u)^2)].
     u = np.linspace(mean - 12 * std, mean + 12 * std, 400_001)
     density = np.exp(-0.5 * ((u - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
     log_jac = np.log(4.0) - 2 * np.logaddexp(u, -u)  # log(1 - tanh(u)^2), stably
     entropy = 0.5 * np.log(2 * np.pi * np.e * std**2) + np.trapezoid(density * log_jac, u)
-    estimate, err = float(kl.mean()), 3 * float(kl.std()) / math.sqrt(N)
+    estimate, err = float(ratio.mean()), 3 * float(ratio.std()) / math.sqrt(N)
     assert abs(estimate - (math.log(2.0) - entropy)) < err + 1e-4
     assert math.log(2.0) - entropy >= 0.0 and estimate > -err  # a KL: never negative
 
 
 def test_prior_is_pluggable():
-    # The tanh-Normal prior: a policy equal to it has zero KL in every sample.
+    # The tanh-Normal prior: a policy equal to it has a zero log-ratio in every sample.
     cfg = SacConfig(prior="tanh_normal", prior_std=0.4)
     agent = SAC(cfg, (("vector", (3,)),), 2)
     pi = squashed_normal(jnp.zeros((1000, 2)), jnp.full((1000, 2), 0.4))
-    _, _, kl = agent.kl_term(pi, jax.random.key(1))
-    np.testing.assert_allclose(kl, 0.0, atol=1e-4)
+    _, _, ratio = agent.prior_log_ratio(pi, jax.random.key(1))
+    np.testing.assert_allclose(ratio, 0.0, atol=1e-4)
     with pytest.raises(ValueError, match=r"sac\.prior='beta'"):
         SAC(dataclasses.replace(cfg, prior="beta"), (("vector", (3,)),), 2)
     with pytest.raises(ValueError, match="--obs proprio"):

@@ -3,7 +3,8 @@
 A `VecEnv` steps ``N`` environments (`experiments.envs.make_env`), in this process or one
 process each, and returns the keys of a single environment stacked to ``[N, ...]``. An
 environment that returned ``is_last`` is reset on the following `step` (its action is
-ignored), so the caller just keeps stepping. Environment ``i`` is seeded ``seed + i``.
+ignored), so the caller just keeps stepping. Environment ``i`` is seeded ``seeds[i]`` (the
+runner passes ``envs.env_seed(run seed, i)``, a hash of both), or ``seed + i`` without them.
 
 Workers are started with 'spawn': forking a process that holds an OpenGL context is unsafe.
 Importing this module imports `experiments.envs`, which sets ``MUJOCO_GL`` before dm_control

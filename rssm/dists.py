@@ -5,8 +5,9 @@ every likelihood term alike: ``log p(o_t | h_t, s_t)`` is ``head(features).log_p
 
 Not all of them are normalized densities. ``MSEDist`` and ``SymlogMSEDist`` return the negative
 squared error, which is a Gaussian log-density with unit variance up to the constant
-``-0.5 * log(2 pi)`` per dimension and a factor 1/2 (DreamerV3 drops both). ``NormalHead`` with a
-fixed ``std`` is the exact density for when the ELBO must be an exact bound.
+``-0.5 * log(2 pi)`` per dimension and a factor 1/2 (DreamerV3 drops both). A ``Head`` with
+``dist='normal'`` and a fixed ``std`` (``rssm.nets``) is the exact density for when the ELBO must
+be an exact bound, and ``DiscretizedNormal`` the exact probability of 8-bit images.
 
 Two discretized regression heads for scalars of any scale (rewards, values):
 

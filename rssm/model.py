@@ -84,7 +84,9 @@ class RSSM(nn.Module):
     dyn_layers: int = 1  # block layers before the GRU gates ('block' core)
     norm: str = "rms"
     act: str = "silu"
-    core: str = "block"  # deterministic transition: 'block' (DreamerV3 2024) or 'gru' (2023)
+    # Deterministic transition: 'block' (DreamerV3 2024), 'gru' (2023 code, DreamerV2) or
+    # 'planet' (PlaNet's GRUBlockCell on a ReLU embedding of (s, a))
+    core: str = "block"
     initial: str = (
         "learned"  # h_0: 'learned' (tanh(w), s_0 = prior mode) or 'zeros' (h_0 = s_0 = 0)
     )

@@ -380,7 +380,8 @@ class Head(nn.Module):
     dist:
       'mse'           MSEDist: log p = -||x - mu||^2.
       'normal'        Normal(mu, std) with fixed ``std`` (an exact density; std=1 is the
-                      unit-variance Gaussian of the lesson's model), or learned when std <= 0.
+                      likelihood p(x|z) = N(z, 1) of the linear-Gaussian model of
+                      ``rssm.vi``), or learned when std <= 0.
       'symlog_mse'    SymlogMSEDist: squared error in symlog space.
       'binary'        Bernoulli(logits), e.g. the continue flag c_t.
       'symexp_twohot' TwoHotDist over ``bins`` bins at symexp(linspace(-20, 20)), for scalars of

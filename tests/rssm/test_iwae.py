@@ -1,5 +1,6 @@
-"""The importance-weighted sequence bound: the lesson's model at T = 1, and a trained Gaussian
-RSSM on a linear-Gaussian state-space model whose exact likelihood a Kalman filter computes."""
+"""The importance-weighted sequence bound: the linear-Gaussian model of ``rssm.vi`` at T = 1,
+and a trained Gaussian RSSM on a linear-Gaussian state-space model whose exact likelihood a
+Kalman filter computes."""
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +13,9 @@ from rssm import vi
 from rssm.latent import CategoricalLatent, GaussianLatent
 
 
-def test_one_step_reduces_to_the_lessons_iwae_bound():
+def test_one_step_reduces_to_the_linear_gaussian_iwae_bound():
     # p(z) = N(0, 1), p(x | z) = N(z, 1), q(z | x) = N(m, s^2): the RSSM's weights at T = 1 are
-    # log p(x | z) + log p(z) - log q(z | x), the lesson's.
+    # log p(x | z) + log p(z) - log q(z | x), those of rssm.vi.lg_iwae_bound.
     x = jnp.array([1.0, -0.5, 2.0])
     m, s = jnp.array([0.3, -0.25, 1.0]), jnp.array([1.0, 0.7, 0.5])
     key, k = jax.random.key(0), 64

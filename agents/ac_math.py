@@ -10,10 +10,13 @@ posterior state from replay, and s_{t+1} follows from s_t and the action a_t ~ p
     state      s_0   s_1   s_2  ...   s_H
     action     a_0   a_1   a_2  ...   (a_H unused)
     reward           r_1   r_2  ...   r_H      r_t: reward for arriving in s_t
-    continue   c_0   c_1   c_2  ...   c_H      c_t = 1 - is_terminal(s_t); c_0 normally 1
+    continue   c_0   c_1   c_2  ...   c_H      c_t: the continue head at s_t (1 - is_terminal)
     value      v_0   v_1   v_2  ...   v_H      v_t: critic at s_t
 
-The actor and the critic are trained at s_0 .. s_{H-1}: the H states that have a return.
+The actor and the critic are trained at s_0 .. s_{H-1}: the H states that have a return. c_0
+comes from the continue head at s_0 like the others (2024; with the discount inside the head,
+about 1 - 1/333 for a live state), or from the data, 1 - is_terminal of the replayed s_0 (the
+2023 code).
 
     lambda-return    R_t = r_{t+1} + gamma c_{t+1} ((1 - lambda) v_{t+1} + lambda R_{t+1}),
                      R_H = v_H                                              (t = 0 .. H-1)
@@ -181,7 +184,8 @@ def discount_weights(conts: Array, gamma: float | Array = 1.0) -> Array:
         w_t = gamma^t prod_{i=0..t} c_i = cumprod(gamma c)_t / gamma
 
     With c_0 = 1 this is w_0 = 1 and w_t = gamma^t c_1 ... c_t, zero from the first terminal
-    state on (a terminal state's action changes nothing). The result is stop-gradient.
+    state on (a terminal state's action changes nothing); a c_0 below 1 scales the whole
+    trajectory. The result is stop-gradient.
 
     Choice of gamma: the default gamma = 1 weights states by survival alone. The lambda-return
     already discounts what follows each state; an extra gamma^t on the state itself would be
@@ -191,8 +195,9 @@ def discount_weights(conts: Array, gamma: float | Array = 1.0) -> Array:
     H = 15 and gamma = 0.997, gamma^t >= 0.957, so the two choices are numerically close.
 
     Args:
-      conts: ``[B, H+1]``, column t holds c_t (c_0 .. c_H). c_0 is 1 for a fresh start, or
-        1 - is_terminal of the replay start state (which zeroes the whole trajectory).
+      conts: ``[B, H+1]``, column t holds c_t (c_0 .. c_H). c_0 is the continue head's value
+        at the start state, or 1 - is_terminal of the replayed start state (a terminal start
+        zeroes the whole trajectory).
       gamma: discount applied per step, in (0, 1].
 
     Returns:
@@ -599,14 +604,14 @@ def unimix_categorical(logits: Array, unimix: float = 0.01) -> distrax.OneHotCat
     """One-hot categorical over ``[..., K]`` with p = (1 - unimix) softmax(logits) + unimix / K.
 
     Samples and modes are float32 one-hot vectors. The mixture bounds log p(a) >= log(unimix / K),
-    which keeps the REINFORCE term and the KL finite.
+    which keeps the REINFORCE term and the KL finite; with unimix 0 it is the plain softmax.
     """
     if not 0.0 <= unimix < 1.0:
         raise ValueError(f"unimix_categorical: unimix must lie in [0, 1), got {unimix}")
     logits = logits.astype(jnp.float32)
-    probs = jax.nn.softmax(logits, -1)
-    if unimix > 0:
-        probs = (1.0 - unimix) * probs + unimix / logits.shape[-1]
+    if unimix == 0:
+        return distrax.OneHotCategorical(logits=jax.nn.log_softmax(logits, -1), dtype=jnp.float32)
+    probs = (1.0 - unimix) * jax.nn.softmax(logits, -1) + unimix / logits.shape[-1]
     return distrax.OneHotCategorical(logits=jnp.log(probs), dtype=jnp.float32)
 
 
@@ -623,7 +628,8 @@ def mode_action(policy: distrax.Distribution) -> Array:
 
 class ActorHead(nn.Module):
     """features ``[..., F]`` -> pi(. | s): a bounded normal over ``[..., A]`` (continuous) or a
-    1%-unimix one-hot categorical over ``[..., A]`` classes (discrete).
+    one-hot categorical over ``[..., A]`` classes mixed with ``unimix`` of the uniform
+    (discrete).
 
     The MLP is ``rssm.nets.MLP``; one linear layer gives the distribution's parameters.
     """
@@ -636,7 +642,7 @@ class ActorHead(nn.Module):
     act: str = "silu"  # hidden activation
     minstd: float = 0.1  # continuous: lower bound of the standard deviation
     maxstd: float = 1.0  # continuous: upper bound of the standard deviation
-    unimix: float = 0.01  # discrete: weight of the uniform mixture
+    unimix: float = 0.0  # discrete: weight of the uniform mixture (DreamerV3 2023: 0.01)
     dtype: Any = jnp.float32  # compute dtype; the distribution is float32
     outscale: float = 1.0  # scale of the output layer's initial weights (DreamerV3 2024: 0.01)
     bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)

@@ -28,8 +28,8 @@ from agents.world_model import (
 Array = jax.Array
 
 
-def start_state(cfg: WorldModelConfig, batch: dict, carry: Any) -> Any:
-    """The state each sequence starts from: replay context, the carried state, or None (h_0)."""
+def start_state(cfg: WorldModelConfig, batch: dict) -> Any:
+    """The state each sequence starts from: the replay context, or None (h_0)."""
     if cfg.replay_context:
         if "context" not in batch:
             raise ValueError(
@@ -38,8 +38,6 @@ def start_state(cfg: WorldModelConfig, batch: dict, carry: Any) -> Any:
                 "set model.replay_context=0"
             )
         return batch["context"]
-    if cfg.carry_state:
-        return carry
     return None
 
 
@@ -48,20 +46,6 @@ def context_out(cfg: WorldModelConfig, post: dict) -> dict:
     if not cfg.replay_context:
         return {}
     return {k: jax.lax.stop_gradient(post[k]) for k in CONTEXT_KEYS}
-
-
-def last_state(post: dict) -> dict:
-    """``{'deter', 'stoch'}`` of the last step, ``[B, ...]`` (the 2023 carried train state)."""
-    return {k: jax.lax.stop_gradient(post[k][:, -1]) for k in CONTEXT_KEYS}
-
-
-def initial_train_carry(wm: WorldModel, params: Any, batch_size: int) -> Any:
-    """The carried train state before the first update, h_0 and s_0 ``[B]`` when
-    ``carry_state`` (as the 2023 code's ``train_initial``), else None."""
-    if not wm.cfg.carry_state:
-        return None
-    init = wm.apply(params, batch_size, method=WorldModel.initial_state)
-    return {k: init[k] for k in CONTEXT_KEYS}
 
 
 class RandomAgent:
@@ -108,7 +92,6 @@ class RandomAgent:
             aux={},
             key=k3,
             updates=jnp.zeros((), jnp.int32),
-            train_carry=initial_train_carry(self.wm, wm, self.batch_size),
         )
 
     def init_carry(self, num_envs: int) -> Any:
@@ -131,17 +114,15 @@ class RandomAgent:
 
     def _train(self, state: AgentState, batch: dict):
         key, sub = jax.random.split(state.key)
-        start = start_state(self.wm_cfg, batch, state.train_carry)
+        start = start_state(self.wm_cfg, batch)
         params, opt_state, metrics, post = wm_update(
             self.wm, self.opt, state.params["wm"], state.opt_state["wm"], batch, sub, start
         )
-        carry = last_state(post) if self.wm_cfg.carry_state else None
         new = state.replace(
             params={"wm": params},
             opt_state={"wm": opt_state},
             key=key,
             updates=state.updates + 1,
-            train_carry=carry,
         )
         return new, metrics, context_out(self.wm_cfg, post)
 

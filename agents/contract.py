@@ -22,8 +22,6 @@ agents (checkpoints, sharding, parameter counts, evaluation) reads them by name:
                 networks ('slow_critic', 'target_critic') and running statistics ('retnorm')
     key         the RNG key, split once per update
     updates     the number of updates done, int32 ``[]``
-    train_carry the carried posterior {'deter', 'stoch'} ``[B, ...]`` of the previous batch
-                (``model.carry_state``), else None; its leading axis is the batch's
 
 **Carry.** Every agent's policy carry is ``{'state': ..., 'action': [N, A]}``: the posterior
 after the last observation (``{}`` for agents without a world model) and the action executed
@@ -71,13 +69,14 @@ class AgentState:
     aux: dict[str, Any]
     key: Array
     updates: Array
-    train_carry: Any = None
 
 
 # The version of this layout, recorded with every checkpoint: states saved before AgentState
-# (per-agent fields such as 'slow_critic' or 'log_alpha' at the top level) are layout 1.
-STATE_LAYOUT = 2
-STATE_FIELDS = ("params", "opt_state", "aux", "key", "updates", "train_carry")
+# (per-agent fields such as 'slow_critic' or 'log_alpha' at the top level) are layout 1;
+# layout 2 had one more field, 'train_carry' (the previous batch's last posterior, None unless
+# the since dropped model.carry_state), and restores as this layout where it is None.
+STATE_LAYOUT = 3
+STATE_FIELDS = ("params", "opt_state", "aux", "key", "updates")
 CARRY_KEYS = ("state", "action")
 POLICY_MODES = ("explore", "eval", "random")
 

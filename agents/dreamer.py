@@ -35,7 +35,7 @@ import optax
 
 import rssm
 from agents import ac_math, optim
-from agents.baselines import context_out, initial_train_carry, last_state, start_state
+from agents.baselines import context_out, start_state
 from agents.contract import AgentState, check_mode, random_actions
 from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch, zero_carry
 from rssm.reference import reference_active
@@ -64,6 +64,9 @@ class DreamerConfig:
     prior_mean: float = 0.0  # 'normal' prior: mean of every action dimension
     prior_std: float = 0.3  # 'normal' prior: standard deviation of every action dimension
     slow_rate: float = 0.02  # EMA rate of the slow critic
+    # The slow critic copies the critic at the first update (2023 code: SlowUpdater mixes 1 on
+    # its first call); otherwise it starts as the initial critic (2024: SlowModel copies it).
+    slow_copy_first: bool = False
     slowreg: float = 1.0  # weight of the slow-critic regularizer
     retnorm_decay: float = 0.99  # EMA decay of the return percentiles
     retnorm_limit: float = 1.0  # lower bound of the return scale S
@@ -72,6 +75,9 @@ class DreamerConfig:
     minstd: float = 0.1  # actor: lower bound of the action standard deviation
     maxstd: float = 1.0  # actor: upper bound of the action standard deviation
     outscale: float = 0.01  # actor: scale of the output layer's initial weights
+    # Discrete actor: weight of the uniform mixture (2023 one-hot head: 0.01; the 2024
+    # categorical head ignores its unimix setting: 0)
+    actor_unimix: float = 0.0
     value_dist: str = "symexp_twohot"  # critic: 'symexp_twohot' (2024) or 'symlog_twohot'
     value_bins: int = 255  # bins of the two-hot critic
     repval: bool = True  # also train the critic on replayed states (2024)
@@ -98,6 +104,8 @@ class DreamerConfig:
                 raise ValueError(
                     f"dreamer.{name}={getattr(self, name)!r}; expected one of {allowed}"
                 )
+        if not 0.0 <= self.actor_unimix < 1.0:
+            raise ValueError(f"dreamer.actor_unimix={self.actor_unimix}; must lie in [0, 1)")
         if self.prior == "normal" and self.prior_std <= 0:
             raise ValueError(f"dreamer.prior_std={self.prior_std}; must be positive")
         if self.horizon < 1:
@@ -160,6 +168,7 @@ class Dreamer:
             minstd=cfg.minstd,
             maxstd=cfg.maxstd,
             outscale=cfg.outscale,
+            unimix=cfg.actor_unimix,
             **common,
         )
         self.critic = rssm.Head(
@@ -197,7 +206,6 @@ class Dreamer:
             aux={"slow_critic": slow, "retnorm": ac_math.returnnorm_init()},
             key=k_state,
             updates=jnp.zeros((), jnp.int32),
-            train_carry=initial_train_carry(self.wm, params["wm"], self.batch_size),
         )
 
     def init_carry(self, num_envs: int) -> dict[str, Any]:
@@ -365,18 +373,20 @@ class Dreamer:
             new_params, opt_state = self._step(optim.MODULES, grads, state.opt_state, state.params)
         for name in optim.MODULES:
             metrics[f"{name}/grad_norm"] = optax.tree.norm(grads[name])
+        rate = self.cfg.slow_rate
+        if self.cfg.slow_copy_first:
+            rate = jnp.where(state.updates == 0, 1.0, rate)
         new_state = state.replace(
             params=new_params,
             opt_state=opt_state,
             aux={
                 "slow_critic": ac_math.ema_update(
-                    state.aux["slow_critic"], new_params["critic"], self.cfg.slow_rate
+                    state.aux["slow_critic"], new_params["critic"], rate
                 ),
                 "retnorm": retnorm,
             },
             key=key,
             updates=state.updates + 1,
-            train_carry=last_state(post) if self.wm_cfg.carry_state else None,
         )
         return new_state, metrics, context_out(self.wm_cfg, post)
 
@@ -391,7 +401,7 @@ class Dreamer:
         cfg = self.cfg
         _, k_wm, k_ac = jax.random.split(state.key, 3)
         params = state.params
-        start = start_state(self.wm_cfg, batch, state.train_carry)
+        start = start_state(self.wm_cfg, batch)
         b, t = batch["is_first"].shape
 
         def wm_loss(wm_p):

@@ -56,7 +56,9 @@ class WorldModelConfig:
     min_std: float = 0.1  # gaussian: lower bound on the standard deviation
     deter: int = 512  # GRU state size
     hidden: int = 64  # RSSM layer width
-    core: str = "block"  # RSSM transition: 'block' (DreamerV3 2024) or 'gru' (2023, DreamerV2)
+    # RSSM transition: 'block' (DreamerV3 2024), 'gru' (2023 code, DreamerV2) or 'planet'
+    # (PlaNet's GRUBlockCell on a ReLU embedding of (s, a))
+    core: str = "block"
     blocks: int = 8  # GRU blocks (block-diagonal recurrent weights, 'block' core)
     img_layers: int = 2  # layers of the prior head p(s_t | h_t)
     obs_layers: int = 1  # layers of the posterior head q(s_t | h_t, e_t)
@@ -95,7 +97,6 @@ class WorldModelConfig:
     rew_scale: float = 1.0  # weight of the reward log-likelihood
     con_scale: float = 1.0  # weight of the continue log-likelihood
     replay_context: int = 1  # 1: start sequences from the state stored in replay (2024); 0: h_0
-    carry_state: bool = False  # start from the previous batch's last posterior (2023 code)
     dtype: str = "float32"  # compute dtype: 'float32' or 'bfloat16'
     unroll: int = 1  # RSSM scan steps per loop iteration (the same results; may help on a GPU)
 
@@ -146,11 +147,6 @@ class WorldModelConfig:
             )
         if self.replay_context not in (0, 1):
             raise ValueError(f"model.replay_context={self.replay_context}; expected 0 or 1")
-        if self.replay_context and self.carry_state:
-            raise ValueError(
-                "model.replay_context=1 and model.carry_state=true both choose the start "
-                "state of a sequence; set one of them off"
-            )
         if self.action_clip < 0:
             raise ValueError(f"model.action_clip={self.action_clip}; must be >= 0 (0: off)")
         if self.image_std <= 0:

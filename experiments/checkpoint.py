@@ -58,19 +58,42 @@ class ConfigMismatch(ValueError):
     """The logdir holds a checkpoint written under a different config or code."""
 
 
-def check_layout(meta: dict, logdir: str | os.PathLike) -> None:
-    """Refuses a run's checkpoint whose agent state has another layout than this code's
-    (``meta['state_layout']``, agents/contract.py)."""
+# Earlier agent-state layouts this code restores: layout -> the fields it had beyond this
+# layout's, each None in every state this code can use (agents/contract.py).
+LEGACY_FIELDS = {2: ("train_carry",)}
+
+
+def check_layout(meta: dict, logdir: str | os.PathLike) -> int:
+    """The layout of a run's checkpointed agent state (``meta['state_layout']``,
+    agents/contract.py); refuses one this code cannot restore."""
     from agents.contract import STATE_LAYOUT
 
     layout = meta.get("state_layout", 1)
-    if layout != STATE_LAYOUT:
-        raise ConfigMismatch(
-            f"{logdir}: the checkpoint holds an agent state of layout {layout} (written by an "
-            f"earlier rssm-jax, before every agent shared AgentState); this code reads layout "
-            f"{STATE_LAYOUT}. Resume or evaluate it with the rssm-jax that wrote it (git "
-            "commit 0bdb01e or earlier), or start a new logdir."
+    if layout != STATE_LAYOUT and layout not in LEGACY_FIELDS:
+        when = (
+            "a newer rssm-jax"
+            if layout > STATE_LAYOUT
+            else "an earlier rssm-jax, before every agent shared AgentState (git commit 0bdb01e "
+            "or earlier)"
         )
+        raise ConfigMismatch(
+            f"{logdir}: the checkpoint holds an agent state of layout {layout}, written by "
+            f"{when}; this code reads layouts {sorted({STATE_LAYOUT, *LEGACY_FIELDS})}. Resume "
+            "or evaluate it with the rssm-jax that wrote it, or start a new logdir."
+        )
+    return layout
+
+
+def restore_state(ckpt: Checkpointer, abstract: Any, step: int | None, layout: int):
+    """``ckpt.restore(abstract, step)`` for an agent state saved in ``layout`` (as
+    ``check_layout`` returned it): an earlier layout's extra fields are restored (as None) and
+    left out of the state returned."""
+    extra = LEGACY_FIELDS.get(layout, ())
+    if not extra:
+        return ckpt.restore(abstract, step)
+    fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)}
+    restored, meta = ckpt.restore({**fields, **dict.fromkeys(extra)}, step)
+    return type(abstract)(**{k: restored[k] for k in fields}), meta
 
 
 class _Missing:

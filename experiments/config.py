@@ -50,6 +50,9 @@ class RunConfig:
     seeds: int = 1
     steps: int = 100_000  # environment steps (agent steps x action repeat) to run
     prefill: int = 2500  # environment steps of uniform random actions before training
+    # Also act at random until replay holds a batch (B x T windows), checked every 100 env
+    # transitions: the 2023 code's prefill loop (its train_fill is 0).
+    prefill_to_batch: bool = False
     train_ratio: float = 512.0  # replayed steps per policy step (DreamerV3's definition)
     batch_size: int = 16  # sequences per update, global: split over every device of every host
     batch_length: int = 64  # steps per sequence
@@ -227,19 +230,28 @@ def dreamerv3_2023() -> Config:
     and ``.*\\.units: 512`` reach the RSSM and the reward, continue, actor and critic MLPs, but
     not the encoder and decoder, whose keys are ``mlp_layers`` / ``mlp_units``: those stay 5 x 1024.
     Training: the world model is updated first, imagination uses the updated one; the actor
-    backpropagates through the dynamics (continuous actions); continues are the head's mode
-    with c_0 from the data and an explicit discount 1 - 1/333; each batch starts from the last
-    posterior of the previous batch; Adam 1e-4 / 3e-5 / 3e-5, clip 1000 / 100; 4 envs, action
-    repeat 2, train ratio 512, replay 1e6.
+    backpropagates through the dynamics (continuous actions; discrete ones are a one-hot head
+    mixed with 1% uniform); continues are the head's mode with c_0 from the data and an
+    explicit discount 1 - 1/333; the slow critic copies the critic at the first update, then
+    follows it at rate 0.02; Adam 1e-4 / 3e-5 / 3e-5, clip 1000 / 100; 4 envs, action repeat
+    2, train ratio 512, replay 1e6.
 
-    Not reproduced: the slow critic copies the critic at the first update in the reference
-    (here it starts as the initial critic); the reference computes in float16 on GPUs.
+    Sequences start from h_0: the reference carries the previous batch's last posterior into
+    the next update, but its replay marks every sampled window's first step ``is_first``
+    (``embodied/replay/generic.py``), which replaces the carried state by h_0 and the carried
+    action by zeros; replay here marks them the same way. Prefill: uniform random actions
+    until replay holds B x T windows of T steps (``embodied/run/train.py``: ``len(replay) <
+    max(batch_steps, train_fill)`` with train_fill 0, checked every 100 transitions), 2,600
+    environment steps on walker-walk with 4 envs.
+
+    Not reproduced: the reference computes in float16 on GPUs.
     """
     return Config(
         env=EnvConfig(task="walker-walk", obs="proprio", action_repeat=2, envs=4),
         run=RunConfig(
             steps=1_000_000,
             prefill=0,
+            prefill_to_batch=True,
             train_ratio=512.0,
             batch_size=16,
             batch_length=64,
@@ -267,7 +279,6 @@ def dreamerv3_2023() -> Config:
             beta_dyn=0.5,
             beta_rep=0.1,
             replay_context=0,
-            carry_state=True,
         ),
         dreamer=DreamerConfig(
             contdisc=False,
@@ -277,6 +288,8 @@ def dreamerv3_2023() -> Config:
             layers=2,
             units=512,
             outscale=1.0,
+            actor_unimix=0.01,
+            slow_copy_first=True,
             value_dist="symlog_twohot",
             repval=False,
             update="sequential",
@@ -533,9 +546,40 @@ def canonical(data: dict) -> dict:
     return out
 
 
+# Fields of earlier versions: the value that meant what the code does now (a saved config that
+# holds it reads as if it did not), and why the field went.
+RETIRED: dict[str, tuple[Any, str]] = {
+    "model.carry_state": (
+        False,
+        "the 2023 code's carried training state never reached its loss (its replay marks every "
+        "window's first step is_first, which resets the state to h_0, as replay here does now)",
+    ),
+}
+
+
+def _drop_retired(data: dict) -> dict:
+    """``data`` without the RETIRED fields that hold their neutral value; any other value is
+    refused with the reason the field went."""
+    data = json.loads(json.dumps(data))
+    for name, (neutral, why) in RETIRED.items():
+        section, _, field = name.rpartition(".")
+        values = data.get(section, {}) if section else data
+        if not isinstance(values, dict) or field not in values:
+            continue
+        value = values.pop(field)
+        if value != neutral:
+            raise ValueError(
+                f"{name}={json.dumps(value)} is no longer a setting: {why}. Drop the field (the "
+                "run then starts each sequence from h_0), or resume or repeat that run with "
+                "the rssm-jax that wrote it"
+            )
+    return data
+
+
 def from_dict(data: dict, cls: type | None = None) -> Any:
     """Inverse of ``to_dict``: nested dict -> frozen dataclasses (lists become tuples)."""
-    cls = cls or Config
+    if cls is None:
+        cls, data = Config, _drop_retired(data)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):

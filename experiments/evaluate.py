@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import envs as envs_lib
-from experiments.checkpoint import Checkpointer, check_layout
+from experiments.checkpoint import Checkpointer, check_layout, restore_state
 from experiments.config import Config, from_dict, make_agent
 from experiments.logging import write_gif
 from experiments.seeds import SeedBatch, take
@@ -65,7 +65,7 @@ class LoadedPolicy:
                     "train first or pass the run's logdir"
                 )
             meta = ckpt.restore_meta(step)
-            check_layout(meta, self.logdir)
+            layout = check_layout(meta, self.logdir)
             self.cfg: Config = from_dict(meta["config"])
             with self.make_env(seed=0) as probe:
                 self.obs_spec, self.act_dim = probe.obs_spec, probe.act_dim
@@ -80,11 +80,11 @@ class LoadedPolicy:
                 )
             if seeds == 1:
                 target = jax.eval_shape(self.agent.init, jax.random.key(0))
-                self.state, meta = ckpt.restore(target, step)
+                self.state, meta = restore_state(ckpt, target, step, layout)
             else:  # agent `member` of a --run.seeds K run: the run with seed run.seed + member
                 init = SeedBatch(self.agent, seeds).init
                 target = jax.eval_shape(init, jax.random.split(jax.random.key(0), seeds))
-                states, meta = ckpt.restore(target, step)
+                states, meta = restore_state(ckpt, target, step, layout)
                 self.state = take(states, member)
         self.step = meta["counters"]["agent_steps"]
         self.obs_keys = tuple(self.obs_spec)

@@ -10,7 +10,10 @@ drawn uniformly over every valid start,
     P(stream s, start p) = 1 / sum_s' max(0, L_s' - T + 1)   for start_s <= p <= end_s - T,
 
 where ``[start_s, end_s)`` are the step indices of stream s still stored and ``L_s`` their count.
-Windows may cross episode boundaries; ``is_first`` marks them for the model to reset on.
+Windows may cross episode boundaries; ``is_first`` marks them for the model to reset on. A
+window sampled without context starts a sequence: ``sample_sequences`` marks its first step
+``is_first`` (both DreamerV3 releases' replays do, 2023 ``generic.py`` and 2024 ``replay.py``),
+so the model starts it from h_0 whatever state it was handed.
 
 Memory layout. All steps of all streams live in one ring of ``capacity`` rows per key
 (``[capacity, *shape]``, allocated lazily so untouched pages cost no RAM), written in
@@ -81,7 +84,7 @@ from experiments.envs import spec_bytes
 from experiments.malloc import lazy_zeros
 from experiments.replay_context import ContextStore, ReplayDamaged, load_npz
 
-__all__ = ["Replay", "chunk_file_name"]
+__all__ = ["ROW_BOOKKEEPING", "Replay", "chunk_file_name", "step_bytes"]
 
 _FORMAT = 1
 # Array names inside a chunk file: step keys get a prefix so that no step key can collide with
@@ -90,6 +93,31 @@ _STAMP = "stamp"
 _PREFIX = "k_"
 _CHUNK = re.compile(r"^w(\d+)-i(\d+)-n(\d+)\.npz$")
 _TEMP = re.compile(r"^w(\d+)-i(\d+)-n(\d+)\.npz\.tmp$")
+
+
+# Bytes the replay keeps per stored step besides its data: the ring's insertion stamp (int64)
+# and owner stream (int32), and the stream's row index (int64, in a buffer up to twice the
+# stream's length: counted at its largest).
+ROW_BOOKKEEPING = 8 + 4 + 2 * 8
+
+
+def step_bytes(
+    spec: Mapping[str, tuple[tuple[int, ...], Any]],
+    context: Mapping[str, tuple[int, ...]] | None = None,
+    context_dtype: Any = "float16",
+) -> int:
+    """Bytes replay holds per stored step (an upper estimate, exact but for the row index):
+
+        sum_k prod(spec[k].shape) itemsize_k + sum_c prod(context[c]) itemsize(context_dtype)
+        + ROW_BOOKKEEPING
+
+    ``spec`` is a step's ``{key: (shape, dtype)}`` (observations, action, reward, flags);
+    ``context`` the shapes of the per-step context values (the RSSM state), stored in
+    ``context_dtype``. The run's pre-flight line, its memory check and ``Replay.nbytes``'s
+    estimate all use this one sum."""
+    size = np.dtype(context_dtype).itemsize
+    ctx = sum(int(np.prod(s, dtype=np.int64)) * size for s in (context or {}).values())
+    return spec_bytes(spec) + ctx + ROW_BOOKKEEPING
 
 
 def chunk_file_name(worker: int, first: int, length: int) -> str:
@@ -158,6 +186,10 @@ class _Stream:
 
     def rows(self) -> np.ndarray:
         return self._rows[self._head : self._head + self.size]
+
+    @property
+    def index_nbytes(self) -> int:
+        return self._rows.nbytes
 
     def push(self, row: int) -> None:
         n = self.size
@@ -258,15 +290,29 @@ class Replay:
 
     @property
     def bytes_per_step(self) -> int:
-        """Bytes of one step's data: sum over keys of prod(shape) * itemsize (0 before any)."""
-        return spec_bytes(self._spec)
+        """``step_bytes`` of this replay's steps and context (0 before the first step)."""
+        if not self._spec:
+            return 0
+        return step_bytes(self._spec, self._context.spec, self._context.dtype)
 
     def ram_at_capacity(self) -> int:
-        """Bytes of step data when full: capacity * bytes_per_step (bookkeeping not included)."""
+        """Bytes when full: capacity * bytes_per_step (data, context and bookkeeping)."""
         return self.capacity * self.bytes_per_step
+
+    def nbytes(self) -> int:
+        """Bytes of the arrays this replay has allocated: the ring's data, stamps and owners,
+        the context and the streams' row indices (allocated at capacity, touched lazily)."""
+        arrays = [*self._data.values(), self._stamps, self._owner, *self._context.data.values()]
+        return sum(a.nbytes for a in arrays) + sum(s.index_nbytes for s in self._sorted)
 
     def __len__(self) -> int:
         return self._count
+
+    def windows(self, length: int) -> int:
+        """The windows of ``length`` consecutive steps it can sample, sum_s max(0, L_s - length
+        + 1): what DreamerV3's ``len(replay)`` counts (an item per window), and what training
+        waits for (a batch's worth, B x T, before the first update)."""
+        return sum(max(0, s.size - length + 1) for s in self._sorted)
 
     @property
     def workers(self) -> tuple[int, ...]:
@@ -478,6 +524,11 @@ class Replay:
         batch: dict[str, Any] = {k: np.take(v, body, axis=0) for k, v in self._data.items()}
         if context:
             batch["context"] = self._context.read(rows[:, 0])
+        elif "is_first" in batch:
+            # A window without context starts its sequence (as both DreamerV3 releases' replays
+            # mark it): the model resets to h_0 and a zero previous action there. With context,
+            # the window's first step is the context step, which the batch leaves out.
+            batch["is_first"][:, 0] = True
         return batch, body, self._stamps[body]
 
     def update_context(
@@ -487,10 +538,6 @@ class Replay:
         [B, T, ...]``, skipping rows whose step (``stamps``) was evicted since it was sampled.
         Returns the number of steps written."""
         return self._context.update(rows, stamps, values, self._stamps)
-
-    def can_sample(self, length: int) -> bool:
-        """Whether one stream holds at least ``length`` consecutive steps."""
-        return any(s.size >= length for s in self._sorted)
 
     def _online_rows(self, batch_size: int, length: int) -> np.ndarray:
         """Rows ``[<= B, length]`` of queued windows still stored (popped from the queue)."""

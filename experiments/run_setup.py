@@ -30,6 +30,7 @@ from experiments.checkpoint import (
     TargetMismatch,
     check_config,
     check_layout,
+    restore_state,
 )
 from experiments.config import (
     RESUMABLE_FIELDS,
@@ -149,7 +150,7 @@ class RunSetup:
             check_config(saved, canonical(self.cfg_dict), ignore=RESUMABLE_FIELDS)
         except ValueError as err:
             raise ConfigMismatch(f"{self.logdir}: {err}") from None
-        check_layout(meta, self.logdir)
+        self.layout = check_layout(meta, self.logdir)
         saved_procs = meta.get("processes", 1)
         if saved_procs != self.procs:
             raise ConfigMismatch(
@@ -304,7 +305,9 @@ class RunSetup:
             return
         while True:
             try:
-                self.state, meta = self.ckpt.restore(self.abstract, self.resume_step)
+                self.state, meta = restore_state(
+                    self.ckpt, self.abstract, self.resume_step, self.layout
+                )
                 break
             except TargetMismatch as err:  # not damage: this code builds another state
                 raise ConfigMismatch(f"{self.logdir}: {err}") from None

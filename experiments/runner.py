@@ -33,7 +33,7 @@ import numpy as np
 from agents.contract import STATE_LAYOUT
 from agents.world_model import CONTEXT_KEYS
 from experiments import envs as envs_lib
-from experiments import pause
+from experiments import pause, validate
 from experiments import seeds as seeds_lib
 from experiments.checkpoint import StorageError
 from experiments.logging import openloop_grid
@@ -42,6 +42,10 @@ from experiments.progress import Progress, process_start
 from experiments.run_eval import evaluate, heldout_gap, policy_obs
 from experiments.run_setup import RunSetup
 
+# Environment transitions the 2023 code's prefill loop steps between checks of its replay
+# (8fa35f8 embodied/run/train.py: ``driver(random_agent.policy, steps=100)``).
+PREFILL_CHUNK = 100
+
 # errno of a write that failed for want of space: ENOSPC, EDQUOT, EFBIG (a file size limit).
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -49,9 +53,11 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 # run.train_ratio (the ratio schedule's state); the 'next_*' fields are when each periodic
 # action is due next, so a resumed run keeps the same rhythm. 'agent_steps' counts the
 # environments of every process; 'episodes' (and 'seed_episodes' with many seeds) and
-# 'stored_steps' count those of process 0, the one that logs them.
+# 'stored_steps' count those of process 0, the one that logs them. 'prefilled' (0 or 1) is
+# whether the random prefill of run.prefill_to_batch has ended.
 COUNTERS = (
     "agent_steps",
+    "prefilled",
     "updates",
     "episodes",
     "stored_steps",
@@ -63,6 +69,14 @@ COUNTERS = (
 )
 
 
+def format_bytes(n: int) -> str:
+    """``n`` bytes in binary units: '512 B', '3.2 MiB', '1.25 GiB'."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.{2 if unit == 'GiB' else 1}f} {unit}"
+    return f"{n} B"
+
+
 def record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarray]:
     """What replay stores per env step: o_t, a_{t-1} (zeros at a reset), r_t and the flags."""
     rec = {k: v for k, v in obs.items() if k not in ("reward",)}
@@ -70,6 +84,30 @@ def record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarr
     rec["action"] = np.where(first[:, None], 0.0, action).astype(np.float32)
     rec["reward"] = obs["reward"].astype(np.float32)
     return rec
+
+
+def first_update_iteration(
+    run: Any, context: int, repeat: int, envs: int, processes: int = 1, local_batch: int = 0
+) -> int:
+    """The loop iteration (every environment steps once per iteration, from 0) whose step is
+    followed by the first update: the first at which prefill is over and this process's replay
+    holds its share (``local_batch``, default run.batch_size) of B x T windows of T + context
+    steps. After iteration i stores its observation, each of the ``envs`` streams holds i + 1
+    steps, so replay holds envs (i + 1 - (T + context) + 1) windows (before it is full).
+
+    ``run`` is the run section of the config (prefill, prefill_to_batch, batch size and
+    length); ``repeat`` the action repeat; ``processes`` the processes stepping ``envs``
+    environments each."""
+    local_batch = local_batch or run.batch_size
+    length = run.batch_length + context
+    per_stream = length - 1 + math.ceil(local_batch * run.batch_length / envs)
+    random_until = math.ceil(run.prefill / (repeat * envs * processes))
+    # The iteration that stores each stream's per_stream-th step, once prefill is over.
+    first = max(per_stream - 1, random_until)
+    if run.prefill_to_batch:  # checked every `chunk` iterations, before that step's store
+        chunk = math.ceil(PREFILL_CHUNK / envs)
+        first = max(first, math.ceil(max(per_stream, random_until) / chunk) * chunk)
+    return first
 
 
 class ContextWriteBack:
@@ -207,7 +245,7 @@ class Runner(RunSetup):
         with the posterior after it as context. Returns the actions ``[N, A]``."""
         if self.acting is None:
             self.acting = self.topo.local_view(self.state)
-        prefill = self.env_steps < self.cfg.run.prefill
+        prefill = self.prefilling(self.counters["agent_steps"])
         inputs = policy_obs(obs, self.obs_keys)
         action, self.carry = self.agent.policy(
             self.acting, self.carry, inputs, key, "random" if prefill else "explore"
@@ -230,11 +268,26 @@ class Runner(RunSetup):
             self.ep_return[i], self.ep_length[i] = 0.0, 0  # auto-reset: a new episode began
         self.log_episodes(np.flatnonzero(self.obs["is_last"]))
 
+    def prefilling(self, t: int) -> bool:
+        """Whether the policy acts uniformly at random at agent step t: before run.prefill
+        environment steps and, with run.prefill_to_batch, until replay holds a batch. The 2023
+        code steps its random policy PREFILL_CHUNK transitions at a time (ceil(100 / envs)
+        steps of every environment) and checks its replay after each chunk, so the check here
+        comes at the same steps."""
+        run = self.cfg.run
+        if t * self.repeat < run.prefill:
+            return True
+        if not run.prefill_to_batch or self.counters["prefilled"]:
+            return False
+        if (t // (self.n * self.procs)) % math.ceil(PREFILL_CHUNK / self.n) == 0:
+            self.counters["prefilled"] = int(self.replay_ready())
+        return not self.counters["prefilled"]
+
     def train_owed(self, t: int) -> None:
         """The updates owed after agent step t: once prefill is over and replay holds a
-        batch's worth of data, one per ``per_update`` agent steps (``run.train_ratio``)."""
+        batch's worth of windows, one per ``per_update`` agent steps (``run.train_ratio``)."""
         run = self.cfg.run
-        if not (t * self.repeat >= run.prefill and self.replay_ready()):
+        if self.prefilling(t) or not self.replay_ready():
             return
         self.counters["credit"] += self.n * self.procs / self.per_update
         while self.counters["credit"] >= 1.0:
@@ -296,15 +349,15 @@ class Runner(RunSetup):
                 raise NonFiniteLoss(self.counters["updates"], metrics)
 
     def replay_ready(self) -> bool:
-        """Whether replay holds a batch's worth of data (this process's share of B x T steps,
-        and T + context consecutive steps in a stream) in every process; once true it stays
-        true, so the processes agree on it (a collective) only until then."""
+        """Whether replay holds a batch's worth of windows in every process: this process's
+        share of B x T windows of T + context steps, as DreamerV3 waits for ``len(replay) >=
+        batch_size * batch_length`` (its replay holds one item per window; 2024
+        ``embodied/run/train.py``). Once true it stays true, so the processes agree on it (a
+        collective) only until then."""
         if not self.ready:
             length = self.cfg.run.batch_length
-            ready = len(self.replay) >= self.local_batch * length and self.replay.can_sample(
-                length + self.ctx_steps
-            )
-            self.ready = not self.topo.any(not ready)
+            windows = self.replay.windows(length + self.ctx_steps)
+            self.ready = not self.topo.any(windows < self.local_batch * length)
         return self.ready
 
     def stopping(self) -> bool:
@@ -446,17 +499,21 @@ class Runner(RunSetup):
         """One line before the first step: sizes, counts and the planned number of updates."""
         run, vec = self.cfg.run, self.vec
         params = sum(x.size for x in jax.tree.leaves(self.state.params)) // self.n_seeds
-        step_bytes = envs_lib.spec_bytes(vec.obs_spec) + 4 * vec.act_dim + 4 + 3
-        train_agent_steps = max(0, (run.steps - run.prefill) // self.repeat)
-        planned = int(train_agent_steps / self.per_update)
+        step_bytes, replay_bytes = validate.replay_bytes(self.cfg, vec.obs_spec, vec.act_dim)
+        per_iteration = self.n * self.procs  # agent steps
+        iterations = math.ceil(run.steps / (self.repeat * per_iteration))
+        first = first_update_iteration(
+            run, self.ctx_steps, self.repeat, self.n, self.procs, self.local_batch
+        )
+        planned = int(max(0, iterations - first) * per_iteration / self.per_update)
         print(
             f"pre-flight: {params:,} parameters | replay at capacity {run.replay_capacity:,} "
-            f"steps x {step_bytes:,} B = {run.replay_capacity * step_bytes / 2**30:.2f} GiB | "
-            f"{run.steps:,} env steps = {math.ceil(run.steps / self.repeat):,} agent steps "
+            f"steps x {self.n_seeds} seed(s) x {step_bytes:,} B = {format_bytes(replay_bytes)} | "
+            f"{run.steps:,} env steps = {iterations * per_iteration:,} agent steps "
             f"(repeat {self.repeat}, {self.n} envs x {self.procs} process(es)) | "
-            f"{self.n_seeds} seed(s) | {self.topo.size} device(s), {self.local_batch} of "
-            f"{run.batch_size} sequences per update from this process | "
-            f"~{planned:,} updates planned",
+            f"{self.topo.size} device(s), {self.local_batch} of {run.batch_size} sequences per "
+            f"update from this process | first update at env step "
+            f"{first * per_iteration * self.repeat:,} | ~{planned:,} updates planned",
             file=sys.stderr,
         )
 

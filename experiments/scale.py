@@ -11,9 +11,7 @@ Placement of the training state (``state_shardings``):
 - parameters, optimizer state, RNG key, counters: replicated on every device; with ``fsdp``,
   every leaf of at least ``fsdp_min_size`` elements (65,536) is instead split along its
   largest axis that the device count divides (its optimizer moments follow, having the same
-  shapes), and XLA gathers it where the update needs it;
-- the training carry (``train_carry``, the last posterior of each of the B sequences): split
-  along the batch like the batch itself.
+  shapes), and XLA gathers it where the update needs it.
 
 The update is jitted with these shardings as ``in_shardings`` and ``out_shardings`` and donates
 its state; XLA inserts the gradient all-reduce. Random numbers do not depend on the sharding
@@ -40,8 +38,6 @@ from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
 FSDP_MIN_SIZE = 2**16  # leaves smaller than this stay replicated under fsdp (not worth a gather)
-# Subtrees of an agent state that hold one entry per training sequence: split along the batch.
-BATCH_LEAVES = ("train_carry",)
 
 
 class BatchSplit(ValueError):
@@ -159,11 +155,8 @@ class Topology:
     def state_shardings(self, abstract_state: Any) -> Any:
         """A sharding per leaf of a state (arrays or ``jax.ShapeDtypeStruct``), as above."""
 
-        def place(path, leaf) -> NamedSharding:
-            names = {getattr(k, "name", getattr(k, "key", None)) for k in path}
+        def place(leaf) -> NamedSharding:
             shape = tuple(getattr(leaf, "shape", ()))
-            if names & set(BATCH_LEAVES) and len(shape) > self.lead:
-                return self.batched
             if self.fsdp and int(np.prod(shape, dtype=np.int64)) >= self.fsdp_min_size:
                 for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
                     if shape[axis] % self.size == 0:
@@ -172,7 +165,7 @@ class Topology:
                         return NamedSharding(self.mesh, P(*spec))
             return self.replicated
 
-        return jax.tree_util.tree_map_with_path(place, abstract_state)
+        return jax.tree.map(place, abstract_state)
 
     def init_state(self, init_fn, key: jax.Array) -> Any:
         """``init_fn(key)`` computed once, placed by ``state_shardings`` (every process calls it
@@ -226,14 +219,10 @@ class Topology:
 
     def local_view(self, state: Any) -> Any:
         """The state as arrays on this process's first device, for acting and evaluating
-        without collectives, and without the training carry (``BATCH_LEAVES``: the policy does
-        not read it). Replicated leaves are views of the local replica (no copy, valid until
+        without collectives. Replicated leaves are views of the local replica (no copy, valid until
         the state is donated to the next update); FSDP-split leaves are gathered, a collective
         that every process must run at the same point."""
         device = self.mesh.local_devices[0]
-        drop = {k: None for k in BATCH_LEAVES if getattr(state, k, None) is not None}
-        if drop:
-            state = state.replace(**drop)
         leaves, tree = jax.tree.flatten(state)
         split = [
             i

@@ -96,8 +96,9 @@ class ReplaySet:
             ctx = None if context is None else {name: v[i] for name, v in context.items()}
             replay.add_batch(part, context=ctx)
 
-    def can_sample(self, length: int) -> bool:
-        return all(r.can_sample(length) for r in self.replays)
+    def windows(self, length: int) -> int:
+        """The fewest windows of ``length`` steps any seed's replay holds."""
+        return min(r.windows(length) for r in self.replays)
 
     def sample_sequences(self, batch_size: int, length: int, context: int = 0):
         """Batches ``[K, B, T, ...]`` with rows and stamps ``[K, B, T]``."""

@@ -14,15 +14,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments import envs, gym_env
+from experiments.replay import step_bytes
+
 if TYPE_CHECKING:
     from experiments.config import Config
 
 AGENTS = ("dreamer", "planet", "random", "sac")
 # The share of the machine's memory replay may fill at capacity before a run is refused.
 MEMORY_SHARE = 0.9
-# Bytes per step a proprioceptive observation is assumed to take before its env is built
-# (dm-control's largest state vector, humanoid's 67 floats, is 268 B).
-PROPRIO_BYTES = 1024
+# Floats a proprioceptive observation is assumed to hold before its env is built (dm-control's
+# largest state vector is humanoid's 67).
+PROPRIO_FLOATS = 256
 
 
 class ConfigError(ValueError):
@@ -56,7 +59,6 @@ def check_logdir(path: Path) -> None:
 
 def validate(cfg: Config) -> Config:
     """Checks ``cfg`` (see the module doc); returns it unchanged."""
-    from experiments import envs  # local: keeps config importable without dm-control loaded
 
     need(cfg.agent in AGENTS, f"agent={cfg.agent!r}; expected one of {AGENTS}")
     envs.check_task(cfg.env.task)  # raises with the list of valid tasks
@@ -70,8 +72,6 @@ def validate(cfg: Config) -> Config:
 
 def action_repeat(cfg: Config) -> int:
     """The action repeat a run will use: env.action_repeat, else the task's default."""
-    from experiments import envs, gym_env
-
     if cfg.env.action_repeat:
         return cfg.env.action_repeat
     return 1 if gym_env.is_gym_task(cfg.env.task) else envs.default_action_repeat(cfg.env.task)
@@ -187,11 +187,13 @@ def _check_replay(cfg: Config, repeat: int) -> None:
     """Replay must hold a batch, and prefill must give each stream one training sequence."""
     r, n = cfg.run, cfg.env.envs
     window = r.batch_length + cfg.model.replay_context  # consecutive steps of one stream
+    fits = r.batch_size * r.batch_length + n * (window - 1)
     need(
-        r.replay_capacity >= r.batch_size * r.batch_length,
-        f"run.replay_capacity={r.replay_capacity} < run.batch_size x run.batch_length = "
-        f"{r.batch_size * r.batch_length} steps: replay could never hold one batch; raise "
-        "--run.replay_capacity",
+        r.replay_capacity >= fits,
+        f"run.replay_capacity={r.replay_capacity} < run.batch_size x run.batch_length + "
+        f"env.envs x (run.batch_length + model.replay_context - 1) = {fits} steps: replay "
+        f"could never hold the B x T windows training starts with; raise --run.replay_capacity "
+        f"to >= {fits}",
     )
     need(
         r.replay_capacity >= n * window,
@@ -213,22 +215,39 @@ def _check_replay(cfg: Config, repeat: int) -> None:
     )
 
 
-def replay_bytes_per_step(cfg: Config, obs_spec: Mapping[str, Any] | None = None) -> int:
-    """An upper estimate of one replayed step's bytes: observation, action, reward, flags and
-    (with replay context) the stored RSSM state. ``obs_spec`` (an env's ``{key: (shape,
-    dtype)}``) gives the observation's exact size; without it, the config's estimate (a
-    Gymnasium task's observations are known only once its env exists)."""
-    if obs_spec is not None:
-        from experiments.envs import spec_bytes
+# Action floats a step is assumed to hold before the env is built (more than any dm-control
+# or Gymnasium Box task has).
+MAX_ACTION_FLOATS = 64
 
-        obs = spec_bytes(obs_spec)
-    else:
-        obs = 3 * cfg.env.size**2 if cfg.env.obs == "pixels" else PROPRIO_BYTES
-    context = 0
+
+def replay_bytes(
+    cfg: Config, obs_spec: Mapping[str, Any] | None = None, act_dim: int | None = None
+) -> tuple[int, int]:
+    """(bytes per stored step, bytes of every seed's replay at capacity) =
+    (``replay.step_bytes`` of one step, run.replay_capacity x run.seeds x that).
+
+    A step is what the runner stores: the observations, a_{t-1} (``act_dim`` float32), the
+    reward, the three flags and, with replay context, the RSSM state (deter + the latent's
+    flat size, in run.context_dtype). ``obs_spec`` (an env's ``{key: (shape, dtype)}``) and
+    ``act_dim`` make it exact; without them it is an upper estimate from the config (a
+    Gymnasium task's observations are known only once its env exists)."""
+    if obs_spec is None:
+        e = cfg.env
+        shape, dtype = (
+            ((e.size, e.size, 3), "uint8") if e.obs == "pixels" else ((PROPRIO_FLOATS,), "float32")
+        )
+        obs_spec = {"obs": (shape, dtype)}
+    spec = {
+        **obs_spec,
+        "action": ((act_dim if act_dim is not None else MAX_ACTION_FLOATS,), "float32"),
+        "reward": ((), "float32"),
+        **{flag: ((), "bool") for flag in ("is_first", "is_last", "is_terminal")},
+    }
+    context = None
     if cfg.model.replay_context:
-        size = 2 if cfg.run.context_dtype == "float16" else 4
-        context = (cfg.model.deter + cfg.model.make_latent().flat_size) * size
-    return obs + context + 4 * 64 + 16  # actions up to 64 floats, reward, flags
+        context = {"deter": (cfg.model.deter,), "stoch": (cfg.model.make_latent().flat_size,)}
+    per_step = step_bytes(spec, context, cfg.run.context_dtype)
+    return per_step, cfg.run.replay_capacity * cfg.run.seeds * per_step
 
 
 def machine_memory() -> int | None:
@@ -248,8 +267,7 @@ def check_memory(cfg: Config, obs_spec: Mapping[str, Any] | None = None) -> None
     if total is None:
         return
     r = cfg.run
-    per_step = replay_bytes_per_step(cfg, obs_spec)
-    need_bytes = r.replay_capacity * r.seeds * per_step
+    per_step, need_bytes = replay_bytes(cfg, obs_spec)
     need(
         need_bytes <= MEMORY_SHARE * total,
         f"run.replay_capacity={r.replay_capacity:,} steps x {r.seeds} seed(s) x about "

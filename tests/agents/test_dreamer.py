@@ -280,3 +280,90 @@ def test_optimized_update_equals_the_reference_formulation(core):
         scale = float(jnp.abs(y).max())
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5 * scale + 1e-12)
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_ref["wm"])) > 0
+
+
+def test_replayed_sequences_start_from_h0_whatever_state_is_carried():
+    """The 2023 code carries the previous batch's last posterior into the next update, but its
+    replay marks every window's first step is_first, so the first posterior is the one from
+    h_0 (learned, as in the 2023 preset) for any carried state; replay here marks them too."""
+    from experiments.replay import Replay
+
+    wm_cfg = dataclasses.replace(TINY_WM, core="gru", initial="learned", replay_context=0)
+    agent = Dreamer(wm_cfg, TINY_AC, (("vector", (2,)),), 1, opt=OPT_FAST, batch_size=3)
+    params = agent.init(jax.random.key(0)).params["wm"]
+    rng = np.random.default_rng(0)
+    replay = Replay(capacity=500, seed=1)
+    for t in range(40):  # one stream, episodes of 13 steps
+        replay.add(
+            {
+                "vector": rng.normal(size=2).astype(np.float32),
+                "action": rng.uniform(-1, 1, 1).astype(np.float32) * (t % 13 != 0),
+                "reward": np.float32(rng.normal()),
+                "is_first": np.bool_(t % 13 == 0),
+                "is_last": np.bool_(t % 13 == 12),
+                "is_terminal": np.bool_(False),
+            }
+        )
+    batch, _, _ = replay.sample_sequences(3, 6)
+    observe = jax.jit(
+        lambda b, s: agent.wm.apply(params, b, jax.random.key(5), s, method=WorldModel.observe)[0]
+    )
+    from_h0 = observe(batch, None)
+    for seed in (1, 2):  # any carried state, e.g. a previous batch's last posterior
+        k1, k2 = jax.random.split(jax.random.key(seed))
+        carried = {
+            "deter": jax.random.normal(k1, (3, wm_cfg.deter)),
+            "stoch": jax.nn.one_hot(jax.random.randint(k2, (3, 3), 0, 4), 4).reshape(3, 12),
+        }
+        post = observe(batch, carried)
+        for name in from_h0:
+            np.testing.assert_array_equal(post[name][:, 0], from_h0[name][:, 0])
+        # Unmarked windows (the flags as stored) would start from the carried state instead.
+        unmarked = {
+            **batch,
+            "is_first": np.concatenate([[[False]] * 3, batch["is_first"][:, 1:]], 1),
+        }
+        assert not np.allclose(observe(unmarked, carried)["deter"][:, 0], from_h0["deter"][:, 0])
+
+
+@pytest.mark.parametrize("copy_first", [False, True])
+def test_slow_critic_copies_the_critic_at_the_first_update_in_the_2023_code(copy_first):
+    agent = tiny(slow_copy_first=copy_first)
+    init = agent.init(jax.random.key(0))
+    slow0 = jax.tree.map(np.asarray, init.aux["slow_critic"])
+    state, _, _ = agent.train(init, _batch(agent))
+    critic1 = jax.tree.map(np.asarray, state.params["critic"])
+    slow1 = jax.tree.map(np.asarray, state.aux["slow_critic"])
+    rate = 1.0 if copy_first else TINY_AC.slow_rate
+    for s0, c1, s1 in zip(*map(jax.tree.leaves, (slow0, critic1, slow1)), strict=True):
+        np.testing.assert_allclose(s1, (1 - rate) * s0 + rate * c1, rtol=1e-6, atol=1e-7)
+    # From the second update on, both follow the critic at slow_rate.
+    state2, _, _ = agent.train(state, _batch(agent, seed=1))
+    pairs = zip(
+        jax.tree.leaves(slow1),
+        jax.tree.leaves(state2.params["critic"]),
+        jax.tree.leaves(state2.aux["slow_critic"]),
+        strict=True,
+    )
+    rate = TINY_AC.slow_rate
+    for s1_, c2, s2 in pairs:
+        np.testing.assert_allclose(
+            s2, (1 - rate) * s1_ + rate * np.asarray(c2), rtol=1e-5, atol=1e-7
+        )
+
+
+def test_discrete_actor_mixes_in_the_uniform_only_when_asked():
+    # logits (0, 10): softmax gives 1 / (1 + e^10) = 4.54e-5 to the first class; the 2023
+    # one-hot head's 1% mixture gives 0.99 x 4.54e-5 + 0.01 / 2 = 5.045e-3.
+    logits = jnp.array([0.0, 10.0])
+    plain = ac_math.unimix_categorical(logits, 0.0).probs
+    mixed = ac_math.unimix_categorical(logits, 0.01).probs
+    np.testing.assert_allclose(plain[0], 1 / (1 + np.exp(10.0)), rtol=1e-5)
+    np.testing.assert_allclose(mixed[0], 0.99 / (1 + np.exp(10.0)) + 0.005, rtol=1e-5)
+    # The 2024 default: the categorical actor takes no mixture (its head ignores unimix).
+    agent = Dreamer(TINY_WM, TINY_AC, (("vector", (2,)),), 3, opt=OPT_FAST, discrete=True)
+    state = agent.init(jax.random.key(0))
+    feat = jax.random.normal(jax.random.key(1), (5, TINY_WM.feat_size)) * 30
+    pi = agent.actor.apply(state.params["actor"], feat)
+    logits_out = jax.nn.log_softmax(pi.logits, -1)
+    np.testing.assert_allclose(pi.probs, jax.nn.softmax(logits_out, -1), rtol=1e-6)

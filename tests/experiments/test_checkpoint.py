@@ -268,3 +268,39 @@ def test_config_diff_and_check_config() -> None:
     check_config(saved, current, ignore=["run.steps", "logging", "model", "added", "removed"])
     with pytest.raises(ValueError, match=r"run\.steps: saved 1000, current 5000"):
         check_config(saved, current, ignore=["logging", "model", "added", "removed"])
+
+
+@flax.struct.dataclass
+class AgentStateLayout2:
+    """The agent state as layout 2 saved it: one more field, None unless model.carry_state."""
+
+    params: dict
+    opt_state: Any
+    aux: dict
+    key: jax.Array
+    updates: jax.Array
+    train_carry: Any = None
+
+
+def test_a_layout_2_agent_state_restores_as_this_layout(tmp_path: Path) -> None:
+    from agents.contract import STATE_LAYOUT, AgentState
+    from experiments.checkpoint import ConfigMismatch, check_layout, restore_state
+
+    src = make_state(3)
+    old = AgentStateLayout2(
+        src.params, src.opt_state, {"slow": src.params["head"]}, src.key, src.step
+    )
+    with Checkpointer(tmp_path / "ckpt") as ck:
+        ck.save(5, old, {"state_layout": 2})
+        ck.wait()
+        new = AgentState(old.params, old.opt_state, old.aux, old.key, old.updates)
+        target = jax.eval_shape(lambda: new)
+        with pytest.raises(ValueError, match="does not match the restore target"):
+            ck.restore(target, 5)  # the field this layout dropped is still on disk
+        layout = check_layout(ck.restore_meta(5), tmp_path)
+        assert layout == 2 and STATE_LAYOUT == 3
+        restored, meta = restore_state(ck, target, 5, layout)
+        assert isinstance(restored, AgentState) and meta == {"state_layout": 2}
+        assert_bit_identical(restored, new)
+    with pytest.raises(ConfigMismatch, match=r"layout 9, written by a newer rssm-jax"):
+        check_layout({"state_layout": 9}, tmp_path)

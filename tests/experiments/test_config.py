@@ -44,6 +44,22 @@ def test_a_config_file_repeats_a_run(tmp_path):
         config_lib.parse_args(["--logdir", "x", "--config", str(tmp_path / "missing.json")])
 
 
+def test_a_retired_field_reads_as_its_neutral_value_or_is_refused(tmp_path):
+    # model.carry_state (the 2023 code's carried training state, always reset by its replay)
+    # is gone: a saved config that has it off reads as it was; on, it is refused with the
+    # reason, before anything starts.
+    data = config_lib.to_dict(config_lib.dreamerv3_2023())
+    data["model"]["carry_state"] = False
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    cfg, _ = config_lib.parse_args(["--logdir", "x", "--config", str(path)])
+    assert cfg == config_lib.dreamerv3_2023()
+    data["model"]["carry_state"] = True
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"model\.carry_state=true is no longer a setting: .*h_0"):
+        config_lib.parse_args(["--logdir", "x", "--config", str(path)])
+
+
 def test_help_lists_every_field_with_its_default_and_comment(capsys):
     with pytest.raises(SystemExit):
         config_lib.parse_args(["--help"])

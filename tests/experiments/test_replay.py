@@ -101,13 +101,39 @@ def test_sampled_batch_shapes_and_dtypes_keep_uint8_images():
     np.testing.assert_array_equal(batch["image"].max(axis=(2, 3, 4)), first)
 
 
-def test_bytes_per_step_is_the_sum_of_key_sizes():
+def test_bytes_per_step_counts_data_context_and_bookkeeping():
     replay = Replay(capacity=1000)
     assert replay.bytes_per_step == 0
     replay.add(make_step(0, 0, image=True))
-    # vector 3*4 + action 2*4 + reward 4 + three bools + image 64*64*3.
-    assert replay.bytes_per_step == 12 + 8 + 4 + 3 + 12288
-    assert replay.ram_at_capacity() == 1000 * (12 + 8 + 4 + 3 + 12288)
+    # vector 3*4 + action 2*4 + reward 4 + three bools + image 64*64*3, and the bookkeeping:
+    # stamp int64, owner int32, the stream's row index (int64 in a buffer up to twice as long).
+    data = 12 + 8 + 4 + 3 + 12288
+    assert replay.bytes_per_step == data + 8 + 4 + 16
+    assert replay.ram_at_capacity() == 1000 * (data + 28)
+    with_context = Replay(capacity=1000)
+    context = {"deter": np.zeros((1, 6), np.float32), "stoch": np.zeros((1, 10), np.float32)}
+    with_context.add_batch(make_batch(0, 1), context=context)
+    assert with_context.bytes_per_step == 12 + 8 + 4 + 3 + 2 * 16 + 28  # float16 context
+
+
+def test_windows_count_every_valid_start_and_sequences_start_at_a_first_step():
+    replay = Replay(capacity=1000, seed=1)
+    fill(replay, 10, workers=3)
+    # Three streams of 10 steps: 10 - 4 + 1 = 7 starts of 4 steps each, 1 of 10, none of 11.
+    assert (replay.windows(4), replay.windows(10), replay.windows(11)) == (21, 3, 0)
+    batch, _, _ = replay.sample_sequences(64, 4)
+    # make_step marks every 7th step first; a window starts a sequence wherever it starts.
+    counters = batch["vector"][:, :, 1].astype(int)
+    assert batch["is_first"][:, 0].all()
+    np.testing.assert_array_equal(batch["is_first"][:, 1:], counters[:, 1:] % 7 == 0)
+    assert not replay.sample(64, 4)["is_first"][:, 0].all()  # stored flags are untouched
+    ctx = Replay(capacity=1000, seed=1)
+    for t in range(10):
+        ctx.add_batch(make_batch(t, 3), context={"h": np.full((3, 2), t, np.float32)})
+    batch, _, _ = ctx.sample_sequences(64, 4, context=1)
+    # With context the window's first step is the context step: the batch's flags are as stored.
+    np.testing.assert_array_equal(batch["is_first"], batch["vector"][:, :, 1] % 7 == 0)
+    np.testing.assert_array_equal(batch["context"]["h"][:, 0], batch["vector"][:, 0, 1] - 1)
 
 
 def test_add_batch_equals_add_per_worker():

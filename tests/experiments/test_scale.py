@@ -46,7 +46,7 @@ def _env(devices: int = 1) -> dict[str, str]:
 
 def _runner(logdir: Path, devices: int, *args: str, pause: str = "") -> subprocess.Popen:
     """The runner's CLI with the world-model agent ('random'): the smallest update that
-    exercises everything the runner shards (replay context, carried state, checkpoints);
+    exercises everything the runner shards (replay context, checkpoints);
     Dreamer's own update is held equal across devices by scale_scripts/sharded_update.py.
     ``pause`` holds it at a named point (experiments/pause.py)."""
     cmd = [sys.executable, "-m", "experiments.train", "--preset", "debug", "--logdir", str(logdir)]
@@ -101,21 +101,21 @@ def test_two_seeds_on_four_devices_equal_each_seed_alone_on_one():
     for name, (alone, together) in r["losses"].items():
         assert together == pytest.approx(alone, rel=1e-5, abs=1e-7), name
     assert r["worst_param_rel"] < 1e-5
-    # The training carry (the last posterior of each sequence) is split along the batch on 4
-    # devices, comes back whole ([K, B, ...]) and equal.
-    assert r["carry_split"]
-    assert r["carry_shapes"] and all(shape[:2] == [2, 8] for shape in r["carry_shapes"])
-    assert r["worst_carry_abs"] < 1e-4
+    # The refreshed posterior of every step (for replay) comes back whole ([K, B, T, ...]) and
+    # equal.
+    assert r["context_shapes"] and all(shape[:3] == [2, 8, 16] for shape in r["context_shapes"])
+    assert r["worst_context_abs"] < 1e-4
     assert "run.batch_size=6" in r["refused"] and "multiple of 4" in r["refused"]
 
 
 @pytest.mark.slow
 def test_run_on_four_devices_resumes_on_one_and_on_two(tmp_path):
     first = tmp_path / "four"
-    # Updates start once replay holds B x T = 64 steps: agent step 64 of 8 env steps each.
+    # Updates start once replay holds B x T = 64 windows of 16 + 1 steps: after agent step 79
+    # of 8 env steps each (one update by env step 640).
     s4 = _finish(_runner(first, 4, "--steps", "640", "--run.save_every", "640"))
     assert s4["devices"] == 4
-    assert s4["counters"]["updates"] > 0
+    assert s4["counters"]["updates"] == 1
     # experiments.evaluate reads the 4-device checkpoint in a 1-device process.
     ev = _python(1, "-m", "experiments.evaluate", "--logdir", str(first), "--episodes", "1")
     assert ev.returncode == 0, ev.stderr[-3000:]
@@ -176,14 +176,12 @@ def _two_processes(logdir: Path, *args: str, pause: str = "") -> list[subprocess
 @pytest.mark.slow
 def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
     logdir = tmp_path / "run"
-    # Updates start at agent step 62 (each process holds its 2 x 16 steps), one per 4 agent
-    # steps at train ratio 16 (collectives over gloo are slow); checkpoints come at agent steps
-    # 38 and 76, the end at 120.
+    # Updates start at agent step 94 (iteration 47, when each process's replay holds its
+    # 2 x 16 windows of 16 + 1 steps), one per 4 agent steps at train ratio 16 (collectives
+    # over gloo are slow); checkpoints come at agent steps 38 and 76, the end at 120.
     args = ("--steps", "960", "--run.save_every", "300", "--run.train_ratio", "16")
-    # Process 0 evaluates alone at 800 while process 1 goes on; the carried training state
-    # (2023 code) is split along the batch, and the policy's local copy leaves it out.
-    args += ("--run.eval_every", "800", "--model.carry_state", "true")
-    args += ("--model.replay_context", "0")
+    # Process 0 evaluates alone at 800 while process 1 goes on.
+    args += ("--run.eval_every", "800")
     # Both processes hold between steps at env step 704, once checkpoint 608 is complete.
     procs = _two_processes(logdir, *args, pause="env_step@704")
     markers = [Path(f"{logdir}-pause.env_step.{i}") for i in range(2)]
@@ -211,7 +209,7 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
         assert "resumed from checkpoint at env step 304" in s["output"]
         # Agent steps count both processes' environments: 1 env each, 2 per iteration.
         assert s["counters"]["agent_steps"] == 120 and s["env_steps"] == 960
-        assert s["counters"]["updates"] == (120 - 62) // 4  # from the iteration at step 62
+        assert s["counters"]["updates"] == (120 - 94) // 4  # from the iteration at step 94
         assert s["replay_steps"] == 60  # each process keeps its own half
     # One run: the same parameters in both processes, bit for bit.
     assert summaries[0]["params_sha256"] == summaries[1]["params_sha256"]

@@ -16,6 +16,7 @@ from experiments import config as config_lib
 from experiments.checkpoint import Checkpointer
 from experiments.logging import read_jsonl, read_offline_run
 from experiments.replay import Replay
+from experiments.runner import first_update_iteration
 from experiments.train import ConfigMismatch, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,9 +211,9 @@ def test_train_in_process_wandb_offline_and_resume_same_run(tmp_path):
     # is refused by the runner and the evaluator, with the version that reads it named.
     meta_file = tmp_path / "checkpoints" / str(before[-1]) / "meta" / "metadata"
     meta = json.loads(meta_file.read_text())
-    assert meta.pop("state_layout") == 2
+    assert meta.pop("state_layout") == 3
     meta_file.write_text(json.dumps(meta))
-    with pytest.raises(ConfigMismatch, match=r"layout 1 .*commit 0bdb01e or earlier"):
+    with pytest.raises(ConfigMismatch, match=r"layout 1, .*commit 0bdb01e or earlier"):
         train(cfg2, tmp_path)
     from experiments.evaluate import LoadedPolicy
 
@@ -455,9 +456,9 @@ def test_sac_runs_through_the_runner(tmp_path):
 def test_logged_metrics_average_the_updates_since_the_last_log(tmp_path):
     # Same seed, same updates: logging every update, and every second update, which must log
     # the mean of the two (debug: one update per agent step of 8 env steps once replay holds
-    # a batch, B x T = 64 steps, at 512 env steps).
+    # a batch, B x T = 64 windows of 17 steps, after 80 agent steps at 632 env steps).
     def run(name: str, log_every: int) -> dict[int, dict]:
-        args = ["--logdir", str(tmp_path / name), "--steps", "640", "--run.prefill", "400"]
+        args = ["--logdir", str(tmp_path / name), "--steps", "760", "--run.prefill", "400"]
         args += ["--run.eval_every", "0", "--run.log_every", str(log_every)]
         cfg, _ = config_lib.parse_args(args)
         train(cfg, tmp_path / name)
@@ -474,6 +475,40 @@ def test_logged_metrics_average_the_updates_since_the_last_log(tmp_path):
                 assert row[name] == pytest.approx(mean, rel=1e-5, abs=1e-6), (step, name)
             compared += 1
     assert compared >= 4  # the two runs' logs line up: the means were checked
+
+
+def test_first_update_comes_when_replay_holds_a_batch_of_windows():
+    # DreamerV3 2024 (16 envs, windows of 64 + 1 steps): 16 (i + 1 - 64) >= 16 x 64 at
+    # iteration i = 127, env step 127 x 16 = 2,032 (twice the 64 steps a stream needed when
+    # stored steps were counted). The 2023 code (4 envs, windows of 64, 100-transition prefill
+    # chunks of 25 iterations): 4 (i - 63) >= 1024 at i = 319, rounded up to the chunk, 325:
+    # 325 x 4 x repeat 2 = 2,600 env steps of random actions.
+    v3 = config_lib.dreamerv3()
+    assert first_update_iteration(v3.run, 1, 1, 16) == 127
+    v3a = config_lib.dreamerv3_2023()
+    assert first_update_iteration(v3a.run, 0, 2, 4) == 325
+    # debug's prefill in env steps over 2 processes of 3 envs at repeat 8: 1600 / 48 = 33.3,
+    # so iteration 34; this process's 2 x 16 windows of 16 steps come at 15 + 11 = 26 steps.
+    run = config_lib.replace(config_lib.debug(), {"run.prefill": 1600}).run
+    assert first_update_iteration(run, 0, 8, 3, processes=2, local_batch=2) == 34
+    run = config_lib.replace(config_lib.debug(), {"run.prefill": 0}).run
+    assert first_update_iteration(run, 0, 8, 3, processes=2, local_batch=2) == 25
+
+
+@pytest.mark.parametrize(("to_batch", "first"), [(False, 37), (True, 68)])
+def test_training_and_random_prefill_end_when_the_windows_are_there(tmp_path, to_batch, first):
+    # debug with 3 envs: B x T = 4 x 16 windows of 16 + 1 steps need 16 + ceil(64 / 3) = 38
+    # steps per stream: the first update follows iteration 37. With run.prefill_to_batch (the
+    # 2023 code's prefill loop) the random policy is checked every ceil(100 / 3) = 34
+    # iterations, and it ends, and training starts, at iteration 68. One update per agent
+    # step: 3 per iteration, up to iteration 69 (70 x 3 x repeat 8 = 1680 env steps).
+    args = ["--logdir", str(tmp_path), "--steps", "1680", "--run.prefill", "0", "--envs", "3"]
+    args += ["--run.prefill_to_batch", str(to_batch), "--run.eval_every", "0"]
+    cfg, _ = config_lib.parse_args(args)
+    assert first_update_iteration(cfg.run, 1, 8, 3) == first
+    summary = train(cfg, tmp_path)
+    assert summary["counters"]["updates"] == (70 - first) * 3
+    assert summary["counters"]["prefilled"] == int(to_batch)
 
 
 def test_resume_drops_the_log_lines_written_after_its_checkpoint(tmp_path):

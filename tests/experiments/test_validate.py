@@ -1,12 +1,16 @@
 """Bad input refused at the boundary: the exact exception, the field and its fix named, and
 no logdir left behind."""
 
+import numpy as np
 import pytest
 
 from experiments import config as config_lib
 from experiments import evaluate as evaluate_lib
 from experiments import train as train_lib
-from experiments.validate import ConfigError, check_memory
+from experiments.envs import make_env
+from experiments.replay import ROW_BOOKKEEPING, Replay
+from experiments.runner import record
+from experiments.validate import ConfigError, check_memory, replay_bytes
 
 # (extra arguments after --preset debug, exception type, fragment of its message)
 BAD = [
@@ -14,9 +18,16 @@ BAD = [
     (["--run.eval_every", "-1"], ConfigError, "run.eval_every=-1; must be >= 0"),
     (["--run.eval_episodes", "0"], ConfigError, "run.eval_episodes=0; must be >= 1"),
     (["--run.prefill", "8"], ConfigError, "run.prefill=8 environment steps gives each"),
-    (["--run.replay_capacity", "10"], ConfigError, "replay could never hold one batch"),
+    (["--run.replay_capacity", "10"], ConfigError, "replay could never hold the B x T windows"),
+    # debug: B x T = 4 x 16 and 16 + 1 steps per window: 64 + 2 x 16 = 96 steps are needed.
     (
-        ["--env.envs", "32", "--run.replay_capacity", "300"],
+        ["--env.envs", "2", "--run.replay_capacity", "95"],
+        ConfigError,
+        "= 96 steps: replay could never hold",
+    ),
+    (
+        # 100 streams of 17 steps need 1700 steps, the 64 windows only 64 + 100 x 16 = 1664.
+        ["--env.envs", "100", "--run.replay_capacity", "1690"],
         ConfigError,
         "streams share replay",
     ),
@@ -55,11 +66,8 @@ BAD = [
     (["--model.act", "swish2"], ValueError, "model.act='swish2'"),
     (["--model.norm", "batch"], ValueError, "model.norm='batch'"),
     (["--model.vector_dist", "laplace"], ValueError, "model.vector_dist='laplace'"),
-    (
-        ["--model.replay_context", "1", "--model.carry_state", "true"],
-        ValueError,
-        "set one of them off",
-    ),
+    (["--model.carry_state", "false"], ValueError, "unknown config field 'model.carry_state'"),
+    (["--dreamer.actor_unimix", "1.0"], ValueError, "dreamer.actor_unimix=1.0; must lie in"),
     (["--opt.lr", "0"], ValueError, "opt.lr=0.0; must be positive"),
     (["--opt.beta1", "1.0"], ValueError, "opt.beta1=1.0; must lie in [0, 1)"),
     (["--dreamer.horizon", "0"], ValueError, "dreamer.horizon=0"),
@@ -113,3 +121,32 @@ def test_evaluate_refuses_zero_episodes(capsys):
     assert evaluate_lib.main(["--logdir", "nowhere", "--episodes", "0"]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "--episodes 0: evaluate at least 1 episode" in out.err
+
+
+def test_replay_memory_figure_is_what_replay_holds():
+    """The pre-flight line's and the memory check's figure (validate.replay_bytes) against the
+    bytes two seeds' replays actually allocate once filled past capacity, for dreamerv3 on a
+    proprio task: its stored RSSM states (float16 deter 512 + 32 x 4 latents = 1,280 B) dwarf
+    the step data (cartpole: 5 + 1 floats, a reward and 3 flags = 31 B)."""
+    cfg = config_lib.replace(
+        config_lib.dreamerv3(),
+        {"env.task": "cartpole-balance", "run.replay_capacity": 3000, "run.seeds": 2},
+    )
+    with make_env("cartpole-balance") as env:
+        obs = env.reset(seed=0)
+        obs_spec, act_dim = env.obs_spec, env.act_dim
+    per_step, total = replay_bytes(cfg, obs_spec, act_dim)
+    assert per_step - ROW_BOOKKEEPING == 31 + 1280
+    n = 4
+    stacked = {k: np.stack([np.asarray(obs[k])] * n) for k in obs}
+    context = {
+        "deter": np.zeros((n, cfg.model.deter), np.float32),
+        "stoch": np.zeros((n, cfg.model.make_latent().flat_size), np.float32),
+    }
+    replays = [Replay(3000, context_dtype=cfg.run.context_dtype) for _ in range(2)]
+    for _ in range(1000):  # 4000 steps into 3000 places each
+        for replay in replays:
+            replay.add_batch(record(stacked, np.zeros((n, act_dim), np.float32)), context)
+    actual = sum(r.nbytes() for r in replays)
+    assert len(replays[0]) == 3000
+    assert abs(total - actual) <= 0.05 * actual, (total, actual)

@@ -252,6 +252,17 @@ def test_sequential_update_trains_the_world_model_alone_first():
     for x, y in zip(jax.tree.leaves(new.params["wm"]), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
     assert context == {} and all(np.isfinite(float(v)) for v in metrics.values())
+    # The joint update takes the same world-model step (the actor and critic see it stopped),
+    # but imagines with the old world model: its actor step differs.
+    joint = tiny(repval=False, update="joint", estimator="dynamics", replay_context=0)
+    other, _, _ = joint.train(joint.init(jax.random.key(0)), batch)
+    leaves = lambda name: zip(
+        jax.tree.leaves(new.params[name]), jax.tree.leaves(other.params[name]), strict=True
+    )
+    for x, y in leaves("wm"):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    pairs = leaves("actor")
+    assert any(not np.allclose(x, y, rtol=1e-6, atol=1e-9) for x, y in pairs)
 
 
 @pytest.mark.parametrize("core", ["block", "gru"])
@@ -360,10 +371,16 @@ def test_discrete_actor_mixes_in_the_uniform_only_when_asked():
     mixed = ac_math.unimix_categorical(logits, 0.01).probs
     np.testing.assert_allclose(plain[0], 1 / (1 + np.exp(10.0)), rtol=1e-5)
     np.testing.assert_allclose(mixed[0], 0.99 / (1 + np.exp(10.0)) + 0.005, rtol=1e-5)
-    # The 2024 default: the categorical actor takes no mixture (its head ignores unimix).
-    agent = Dreamer(TINY_WM, TINY_AC, (("vector", (2,)),), 3, opt=OPT_FAST, discrete=True)
-    state = agent.init(jax.random.key(0))
-    feat = jax.random.normal(jax.random.key(1), (5, TINY_WM.feat_size)) * 30
-    pi = agent.actor.apply(state.params["actor"], feat)
-    logits_out = jax.nn.log_softmax(pi.logits, -1)
-    np.testing.assert_allclose(pi.probs, jax.nn.softmax(logits_out, -1), rtol=1e-6)
+    # The agents' actors, their output layer scaled up until the policy is nearly greedy: the
+    # 2024 default (the categorical head takes no mixture) falls far below the 2023 head's
+    # floor of 0.01 / 3 per class, which the 2023 head keeps.
+    feat = jax.random.normal(jax.random.key(1), (64, TINY_WM.feat_size))
+    lowest = {}
+    for unimix in (0.0, 0.01):
+        ac = dataclasses.replace(TINY_AC, actor_unimix=unimix)
+        agent = Dreamer(TINY_WM, ac, (("vector", (2,)),), 3, opt=OPT_FAST, discrete=True)
+        params = agent.init(jax.random.key(0)).params["actor"]
+        out = params["params"]["Dense_0"]
+        params["params"]["Dense_0"] = {"bias": out["bias"], "kernel": out["kernel"] * 1e4}
+        lowest[unimix] = float(agent.actor.apply(params, feat).probs.min())
+    assert lowest[0.0] < 1e-4 and lowest[0.01] >= 0.01 / 3 * (1 - 1e-5), lowest

@@ -1,13 +1,13 @@
 """PlaNet: the CEM planner on problems with known optima, world-model scoring, and the agent."""
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.contract import random_actions
 from agents.planet import PlanetAgent, PlanetConfig, cem_plan, plan, rssm_returns
 from agents.world_model import WorldModel, WorldModelConfig
 
@@ -277,17 +277,50 @@ def test_policy_acts_in_bounds_and_carries_the_posterior(trained):
     assert not np.allclose(new2["state"]["deter"], new["state"]["deter"])
 
 
+def _ks_uniform(values: np.ndarray) -> float:
+    """Kolmogorov-Smirnov distance sup_x |F_n(x) - (x + 1) / 2| of a sample to U[-1, 1]."""
+    u = (np.sort(values.astype(np.float64)) + 1.0) / 2.0  # the U[0, 1] CDF at each value
+    n = u.size
+    return float(max((np.arange(1, n + 1) / n - u).max(), (u - np.arange(n) / n).max()))
+
+
 def test_random_mode_acts_uniformly_and_still_filters(trained_categorical):
+    """Prefill actions are i.i.d. U[-1, 1]: moments, a KS distance per dimension, a joint
+    histogram and independence across keys, from 4096 environments x 2 dimensions per call."""
     agent, state, _ = trained_categorical
-    n = 2
+    n = 4096
     carry = agent.init_carry(n)
     obs = {"vector": jax.random.normal(jax.random.key(6), (n, 3)), "is_first": jnp.ones(n, bool)}
     key = jax.random.key(7)
     rand, new = agent.policy(state, carry, obs, key, "random")
-    k_obs, k_plan, _ = jax.random.split(key, 3)
-    # Prefill: uniform actions without planning; the posterior and the action are carried.
-    np.testing.assert_array_equal(rand, random_actions(k_plan, n, ACTION_DIM))
+    other, _ = agent.policy(state, carry, obs, jax.random.key(8), "random")  # same program
+    rand, other = np.asarray(rand), np.asarray(other)
+    assert rand.shape == (n, ACTION_DIM) and rand.dtype == np.float32
+    assert np.all(np.abs(rand) <= 1.0)
+    # U[-1, 1] has mean 0 and variance 1/3; over n draws the sample mean has standard error
+    # sqrt(1/3 / n) = 0.009, and the sample variance sqrt((E[a^4] - 1/9) / n) = sqrt(4/45 / n)
+    # = 0.0047 (E[a^4] = 1/5). Tolerances are 4 of them.
+    np.testing.assert_allclose(rand.mean(0), 0.0, atol=4 * math.sqrt(1 / 3 / n))
+    np.testing.assert_allclose(rand.var(0), 1 / 3, atol=4 * math.sqrt(4 / 45 / n))
+    # KS distance per dimension: P(D_n > eps) <= 2 exp(-2 n eps^2) (Dvoretzky-Kiefer-Wolfowitz),
+    # so eps = sqrt(log(2 / 0.001) / 2n) = 0.030 is exceeded with probability below 0.001.
+    ks_bound = math.sqrt(math.log(2 / 0.001) / (2 * n))
+    for d in range(ACTION_DIM):
+        assert _ks_uniform(rand[:, d]) < ks_bound, (d, _ks_uniform(rand[:, d]), ks_bound)
+    # Joint uniformity (hence no dependence between the dimensions): an 8 x 8 histogram of the
+    # pairs, 64 expected per cell; chi-square with 63 degrees of freedom, whose 0.999 quantile is
+    # 103.4 (scipy.stats.chi2.ppf(0.999, 63)).
+    counts, _, _ = np.histogram2d(rand[:, 0], rand[:, 1], bins=8, range=[[-1, 1], [-1, 1]])
+    expected = n / 64
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert counts.sum() == n and chi2 < 103.4, chi2
+    # Another key, other actions, uncorrelated with the first (|r| < 4 / sqrt(n) = 0.06).
+    assert np.mean(rand == other) < 0.01
+    for d in range(ACTION_DIM):
+        assert abs(np.corrcoef(rand[:, d], other[:, d])[0, 1]) < 4 / math.sqrt(n)
+    # The action is carried, and the posterior still advances on o_t.
     np.testing.assert_array_equal(new["action"], rand)
+    k_obs = jax.random.split(key, 3)[0]
     post = jax.jit(functools.partial(agent.wm.apply, method=WorldModel.obs_step))(
         state.params["wm"], carry["state"], carry["action"], obs, k_obs
     )

@@ -11,7 +11,7 @@ import pytest
 
 from agents import registry
 from agents.baselines import RandomAgent
-from agents.contract import CARRY_KEYS, STATE_FIELDS, AgentState
+from agents.contract import CARRY_KEYS, STATE_LAYOUT, AgentState
 from agents.dreamer import Dreamer, DreamerConfig
 from agents.planet import PlanetAgent
 from agents.sac import SAC
@@ -49,7 +49,9 @@ def test_every_agent_keeps_one_contract(name):
     agent = registry.make(name, shapes, a, model=tiny, batch_size=2)
     state = jax.eval_shape(agent.init, jax.random.key(0))
     assert type(state) is AgentState
-    assert tuple(f.name for f in dataclasses.fields(state)) == STATE_FIELDS
+    # The fields of each state layout a checkpoint can record (agents/contract.py).
+    layouts = {3: ("params", "opt_state", "aux", "key", "updates")}
+    assert tuple(f.name for f in dataclasses.fields(state)) == layouts[STATE_LAYOUT]
     assert set(state.opt_state) == set(state.params)
     want = {"dreamer": {"wm", "actor", "critic"}, "sac": {"actor", "critic", "alpha"}}
     assert set(state.params) == want.get(name, {"wm"})

@@ -25,7 +25,7 @@ def test_loaded_policy_acts_step_by_step_with_recurrent_state(logdir):
     policy = LoadedPolicy(logdir)
     assert policy.cfg.run.steps == 1200 and policy.step == 150  # 1200 env steps / repeat 8
     with policy.make_env(seed=5) as env:
-        obs = env.reset()
+        obs = first_obs = env.reset()
         policy.reset()
         a0 = policy.act(obs)
         assert a0.shape == (env.act_dim,) and np.all(np.abs(a0) <= 1)
@@ -33,8 +33,12 @@ def test_loaded_policy_acts_step_by_step_with_recurrent_state(logdir):
         obs = env.step(a0)
         policy.act(obs)
         assert not np.allclose(policy.carry["state"]["deter"], deter_after_first)
-        # A new episode (is_first) resets the recurrent state: same first observation, same h.
+        # A new episode (is_first) resets the recurrent state. The first step's h is computed from
+        # the reset state (h_0, s_0) and a zero action alone, before the observation enters (it
+        # shapes only the posterior s), so a different first observation (the second reset draws
+        # another start state) and another key give the first episode's h again.
         first = env.reset()
+        assert not np.allclose(first["vector"], first_obs["vector"])
         policy.act(first)
         np.testing.assert_allclose(policy.carry["state"]["deter"], deter_after_first, atol=1e-6)
     batch = {"vector": np.zeros((3, 5), np.float32), "is_first": np.ones(3, bool)}

@@ -275,17 +275,47 @@ def test_unrolled_scans_compute_the_same_states(setup):
         model.clone(unroll=0).apply(params, *args, method=RSSM.observe)
 
 
+# DreamerV3's model sizes, copied by hand from the reference: danijar/dreamerv3 at commit f8817c4,
+# file dreamerv3/configs.yaml, presets size1m ... size400m (lines 120-153):
+# ``.*\.rssm: {deter, hidden, classes}``, ``.*\.depth`` and ``.*\.units``.
+DREAMERV3_SIZES = {  # name: (deter, hidden, classes, depth, units)
+    "size1m": (512, 64, 4, 4, 64),
+    "size12m": (2048, 256, 16, 16, 256),
+    "size25m": (3072, 384, 24, 24, 384),
+    "size50m": (4096, 512, 32, 32, 512),
+    "size100m": (6144, 768, 48, 48, 768),
+    "size200m": (8192, 1024, 64, 64, 1024),
+    "size400m": (12288, 1536, 96, 96, 1536),
+}
+# What every size keeps from the default (same file and commit, line 91, agent.dyn.rssm):
+# stoch: 32, unimix: 0.01, blocks: 8, act: silu, norm: rms, imglayers: 2, obslayers: 1,
+# dynlayers: 1.
+DREAMERV3_RSSM_DEFAULTS = {
+    "groups": 32,
+    "unimix": 0.01,
+    "blocks": 8,
+    "act": "silu",
+    "norm": "rms",
+    "img_layers": 2,
+    "obs_layers": 1,
+    "dyn_layers": 1,
+}
+
+
 def test_presets_construct_and_validate():
     m = rssm.planet(action_dim=3)
     assert isinstance(m.latent, GaussianLatent) and m.latent.size == 30 and m.deter == 200
-    for size, (deter, hidden, classes) in rssm.DREAMER_SIZES.items():
+    assert set(rssm.DREAMER_SIZES) == set(rssm.DREAMER_WIDTHS) == set(DREAMERV3_SIZES)
+    fields = ("deter", "hidden", "blocks", "act", "norm", "img_layers", "obs_layers", "dyn_layers")
+    for size, (deter, hidden, classes, depth, units) in DREAMERV3_SIZES.items():
         m = rssm.dreamer(size, action_dim=2)
-        assert (m.deter, m.hidden, m.latent.classes, m.latent.groups) == (
-            deter,
-            hidden,
-            classes,
-            32,
-        )
+        assert isinstance(m.latent, CategoricalLatent), size
+        got = {k: getattr(m, k) for k in fields}
+        got |= {k: getattr(m.latent, k) for k in ("groups", "classes", "unimix")}
+        want = dict(deter=deter, hidden=hidden, classes=classes, **DREAMERV3_RSSM_DEFAULTS)
+        assert got == want, size
+        # The encoder/decoder depth and MLP width of the same preset (read by experiments.config).
+        assert rssm.DREAMER_WIDTHS[size] == (depth, units), size
     with pytest.raises(ValueError, match="unknown size"):
         rssm.dreamer("size3m", 2)
 

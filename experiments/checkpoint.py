@@ -25,11 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fnmatch
+import functools
 import json
+import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -136,6 +140,50 @@ class _MetaRestore(ocp.args.JsonRestore):
     pass
 
 
+# errno of a write that failed for want of space: ENOSPC, EDQUOT, EFBIG (a file size limit).
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class _FailedWriteLog(logging.Filter):
+    """Drops orbax's own log of a failed write (its writer threads log the error with a long
+    traceback, once per array): ``Checkpointer`` reports it as one ``StorageError`` line that
+    names the checkpoint, the cause, the complete checkpoints and the fix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "os_error_code" in record.getMessage():
+            return False
+        err, depth = (record.exc_info[1] if record.exc_info else None), 0
+        while err is not None and depth < 16:  # the error and its causes
+            if "os_error_code" in str(err) or getattr(err, "errno", None) in STORAGE_ERRNOS:
+                return False
+            err, depth = err.__cause__ or err.__context__, depth + 1
+        return True
+
+
+def _closed_loop_callback(unraisable: Any, previous: Any) -> None:
+    """After a failed write orbax closes its event loop while tensorstore still completes the
+    other writes; each completion's callback then raises 'Event loop is closed', which Python
+    prints as an ignored exception (dozens of tracebacks). Those are dropped; any other
+    unraisable exception goes to the previous hook."""
+    value = unraisable.exc_value
+    if not (
+        isinstance(value, RuntimeError)
+        and str(value) == "Event loop is closed"
+        and unraisable.object is None
+    ):
+        previous(unraisable)
+
+
+def _quiet_failed_writes() -> None:
+    """Installs both filters once per process."""
+    if getattr(_quiet_failed_writes, "done", False):
+        return
+    _quiet_failed_writes.done = True  # type: ignore[attr-defined]
+    for name in ("absl", "asyncio"):  # orbax's logs, and its tasks' unretrieved errors
+        logging.getLogger(name).addFilter(_FailedWriteLog())
+    sys.unraisablehook = functools.partial(_closed_loop_callback, previous=sys.unraisablehook)
+
+
 class Checkpointer:
     """Saves and restores (state pytree, meta dict) pairs under one directory.
 
@@ -148,6 +196,7 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, keep: int = 3, async_save: bool = True):
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep must be a positive int (steps to keep), got {keep!r}")
+        _quiet_failed_writes()
         self.directory = os.path.abspath(os.fspath(directory))
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,

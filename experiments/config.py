@@ -576,10 +576,13 @@ def _drop_retired(data: dict) -> dict:
     return data
 
 
-def from_dict(data: dict, cls: type | None = None) -> Any:
-    """Inverse of ``to_dict``: nested dict -> frozen dataclasses (lists become tuples)."""
+def from_dict(data: dict, cls: type | None = None, prefix: str = "") -> Any:
+    """Inverse of ``to_dict``: nested dict -> frozen dataclasses, every value checked against
+    its field's type as the command line's are (``coerce``)."""
     if cls is None:
         cls, data = Config, _drop_retired(data)
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'the config'} must be an object of fields")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -587,14 +590,42 @@ def from_dict(data: dict, cls: type | None = None) -> Any:
             continue
         value, typ = data[f.name], hints[f.name]
         if dataclasses.is_dataclass(typ):
-            value = from_dict(value, typ)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
+            kwargs[f.name] = from_dict(value, typ, f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = coerce(f"{prefix}{f.name}", typ, value)
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
     return cls(**kwargs)
+
+
+def coerce(name: str, typ: Any, value: Any) -> Any:
+    """``value`` as a value of the field ``name`` of type ``typ``, by the same rules from the
+    command line and from a config file: a string is parsed as the command line parses it
+    ('false', '1e4', '2,3,4'); any other JSON value must already be of the type (an int for an
+    int field, or an integral float such as 1e4; a list for a tuple field). ValueError names
+    the field, the value and the type."""
+    if isinstance(value, str) and typ is not str:
+        return _parse_value(name, typ, value)
+    origin = typing.get_origin(typ)
+    if typ is bool and isinstance(value, bool):
+        return value
+    if typ is int and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if typ is str and isinstance(value, str):
+        return value
+    if origin is tuple and isinstance(value, list | tuple):
+        (element, *_) = typing.get_args(typ)
+        return tuple(coerce(f"{name}[{i}]", element, v) for i, v in enumerate(value))
+    kind = {int: "an int", float: "a number", bool: "true or false", str: "a string"}.get(
+        typ, "a list" if origin is tuple else str(typ)
+    )
+    raise ValueError(f"{name}: {json.dumps(value)} is not {kind}")
 
 
 def fields(cls: type, prefix: str = "") -> dict[str, tuple[type, Any]]:
@@ -619,11 +650,18 @@ def _parse_value(name: str, typ: Any, text: str) -> Any:
                 return False
             raise ValueError(text)
         if typ is int:
-            return int(float(text)) if "e" in text.lower() else int(text)
+            try:
+                return int(text)
+            except ValueError:
+                number = float(text)  # '1e4' and '2.0' are ints; '2.5' is not
+                if not number.is_integer():
+                    raise
+                return int(number)
         if typ is float:
             return float(text)
         if typing.get_origin(typ) is tuple:
-            return tuple(t for t in text.split(",") if t)
+            (element, *_) = typing.get_args(typ)
+            return tuple(_parse_value(name, element, t) for t in text.split(",") if t)
         if typ is str or isinstance(typ, types.UnionType):
             return text
     except ValueError:

@@ -29,7 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import envs as envs_lib
-from experiments.checkpoint import Checkpointer, check_layout, restore_state
+from experiments.checkpoint import (
+    Checkpointer,
+    ConfigMismatch,
+    TargetMismatch,
+    check_layout,
+    restore_state,
+)
 from experiments.config import Config, from_dict, make_agent
 from experiments.logging import write_gif
 from experiments.seeds import SeedBatch, take
@@ -59,38 +65,86 @@ class LoadedPolicy:
                 "logdir of a run started by experiments.train"
             )
         with Checkpointer(self.logdir / "checkpoints") as ckpt:
-            if ckpt.latest_step() is None:
+            steps = ckpt.all_steps()
+            if not steps:
                 raise FileNotFoundError(
                     f"no checkpoint in {self.logdir / 'checkpoints'}; "
                     "train first or pass the run's logdir"
                 )
-            meta = ckpt.restore_meta(step)
-            layout = check_layout(meta, self.logdir)
-            self.cfg: Config = from_dict(meta["config"])
-            with self.make_env(seed=0) as probe:
-                self.obs_spec, self.act_dim = probe.obs_spec, probe.act_dim
-                discrete = probe.discrete
-            obs_shapes = tuple((k, tuple(v[0])) for k, v in self.obs_spec.items())
-            self.agent = make_agent(self.cfg, obs_shapes, self.act_dim, discrete)
-            seeds = self.cfg.run.seeds
-            if not 0 <= member < seeds:
-                raise ValueError(
-                    f"--member {member}: the run trained {seeds} agent(s) (run.seeds); pick one "
-                    f"in [0, {seeds})"
+            if step is not None and int(step) not in steps:
+                raise FileNotFoundError(
+                    f"--step {step}: no complete checkpoint at that env step in "
+                    f"{self.logdir / 'checkpoints'}; complete steps: {steps}"
                 )
-            if seeds == 1:
-                target = jax.eval_shape(self.agent.init, jax.random.key(0))
-                self.state, meta = restore_state(ckpt, target, step, layout)
-            else:  # agent `member` of a --run.seeds K run: the run with seed run.seed + member
-                init = SeedBatch(self.agent, seeds).init
-                target = jax.eval_shape(init, jax.random.split(jax.random.key(0), seeds))
-                states, meta = restore_state(ckpt, target, step, layout)
-                self.state = take(states, member)
+            # Newest first; a damaged one (a killed or failed write, a damaged file) is passed
+            # over for the one before, as training falls back (nothing is moved: this only reads).
+            candidates = [int(step)] if step is not None else steps[::-1]
+            for i, at in enumerate(candidates):
+                try:
+                    meta = ckpt.restore_meta(at)
+                except Exception as err:
+                    self._damaged(at, err, candidates[i + 1 :], steps, step is not None)
+                    continue
+                self._build(meta)
+                try:
+                    meta = self._restore(ckpt, at, meta, member)
+                except (TargetMismatch, ConfigMismatch):
+                    raise
+                except Exception as err:
+                    self._damaged(at, err, candidates[i + 1 :], steps, step is not None)
+                    continue
+                break
         self.step = meta["counters"]["agent_steps"]
         self.obs_keys = tuple(self.obs_spec)
         self._key = jax.random.key(seed)
         self._t = 0
         self.carry = None
+
+    def _damaged(
+        self, at: int, err: BaseException, rest: list[int], steps: list[int], asked: bool
+    ) -> None:
+        """A checkpoint that does not restore: a warning and the next candidate, or the error
+        naming the complete steps when none is left."""
+        what = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        if asked or not rest:
+            others = [s for s in steps if s != at]
+            raise ValueError(
+                f"checkpoint {at} in {self.logdir / 'checkpoints'} does not restore ({what}); "
+                + (f"pass --step with one of {others}" if others else "no other checkpoint")
+            ) from err
+        print(
+            f"warning: checkpoint {at} in {self.logdir / 'checkpoints'} does not restore "
+            f"({what}); evaluating checkpoint {rest[0]} instead",
+            file=sys.stderr,
+        )
+
+    def _build(self, meta: dict) -> None:
+        """The config, environment spec and agent of the run whose checkpoint meta is ``meta``."""
+        self.layout = check_layout(meta, self.logdir)
+        self.cfg: Config = from_dict(meta["config"])
+        with self.make_env(seed=0) as probe:
+            self.obs_spec, self.act_dim = probe.obs_spec, probe.act_dim
+            discrete = probe.discrete
+        obs_shapes = tuple((k, tuple(v[0])) for k, v in self.obs_spec.items())
+        self.agent = make_agent(self.cfg, obs_shapes, self.act_dim, discrete)
+
+    def _restore(self, ckpt: Checkpointer, at: int, meta: dict, member: int) -> dict:
+        """Restores agent ``member``'s state of checkpoint ``at``; returns its meta."""
+        seeds = self.cfg.run.seeds
+        if not 0 <= member < seeds:
+            raise ConfigMismatch(
+                f"--member {member}: the run trained {seeds} agent(s) (run.seeds); pick one "
+                f"in [0, {seeds})"
+            )
+        if seeds == 1:
+            target = jax.eval_shape(self.agent.init, jax.random.key(0))
+            self.state, meta = restore_state(ckpt, target, at, self.layout)
+        else:  # agent `member` of a --run.seeds K run: the run with seed run.seed + member
+            init = SeedBatch(self.agent, seeds).init
+            target = jax.eval_shape(init, jax.random.split(jax.random.key(0), seeds))
+            states, meta = restore_state(ckpt, target, at, self.layout)
+            self.state = take(states, member)
+        return meta
 
     def make_env(self, seed: int) -> envs_lib.Env:
         """An environment like the run's (task, observations, repeat), with its own seed."""

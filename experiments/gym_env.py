@@ -23,12 +23,14 @@ dicts as ``DMCEnv``:
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
 import numpy as np
 
 from experiments.envs import DEFAULT_TIME_LIMIT, Spec, check_int
+from experiments.errors import ConfigError
 
 PREFIX = "gym:"
 
@@ -38,17 +40,29 @@ def is_gym_task(task: str) -> bool:
 
 
 def check_gym_task(task: str) -> str:
-    """The Gymnasium id of ``'gym:<id>'``; ValueError naming the fix if it is not registered."""
+    """The Gymnasium id of ``'gym:<id>'`` or ``'gym:<module>:<id>'`` (Gymnasium's form for an
+    env a package registers when imported: the module is imported first, as
+    ``gymnasium.make`` does); ValueError naming the fix if it is not registered."""
     import gymnasium
 
     env_id = task[len(PREFIX) :]
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"task {task!r}: module {module!r}, which should register {name!r}, does not "
+                f"import ({err}); install the package that provides it"
+            ) from None
     try:
-        gymnasium.spec(env_id)
+        gymnasium.spec(name)
     except Exception as err:  # gymnasium raises its own NameNotFound / VersionNotFound
         raise ValueError(
-            f"unknown Gymnasium environment {env_id!r} in task {task!r}: {err}. Use a registered "
+            f"unknown Gymnasium environment {name!r} in task {task!r}: {err}. Use a registered "
             "id such as 'gym:CartPole-v1' or 'gym:Pendulum-v1' (gymnasium.pprint_registry() "
-            "lists them; third-party envs must be imported or registered first)."
+            "lists them), or 'gym:<module>:<id>' for an env that a package registers when its "
+            "module is imported."
         ) from None
     return env_id
 
@@ -241,7 +255,10 @@ def make(task: str, seed: int = 0, action_repeat: int | None = None, time_limit:
     import gymnasium
 
     env_id = check_gym_task(task)
-    env = gymnasium.make(env_id)
+    try:
+        env = gymnasium.make(env_id)
+    except gymnasium.error.DependencyNotInstalled as err:
+        raise ConfigError(f"task {task!r} cannot be built, a package is missing: {err}") from None
     if not time_limit and getattr(env.spec, "max_episode_steps", None) is None:
         time_limit = DEFAULT_TIME_LIMIT  # no registered limit: episodes must still end
     return GymEnv(

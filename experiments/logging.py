@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Logger", "openloop_grid", "read_jsonl", "read_offline_run"]
+__all__ = ["Logger", "drop_rows_after", "openloop_grid", "read_jsonl", "read_offline_run"]
 
 _WANDB_MODES = ("online", "offline", "disabled")
 STEP_METRIC = "env_steps"  # wandb's x axis (see the module doc)
@@ -302,9 +302,52 @@ def openloop_grid(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All records of a JSON-lines file, in order (blank lines skipped)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """All records of a JSON-lines file, in order (blank lines skipped). A last line cut short
+    (a process killed while writing it: no newline and no JSON) is left out with a warning; a
+    damaged line before it raises ValueError naming the file and line."""
+    return [record for _, record in _jsonl_lines(Path(path))[0]]
+
+
+def _jsonl_lines(path: Path) -> tuple[list[tuple[str, dict]], bool]:
+    """(the (line, record) pairs of a JSON-lines file, whether its last line was cut short)."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    out, cut = [], False
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append((line, json.loads(line)))
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                cut = True
+                print(
+                    f"warning: {path}: the last line is cut short (a run killed while writing "
+                    f"it); left out: {line[:80]!r}",
+                    file=sys.stderr,
+                )
+                continue
+            raise ValueError(
+                f"{path}, line {i + 1}: not JSON ({err.msg}): {line[:80]!r}. Repair or remove "
+                "that line"
+            ) from None
+    return out, cut
+
+
+def drop_rows_after(path: str | os.PathLike, step: int) -> int:
+    """Removes the lines of a ``metrics.jsonl`` logged after ``step`` (by a run killed after its
+    last checkpoint, whose resumption logs those steps again) and a last line cut short;
+    returns how many lines were removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines, cut = _jsonl_lines(path)
+    keep = [line for line, record in lines if record["step"] <= step]
+    if len(keep) < len(lines) or cut:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep), encoding="utf-8")
+        tmp.replace(path)  # atomic: a kill leaves the old file or the new one
+    return len(lines) - len(keep) + cut
 
 
 # wandb's transaction log (the `.wandb` file) is a LevelDB log: a 7-byte file header, then

@@ -26,7 +26,7 @@ class Progress:
         sps = (env_steps - self.start) / dt
         ups = (updates - self.updates0) / dt
         eta = (self.total - env_steps) / sps if sps > 0 else float("inf")
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+        eta_s = format_duration(eta)
         pct = 100.0 * env_steps / self.total
         line = (
             f"{env_steps}/{self.total} env steps ({pct:.0f}%) | {sps:.0f} env steps/s | "
@@ -38,6 +38,15 @@ class Progress:
             file=sys.stderr,
             flush=True,
         )
+
+
+def format_duration(seconds: float) -> str:
+    """'HH:MM:SS', with whole days before it ('3d 04:05:06') from a day on; '?' if unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    days, rest = divmod(int(seconds), 86_400)
+    clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {clock}" if days else clock
 
 
 def process_start() -> float:

@@ -82,9 +82,9 @@ import numpy as np
 
 from experiments.envs import spec_bytes
 from experiments.malloc import lazy_zeros
-from experiments.replay_context import ContextStore, ReplayDamaged, load_npz
+from experiments.replay_context import OWN_CONTEXT_FILES, ContextStore, ReplayDamaged, load_npz
 
-__all__ = ["ROW_BOOKKEEPING", "Replay", "chunk_file_name", "step_bytes"]
+__all__ = ["ROW_BOOKKEEPING", "Replay", "chunk_file_name", "discard_replay_files", "step_bytes"]
 
 _FORMAT = 1
 # Array names inside a chunk file: step keys get a prefix so that no step key can collide with
@@ -118,6 +118,17 @@ def step_bytes(
     size = np.dtype(context_dtype).itemsize
     ctx = sum(int(np.prod(s, dtype=np.int64)) * size for s in (context or {}).values())
     return spec_bytes(spec) + ctx + ROW_BOOKKEEPING
+
+
+def discard_replay_files(directory: str | os.PathLike) -> int:
+    """Deletes the files in ``directory`` that a Replay writes (chunks, context snapshots and
+    their temporaries, by name) and nothing else; returns how many."""
+    removed = 0
+    for name in os.listdir(directory):
+        if any(p.match(name) for p in (_CHUNK, _TEMP, *OWN_CONTEXT_FILES)):
+            os.remove(os.path.join(directory, name))
+            removed += 1
+    return removed
 
 
 def chunk_file_name(worker: int, first: int, length: int) -> str:
@@ -842,10 +853,14 @@ class Replay:
                 else:
                     plan.keep[w].append(file)
             if expected < end:
-                raise ValueError(
-                    f"steps [{expected}, {end}) of worker {w} are not in {self.directory}: the "
-                    "state is older than the files kept (a Replay keeps the last "
-                    f"{self.keep_states} save() states loadable) or belongs to another directory"
+                missing = os.path.join(self.directory, chunk_file_name(w, expected, end - expected))
+                raise ReplayDamaged(
+                    missing,
+                    FileNotFoundError(
+                        f"steps [{expected}, {end}) of worker {w} are in no chunk file (a file "
+                        "was removed, or the state is older than the "
+                        f"{self.keep_states} save() states a Replay keeps loadable)"
+                    ),
                 )
             plan.segments[w] = segments
         return plan

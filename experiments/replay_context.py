@@ -28,6 +28,7 @@ from experiments.malloc import lazy_zeros
 
 _SNAPSHOT = re.compile(r"^context-(\d+)\.npz$")
 _SNAPSHOT_TEMP = re.compile(r"^context-(\d+)\.npz\.tmp$")
+OWN_CONTEXT_FILES = (_SNAPSHOT, _SNAPSHOT_TEMP)  # the names of the files this module writes
 _STAMP = "stamp"
 _PREFIX = "c_"
 
@@ -121,10 +122,8 @@ class ContextStore:
         """
         path = os.path.join(directory, name)
         if not os.path.exists(path):
-            raise ValueError(
-                f"the replay state names context snapshot {path}, which is missing: the "
-                "directory belongs to another run or was edited; restore the file or start a "
-                "new logdir"
+            raise ReplayDamaged(
+                path, FileNotFoundError("the replay state names this context snapshot")
             )
         data = {k: lazy_zeros((self.capacity, *s), self.dtype) for k, s in spec.items()}
         npz = load_npz(path)
@@ -149,12 +148,14 @@ class ContextStore:
 
 
 class ReplayDamaged(ValueError):
-    """A replay file on disk cannot be read (truncated, overwritten, not a .npz)."""
+    """A replay file on disk is missing or cannot be read (truncated, overwritten, not a
+    .npz)."""
 
     def __init__(self, path: str, err: BaseException):
         directory = os.path.dirname(path)
+        state = "missing" if isinstance(err, FileNotFoundError) else "damaged"
         super().__init__(
-            f"replay file {path} is damaged ({type(err).__name__}: {str(err)[:200]}); nothing "
+            f"replay file {path} is {state} ({type(err).__name__}: {str(err)[:300]}); nothing "
             f"was changed. Restore the file, or move {directory} aside and re-run the same "
             "command: the run resumes its agent from the checkpoint with an empty replay, "
             "refilled by collecting"

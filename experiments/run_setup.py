@@ -1,9 +1,13 @@
 """Everything a training run holds, built (or restored from its logdir) before the first step.
 
-``RunSetup(cfg, logdir, counters)`` checks a checkpoint already in ``logdir`` against ``cfg``,
-then builds in order: the device topology, the RNG keys, the environments, the agent, replay,
-the compiled update, the training state (fresh, or restored with the counters and replay) and
-the logger. Every resource it opens is closed by ``close()``, also when building fails.
+``RunSetup(cfg, logdir, counters)`` builds in order: the device topology, the RNG keys, the
+environments and the agent (both checked before anything is written: a task that cannot be
+built or whose observations the agent cannot take is refused with its fix), then the logdir
+and its lock (``experiments/logdir.py``: one run at a time), the checkpoint check against
+``cfg``, replay, the compiled update, the training state (fresh, or restored with the counters
+and replay) and the logger. A run that starts afresh keeps an earlier run's logs aside and
+deletes only replay files it can name as its own. Every resource it opens is closed by
+``close()``, also when building fails.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,12 +43,17 @@ from experiments.config import (
     make_agent,
     to_dict,
 )
+from experiments.errors import ConfigError
 from experiments.evaluate import env_kwargs
-from experiments.logging import Logger
-from experiments.replay import Replay
+from experiments.logdir import LogdirLock, set_aside_earlier_logs
+from experiments.logging import Logger, drop_rows_after
+from experiments.replay import Replay, discard_replay_files
 from experiments.scale import Topology
 from experiments.signals import stop_on_signals
 from experiments.validate import check_logdir, check_memory, validate
+
+# The images the world model's encoder takes (rssm.nets.ConvEncoder).
+IMAGE_SHAPE = (64, 64, 3)
 
 
 class NullLogger:
@@ -63,24 +71,13 @@ class NullLogger:
         pass
 
 
-def drop_rows_after(path: Path, step: int) -> int:
-    """Removes the lines of a ``metrics.jsonl`` logged after ``step`` (by a run killed after
-    its last checkpoint, whose resumption logs those steps again); returns how many."""
-    if not path.exists():
-        return 0
-    lines = path.read_text().splitlines(keepends=True)
-    keep = [line for line in lines if not line.strip() or json.loads(line)["step"] <= step]
-    if len(keep) < len(lines):
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(keep))
-        tmp.replace(path)  # atomic: a kill leaves the old file or the new one
-    return len(lines) - len(keep)
-
-
 class RunSetup:
     """The parts of a run (see the module doc); ``Runner`` steps them."""
 
     def __init__(self, cfg: Config, logdir: str | Path, counter_names: tuple[str, ...]):
+        if not str(logdir).strip():
+            # Path("") is the current directory: a run would fill (and clean up in) it.
+            raise ConfigError("--logdir is empty: name the run's directory, e.g. runs/walker")
         self.cfg, self.logdir = cfg, Path(logdir)
         self.stack = contextlib.ExitStack()
         # Installed first: a signal while building stops the run before its first step.
@@ -106,8 +103,13 @@ class RunSetup:
         self.lead = self.proc == 0  # the one process that logs, evaluates and records videos
         self.n_seeds = run.seeds
         self.n = cfg.env.envs  # environments per seed in this process
-        check_logdir(self.logdir)
         self.cfg_dict = to_dict(cfg)
+        self._make_keys()
+        self._make_envs()
+        self._make_agent()
+        # Only now is anything written: the logdir, then its lock before any file in it.
+        check_logdir(self.logdir)
+        self.stack.callback(LogdirLock(self.logdir, self.proc).release)
         self.ckpt = Checkpointer(
             self.logdir / "checkpoints", keep=run.keep_checkpoints, async_save=True
         )
@@ -115,11 +117,10 @@ class RunSetup:
         self.resume_step = self.ckpt.latest_step()
         self.meta = None if self.resume_step is None else self._check_resume()
         if self.lead:
+            if self.meta is None:
+                set_aside_earlier_logs(self.logdir)
             (self.logdir / "config.json").write_text(json.dumps(self.cfg_dict, indent=2))
             print(json.dumps(self.cfg_dict, indent=2), file=sys.stderr)
-        self._make_keys()
-        self._make_envs()
-        self._make_agent()
         self._make_replay()
         self.counters: dict[str, Any] = dict.fromkeys(counter_names, 0)
         self.counters.update(
@@ -240,6 +241,14 @@ class RunSetup:
         self.stack.enter_context(self.vec)
         self.repeat = self.vec.action_repeat
         self.obs_keys = tuple(self.vec.obs_spec)
+        image = self.vec.obs_spec.get("image")
+        if image is not None and tuple(image[0]) != IMAGE_SHAPE:
+            raise ConfigError(
+                f"{cfg.env.task} observes images of shape {tuple(image[0])}; the world model's "
+                f"encoder takes {IMAGE_SHAPE}: resize them in the env (e.g. "
+                "gymnasium.wrappers.ResizeObservation(env, (64, 64)) passed through "
+                "experiments.gym_env.from_gymnasium) or pick a task with 64x64 RGB images"
+            )
         check_memory(cfg, self.vec.obs_spec)  # exact now that the observations are known
 
     def make_eval_env(self, k: int) -> Any:
@@ -254,7 +263,10 @@ class RunSetup:
         the held-out bounds (run.gap_particles) as one compiled program."""
         run, vec = self.cfg.run, self.vec
         obs_shapes = tuple((k, tuple(vec.obs_spec[k][0])) for k in self.obs_keys)
-        self.single = make_agent(self.cfg, obs_shapes, vec.act_dim, vec.discrete)
+        try:
+            self.single = make_agent(self.cfg, obs_shapes, vec.act_dim, vec.discrete)
+        except ValueError as err:  # what the agent cannot take of this task, with the fix
+            raise ConfigError(f"{self.cfg.agent} on {self.cfg.env.task}: {err}") from None
         self.agent = (
             self.single if self.n_seeds == 1 else seeds_lib.SeedBatch(self.single, self.n_seeds)
         )
@@ -270,15 +282,18 @@ class RunSetup:
         cfg, run = self.cfg, self.cfg.run
         name = "replay" if self.proc == 0 else f"replay-process{self.proc}"
         replay_dir = self.logdir / name
-        if self.meta is None and replay_dir.exists() and any(replay_dir.iterdir()):
-            # Chunks without any checkpoint come from a run killed before its first save:
-            # nothing refers to them, and a fresh start collects that data again.
-            print(
-                f"no checkpoint in {self.logdir}: discarding replay chunks of an unfinished "
-                "earlier run",
-                file=sys.stderr,
-            )
-            shutil.rmtree(replay_dir)
+        if self.meta is None and replay_dir.exists():
+            # Chunks without any checkpoint come from a run killed before its first save (or
+            # whose checkpoints were removed): nothing refers to them, and a fresh start
+            # collects that data again. Only files named as replay writes them are deleted.
+            dirs = [replay_dir, *replay_dir.glob("seed*")]
+            removed = sum(discard_replay_files(d) for d in dirs if d.is_dir())
+            if removed:
+                print(
+                    f"no checkpoint in {self.logdir}: deleted {removed} replay file(s) of an "
+                    "unfinished earlier run",
+                    file=sys.stderr,
+                )
         # A resumed run whose replay directory was moved aside (a damaged file, see
         # ReplayDamaged) starts from an empty replay and refills it by collecting.
         self.replay_missing = self.meta is not None and not replay_dir.exists()

@@ -18,7 +18,6 @@ update of B x T replayed steps every B x T / train_ratio agent steps.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import math
@@ -35,19 +34,13 @@ from agents.world_model import CONTEXT_KEYS
 from experiments import envs as envs_lib
 from experiments import pause, validate
 from experiments import seeds as seeds_lib
-from experiments.checkpoint import StorageError
+from experiments.checkpoint import STORAGE_ERRNOS, StorageError
 from experiments.logging import openloop_grid
 from experiments.metrics import MetricMeans, NonFiniteLoss, finite, params_digest
 from experiments.progress import Progress, process_start
 from experiments.run_eval import evaluate, heldout_gap, policy_obs
 from experiments.run_setup import RunSetup
-
-# Environment transitions the 2023 code's prefill loop steps between checks of its replay
-# (8fa35f8 embodied/run/train.py: ``driver(random_agent.policy, steps=100)``).
-PREFILL_CHUNK = 100
-
-# errno of a write that failed for want of space: ENOSPC, EDQUOT, EFBIG (a file size limit).
-FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+from experiments.validate import PREFILL_CHUNK, first_update_iteration
 
 # Saved with every checkpoint. 'credit' is the fractional number of updates owed under
 # run.train_ratio (the ratio schedule's state); the 'next_*' fields are when each periodic
@@ -84,30 +77,6 @@ def record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarr
     rec["action"] = np.where(first[:, None], 0.0, action).astype(np.float32)
     rec["reward"] = obs["reward"].astype(np.float32)
     return rec
-
-
-def first_update_iteration(
-    run: Any, context: int, repeat: int, envs: int, processes: int = 1, local_batch: int = 0
-) -> int:
-    """The loop iteration (every environment steps once per iteration, from 0) whose step is
-    followed by the first update: the first at which prefill is over and this process's replay
-    holds its share (``local_batch``, default run.batch_size) of B x T windows of T + context
-    steps. After iteration i stores its observation, each of the ``envs`` streams holds i + 1
-    steps, so replay holds envs (i + 1 - (T + context) + 1) windows (before it is full).
-
-    ``run`` is the run section of the config (prefill, prefill_to_batch, batch size and
-    length); ``repeat`` the action repeat; ``processes`` the processes stepping ``envs``
-    environments each."""
-    local_batch = local_batch or run.batch_size
-    length = run.batch_length + context
-    per_stream = length - 1 + math.ceil(local_batch * run.batch_length / envs)
-    random_until = math.ceil(run.prefill / (repeat * envs * processes))
-    # The iteration that stores each stream's per_stream-th step, once prefill is over.
-    first = max(per_stream - 1, random_until)
-    if run.prefill_to_batch:  # checked every `chunk` iterations, before that step's store
-        chunk = math.ceil(PREFILL_CHUNK / envs)
-        first = max(first, math.ceil(max(per_stream, random_until) / chunk) * chunk)
-    return first
 
 
 class ContextWriteBack:
@@ -209,7 +178,7 @@ class Runner(RunSetup):
             healthy = False  # a final save would fail the same way
             raise
         except OSError as err:
-            if err.errno not in FULL:
+            if err.errno not in STORAGE_ERRNOS:
                 raise
             healthy = False
             raise StorageError(

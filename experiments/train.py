@@ -24,8 +24,8 @@ import jax
 
 from experiments.checkpoint import ConfigMismatch, StorageError
 from experiments.config import make_agent, parse_args
+from experiments.logging import drop_rows_after
 from experiments.replay_context import ReplayDamaged
-from experiments.run_setup import drop_rows_after
 from experiments.runner import train
 from experiments.scale import BatchSplit, initialize
 from experiments.validate import ConfigError, check_memory
@@ -33,17 +33,31 @@ from experiments.validate import ConfigError, check_memory
 __all__ = ["ConfigMismatch", "drop_rows_after", "main", "make_agent", "train", "use_compile_cache"]
 
 
-def use_compile_cache(directory: str | os.PathLike) -> None:
-    """Store every compiled XLA program under ``directory`` and load it from there next time.
+def use_compile_cache(directory: str | os.PathLike) -> bool:
+    """Store every compiled XLA program under ``directory`` and load it from there next time;
+    False (with a warning, and no cache) where the directory cannot be created or written.
 
     Compilation dominates a launch on a CPU (about a minute for a size1m Dreamer update); with
     the cache a second launch of the same command reaches its first update in seconds.
     """
     path = Path(directory).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        print(
+            f"warning: the compilation cache {path} is not usable ({err.strerror or err}); "
+            "compiling without it. Set RSSM_JAX_CACHE or --compile-cache to a writable "
+            "directory, or pass --no-compile-cache",
+            file=sys.stderr,
+        )
+        return False
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,12 +9,14 @@ checks replay at capacity against this machine's memory. The agents' own section
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import envs, gym_env
+from experiments.errors import ConfigError
 from experiments.replay import step_bytes
 
 if TYPE_CHECKING:
@@ -23,13 +25,15 @@ if TYPE_CHECKING:
 AGENTS = ("dreamer", "planet", "random", "sac")
 # The share of the machine's memory replay may fill at capacity before a run is refused.
 MEMORY_SHARE = 0.9
+# Environment transitions the 2023 code's prefill loop steps between checks of its replay
+# (8fa35f8 embodied/run/train.py: ``driver(random_agent.policy, steps=100)``).
+PREFILL_CHUNK = 100
+
+# The most environment steps a run may ask for: counts stay exact as floats (2^53 > 1e15).
+MAX_STEPS = 10**15
 # Floats a proprioceptive observation is assumed to hold before its env is built (dm-control's
 # largest state vector is humanoid's 67).
 PROPRIO_FLOATS = 256
-
-
-class ConfigError(ValueError):
-    """A config (or a logdir) the run cannot start with; the message names the fix."""
 
 
 def need(ok: bool, msg: str) -> None:
@@ -66,6 +70,7 @@ def validate(cfg: Config) -> Config:
     _check_run(cfg)
     _check_sections(cfg)
     _check_replay(cfg, action_repeat(cfg))
+    _check_trains(cfg, action_repeat(cfg))
     _check_logging(cfg)
     return cfg
 
@@ -106,6 +111,11 @@ def _check_run(cfg: Config) -> None:
     r = cfg.run
     need(0 <= r.seed < 2**31, f"run.seed={r.seed}; must lie in [0, 2^31)")
     need(r.steps > 0, f"run.steps={r.steps}; must be positive (environment steps to run)")
+    need(
+        r.steps <= MAX_STEPS,
+        f"run.steps={r.steps:.3g} is more than {MAX_STEPS:.0e} environment steps (a thousand "
+        "years at 30,000 steps/s): pass the number of environment steps to run",
+    )
     need(r.seeds >= 1, f"run.seeds={r.seeds}; must be >= 1 (agents trained together)")
     need(
         r.batch_size >= 1 and r.batch_length >= 2,
@@ -115,6 +125,11 @@ def _check_run(cfg: Config) -> None:
         r.train_ratio > 0,
         f"run.train_ratio={r.train_ratio}; must be > 0 (replayed steps per agent step): with 0 "
         "the run would never train",
+    )
+    need(
+        math.isfinite(r.train_ratio),
+        f"run.train_ratio={r.train_ratio}; must be finite (replayed steps per agent step, "
+        "e.g. 512)",
     )
     need(r.prefill >= 0, f"run.prefill={r.prefill}; must be >= 0 environment steps")
     for name in ("log_every", "save_every"):
@@ -143,6 +158,43 @@ def _check_run(cfg: Config) -> None:
     )
     if r.gap_particles:
         _check_gap(cfg)
+
+
+def first_update_iteration(
+    run: Any, context: int, repeat: int, envs: int, processes: int = 1, local_batch: int = 0
+) -> int:
+    """The loop iteration (every environment steps once per iteration, from 0) whose step is
+    followed by the first update: the first at which prefill is over and this process's replay
+    holds its share (``local_batch``, default run.batch_size) of B x T windows of T + context
+    steps. After iteration i stores its observation, each of the ``envs`` streams holds i + 1
+    steps, so replay holds envs (i + 1 - (T + context) + 1) windows (before it is full).
+
+    ``run`` is the run section of the config (prefill, prefill_to_batch, batch size and
+    length); ``repeat`` the action repeat; ``processes`` the processes stepping ``envs``
+    environments each."""
+    local_batch = local_batch or run.batch_size
+    length = run.batch_length + context
+    per_stream = length - 1 + math.ceil(local_batch * run.batch_length / envs)
+    random_until = math.ceil(run.prefill / (repeat * envs * processes))
+    # The iteration that stores each stream's per_stream-th step, once prefill is over.
+    first = max(per_stream - 1, random_until)
+    if run.prefill_to_batch:  # checked every `chunk` iterations, before that step's store
+        chunk = math.ceil(PREFILL_CHUNK / envs)
+        first = max(first, math.ceil(max(per_stream, random_until) / chunk) * chunk)
+    return first
+
+
+def _check_trains(cfg: Config, repeat: int) -> None:
+    """A run must reach its first update (from one process; several reach it sooner)."""
+    r, n = cfg.run, cfg.env.envs
+    first = first_update_iteration(r, cfg.model.replay_context, repeat, n) * n * repeat
+    need(
+        r.steps > first,
+        f"run.steps={r.steps} ends before the first update, at env step {first:,} (run.prefill "
+        f"{r.prefill}{', prefill_to_batch' if r.prefill_to_batch else ''}, then replay holding "
+        f"{r.batch_size} x {r.batch_length} windows from {n} environment(s)): the run would "
+        f"train nothing; raise --steps above {first:,} or lower --run.prefill",
+    )
 
 
 def _check_gap(cfg: Config) -> None:

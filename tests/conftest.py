@@ -24,6 +24,8 @@ import jax
 _CACHE = os.environ.get(
     "RSSM_JAX_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache")
 )
+# The commands a test runs in this process (train.main) keep to the same cache.
+os.environ["RSSM_JAX_CACHE"] = _CACHE
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -60,6 +60,37 @@ def test_a_retired_field_reads_as_its_neutral_value_or_is_refused(tmp_path):
         config_lib.parse_args(["--logdir", "x", "--config", str(path)])
 
 
+def test_config_file_values_are_parsed_and_checked_as_the_command_line_s(tmp_path):
+    path = tmp_path / "config.json"
+
+    def load(**run):
+        data = config_lib.to_dict(config_lib.debug())
+        data["run"].update(run)
+        path.write_text(json.dumps(data))
+        return config_lib.parse_args(["--logdir", "x", "--config", str(path)])[0].run
+
+    # A string is read as the command line reads it ('false' is False, not a true string).
+    assert load(exact_resume="false").exact_resume is False
+    assert load(exact_resume=True, steps="2e3").steps == 2000
+    assert load(steps=3e3).steps == 3000 and load(train_ratio=32).train_ratio == 32.0
+    for run, message in (
+        ({"steps": 3.5}, r"run\.steps: 3\.5 is not an int"),
+        ({"batch_size": [16]}, r"run\.batch_size: \[16\] is not an int"),
+        ({"exact_resume": 1}, r"run\.exact_resume: 1 is not true or false"),
+        ({"exact_resume": "maybe"}, r"cannot parse 'maybe' as bool"),
+        ({"train_ratio": "inf"}, r"run\.train_ratio=inf; must be finite"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load(**run)
+    data = config_lib.to_dict(config_lib.debug())
+    data["model"]["mults"] = [1, "2", 4, 8]  # tuple fields: each element by its type
+    path.write_text(json.dumps(data))
+    cfg, _ = config_lib.parse_args(["--logdir", "x", "--config", str(path)])
+    assert cfg.model.mults == (1, 2, 4, 8)
+    cfg, _ = config_lib.parse_args(["--logdir", "x", "--model.mults", "2,3,4,4"])
+    assert cfg.model.mults == (2, 3, 4, 4)  # ints, not the strings '2', '3', ...
+
+
 def test_help_lists_every_field_with_its_default_and_comment(capsys):
     with pytest.raises(SystemExit):
         config_lib.parse_args(["--help"])

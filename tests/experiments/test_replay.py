@@ -369,7 +369,7 @@ def test_load_the_state_before_the_latest_and_reject_an_evicted_one(tmp_path):
     assert (0, 0, 3) not in chunk_files(tmp_path)
     fill(live, steps=5, workers=1, start=39)  # a kill here falls back to `previous` at worst
 
-    with pytest.raises(ValueError, match=r"steps \[0, 3\) of worker 0 are not in"):
+    with pytest.raises(ValueError, match=r"steps \[0, 3\) of worker 0 are in no chunk file"):
         Replay(capacity=6, directory=tmp_path, chunk_size=4).load(oldest)
     assert (0, 39, 1) in chunk_files(tmp_path)  # a failed load changed nothing
 

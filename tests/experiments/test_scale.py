@@ -142,7 +142,7 @@ def test_run_on_four_devices_resumes_on_one_and_on_two(tmp_path):
     assert len(losses[0]) == len(losses[1]) > 1
     assert losses[0][-1] == pytest.approx(losses[1][-1], rel=1e-3)
     # A batch that does not split over the devices is refused before anything starts.
-    bad = _runner(tmp_path / "bad", 4, "--run.batch_size", "6", "--steps", "200")
+    bad = _runner(tmp_path / "bad", 4, "--run.batch_size", "6", "--steps", "1000")
     out = bad.communicate(timeout=120)[0]
     assert bad.returncode == 2 and "run.batch_size=6" in out and "multiple of 4" in out
     assert not (tmp_path / "bad" / "checkpoints").exists()
@@ -233,10 +233,11 @@ def test_many_seeds_in_one_process(tmp_path):
         base += ["--run.prefill", "1000"]
         return config_lib.parse_args([*base, "--logdir", "-", *args])[0]
 
-    # The first episode (1000 env steps) is all prefill: uniform actions from the policy key.
+    # The first episode (1000 env steps) is all prefill: uniform actions from the policy key
+    # (one update follows, after agent step 125).
     single = {}
     for seed in (3, 4):
-        train(cfg("--seed", str(seed), "--steps", "1000"), tmp_path / f"single{seed}")
+        train(cfg("--seed", str(seed), "--steps", "1008"), tmp_path / f"single{seed}")
         rows = read_jsonl(tmp_path / f"single{seed}" / "metrics.jsonl")
         single[seed] = [r["episode/return"] for r in rows if "episode/return" in r]
     assert single[3] != single[4]

@@ -1,39 +1,20 @@
 """The runner end to end: CLI, resume after SIGKILL, wandb offline, bad input, pixels."""
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import ckpt_steps, start, wait_paused
 
 from experiments import config as config_lib
 from experiments.checkpoint import Checkpointer
 from experiments.logging import read_jsonl, read_offline_run
 from experiments.replay import Replay
-from experiments.runner import first_update_iteration
 from experiments.train import ConfigMismatch, train
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env():
-    env = dict(os.environ)
-    env.update(
-        MUJOCO_GL="egl",
-        WANDB_MODE="offline",
-        PYTHONUNBUFFERED="1",
-        JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"),
-        RSSM_JAX_CACHE=os.environ.get("RSSM_JAX_CACHE", str(ROOT / ".jax_cache")),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    return env
+from experiments.validate import first_update_iteration
 
 
 def test_cli_overrides_and_errors():
@@ -67,8 +48,7 @@ def test_cli_overrides_and_errors():
         config_lib.parse_args(["--logdir", "x", "--task", "walker-walkk"])
     with pytest.raises(ValueError, match="batch_length"):
         config_lib.parse_args(["--logdir", "x", "--run.batch_length", "1"])
-    for name, preset in config_lib.PRESETS.items():
-        assert config_lib.validate(preset()) is not None, name
+    for preset in config_lib.PRESETS.values():
         as_dict = config_lib.to_dict(preset())
         assert config_lib.to_dict(config_lib.from_dict(as_dict)) == as_dict
     # A config saved before a section existed reads back with that section's defaults, so
@@ -80,43 +60,13 @@ def test_cli_overrides_and_errors():
         config_lib.from_dict({**old, "colour": "red"})
 
 
-def _ckpt_steps(logdir: Path) -> list[int]:
-    d = logdir / "checkpoints"
-    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
-
-
-def _start(logdir: Path, *args: str, pause: str = "") -> subprocess.Popen:
-    """The runner's CLI on the debug preset in a subprocess, output captured; ``pause`` holds
-    it at a named point (experiments/pause.py), announced by a file beside the logdir."""
-    cmd = [sys.executable, "-m", "experiments.train", "--preset", "debug"]
-    cmd += ["--logdir", str(logdir), "--run.eval_every", "0", *args]
-    env = _env()
-    if pause:
-        env.update(RSSM_JAX_PAUSE=pause, RSSM_JAX_PAUSE_FILE=str(logdir) + "-pause")
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-def _wait_paused(proc: subprocess.Popen, logdir: Path, point: str, timeout: float = 240.0):
-    """Waits until the run holds at ``point`` (its marker file exists)."""
-    marker = Path(f"{logdir}-pause.{point}")
-    deadline = time.time() + timeout
-    while not marker.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise AssertionError(f"never paused at {point}: {proc.communicate()[0][-3000:]}")
-        time.sleep(0.05)
-    marker.unlink()
-
-
 def _run(logdir: Path, *extra: str, kill_at: str = "") -> str:
     """A 2400-step run of the world-model agent saving every 400 env steps; with ``kill_at``
     SIGKILLed when it holds at that pause point. Returns its output."""
     args = ("--agent", "random", "--steps", "2400", "--run.save_every", "400", *extra)
-    proc = _start(logdir, *args, pause=kill_at)
+    proc = start(logdir, *args, pause=kill_at)
     if kill_at:
-        _wait_paused(proc, logdir, kill_at.split("@")[0])
+        wait_paused(proc, logdir, kill_at.split("@")[0])
         proc.send_signal(signal.SIGKILL)
     out = proc.communicate(timeout=240)[0]
     assert proc.returncode == (-signal.SIGKILL if kill_at else 0), out[-3000:]
@@ -128,12 +78,12 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     logdir = tmp_path / "run"
     # 1) Killed while checkpoint 1200 is being written (orbax's temporary directory exists).
     _run(logdir, kill_at="checkpoint_write@1200")
-    assert _ckpt_steps(logdir)[-1] == 800
+    assert ckpt_steps(logdir)[-1] == 800
     assert (logdir / "checkpoints" / "1200.orbax-checkpoint-tmp").is_dir()
     # 2) Resumed from 800, killed again between steps once checkpoint 1600 is complete.
     out = _run(logdir, kill_at="env_step@1800")
     assert "resumed from checkpoint at env step 800" in out
-    assert _ckpt_steps(logdir)[-1] == 1600
+    assert ckpt_steps(logdir)[-1] == 1600
 
     # 3) Resume to the end.
     out = _run(logdir)
@@ -203,10 +153,10 @@ def test_train_in_process_wandb_offline_and_resume_same_run(tmp_path):
     ids = {read_offline_run(r)["run_id"] for r in runs}
     assert len(runs) == 2 and len(ids) == 1
     # A changed model is refused with the differing field named, and nothing is lost.
-    before = _ckpt_steps(tmp_path)
+    before = ckpt_steps(tmp_path)
     with pytest.raises(ConfigMismatch, match=r"model\.deter: saved 32, current 48"):
         train(config_lib.replace(cfg2, {"model.deter": 48}), tmp_path)
-    assert _ckpt_steps(tmp_path) == before
+    assert ckpt_steps(tmp_path) == before
     # A checkpoint from before every agent shared AgentState (no 'state_layout' in its meta)
     # is refused by the runner and the evaluator, with the version that reads it named.
     meta_file = tmp_path / "checkpoints" / str(before[-1]) / "meta" / "metadata"
@@ -219,7 +169,7 @@ def test_train_in_process_wandb_offline_and_resume_same_run(tmp_path):
 
     with pytest.raises(ConfigMismatch, match=r"layout 1"):
         LoadedPolicy(tmp_path)
-    assert _ckpt_steps(tmp_path) == before
+    assert ckpt_steps(tmp_path) == before
 
 
 def test_non_finite_loss_stops_training_and_keeps_checkpoint(tmp_path):
@@ -239,7 +189,7 @@ def test_non_finite_loss_stops_training_and_keeps_checkpoint(tmp_path):
     )
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         train(cfg, tmp_path)
-    steps = _ckpt_steps(tmp_path)
+    steps = ckpt_steps(tmp_path)
     # Only the checkpoint from before the blow-up exists (prefill ends at 800 env steps);
     # checkpoints are numbered in env steps.
     assert steps == [800]
@@ -281,10 +231,10 @@ def test_pixels_run_writes_openloop_video(tmp_path):
 def test_signals_save_a_final_checkpoint_and_a_second_one_waits_for_it(tmp_path):
     logdir, cache = tmp_path / "run", tmp_path / "cache"
     args = ("--agent", "random", "--steps", "100000", "--run.save_every", "100000")
-    proc = _start(logdir, *args, "--compile-cache", str(cache), pause="env_step@1000,final_save")
-    _wait_paused(proc, logdir, "env_step")  # training is under way
+    proc = start(logdir, *args, "--compile-cache", str(cache), pause="env_step@1000,final_save")
+    wait_paused(proc, logdir, "env_step")  # training is under way
     proc.send_signal(signal.SIGTERM)  # stop: the final save begins, and holds
-    _wait_paused(proc, logdir, "final_save")
+    wait_paused(proc, logdir, "final_save")
     proc.send_signal(signal.SIGINT)  # a second signal inside the save
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-2000:]
@@ -294,14 +244,14 @@ def test_signals_save_a_final_checkpoint_and_a_second_one_waits_for_it(tmp_path)
     assert any(cache.iterdir())
     # No periodic save was due: the one checkpoint is the final one, complete, with the
     # counters of the step the signal arrived at.
-    assert _ckpt_steps(logdir) == [1000]
+    assert ckpt_steps(logdir) == [1000]
     with Checkpointer(logdir / "checkpoints") as ck:
         assert ck.restore_meta()["counters"]["agent_steps"] * 8 == 1000
     assert not list((logdir / "checkpoints").glob("*orbax-checkpoint-tmp*"))
     # Outside a save, a second signal stops at once: no final checkpoint, the one the run
     # resumed from stays its latest.
-    proc = _start(logdir, *args, pause="env_step@1800")
-    _wait_paused(proc, logdir, "env_step")
+    proc = start(logdir, *args, pause="env_step@1800")
+    wait_paused(proc, logdir, "env_step")
     # Both signals pending before either is handled (stopped, then continued): the second
     # lands before the final save begins, never inside it. Different numbers: pending
     # signals of one number merge.
@@ -311,7 +261,7 @@ def test_signals_save_a_final_checkpoint_and_a_second_one_waits_for_it(tmp_path)
     proc.send_signal(signal.SIGCONT)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0 and "KeyboardInterrupt" in out, out[-2000:]
-    assert _ckpt_steps(logdir) == [1000]
+    assert ckpt_steps(logdir) == [1000]
 
 
 @pytest.mark.slow
@@ -425,8 +375,10 @@ def test_heldout_gap_on_evaluation_episodes(tmp_path):
     rows = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "heldout/gap" in r]
     assert len(rows) == 1
     row = rows[0]
-    assert row["heldout/iwae"] == pytest.approx(row["heldout/elbo"] + row["heldout/gap"])
-    assert np.isfinite(row["heldout/elbo"]) and row["heldout/seconds"] > 0
+    # A bound in nats per step: unit-variance Normals over cartpole's 5 observation dimensions
+    # and the reward give at most 6 x -log(2 pi) / 2 = -5.51, the Bernoulli and -KL at most 0.
+    assert -1e3 < row["heldout/elbo"] <= -3 * np.log(2 * np.pi)
+    assert row["heldout/seconds"] > 0
     # IWAE_16 averaged over 4 windows: not below the ELBO beyond Monte-Carlo noise.
     assert row["heldout/gap"] > -0.05
     # Heads that are not densities are refused before anything starts, naming the fix.
@@ -530,11 +482,20 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
         return config_lib.parse_args(args)[0]
 
     train(cfg(1600), tmp_path)
-    assert _ckpt_steps(tmp_path) == [800, 1200, 1600]
+    assert ckpt_steps(tmp_path) == [800, 1200, 1600]
     # Garbage over the state's files of the latest checkpoint (committed, then damaged).
     for f in (tmp_path / "checkpoints" / "1600" / "state").rglob("*"):
         if f.is_file() and f.name != "commit_success.txt":
             f.write_bytes(b"\0garbage")
+    # Evaluation falls back the same way (it moves nothing), or names the complete steps.
+    from experiments.evaluate import LoadedPolicy
+
+    assert LoadedPolicy(tmp_path).step == 150  # 1200 env steps / repeat 8
+    assert "evaluating checkpoint 1200 instead" in capsys.readouterr().err
+    with pytest.raises(
+        ValueError, match=r"checkpoint 1600 .* pass --step with one of \[800, 1200\]"
+    ):
+        LoadedPolicy(tmp_path, step=1600)
     summary = train(cfg(2000), tmp_path)
     err = capsys.readouterr().err
     assert "warning: checkpoint 1600" in err and "resuming from env step 1200" in err
@@ -542,7 +503,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
     assert summary["env_steps"] == 2000 and summary["counters"]["agent_steps"] == 250
     kept = tmp_path / "checkpoints-damaged" / "1600"
     assert (kept / "state").is_dir()  # moved aside, not deleted
-    assert _ckpt_steps(tmp_path) == [1200, 1600, 2000]  # 1600 written again, whole
+    assert ckpt_steps(tmp_path) == [1200, 1600, 2000]  # 1600 written again, whole
     # A damaged meta file falls back the same way.
     (tmp_path / "checkpoints" / "2000" / "meta" / "metadata").write_text("{not json")
     train(cfg(2400), tmp_path)
@@ -550,11 +511,12 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
     assert (tmp_path / "checkpoints-damaged" / "2000").is_dir()
     # The only checkpoint damaged: refused by name, nothing moved.
     only = tmp_path / "only"
-    train(config_lib.replace(cfg(400), {}), only)
-    (only / "checkpoints" / "400" / "meta" / "metadata").write_text("")
-    with pytest.raises(ConfigMismatch, match=r"checkpoint 400, the only one, does not restore"):
-        train(cfg(800), only)
-    assert _ckpt_steps(only) == [400] and not (only / "checkpoints-damaged").exists()
+    keep_one = {"run.keep_checkpoints": 1}
+    train(config_lib.replace(cfg(1200), keep_one), only)
+    (only / "checkpoints" / "1200" / "meta" / "metadata").write_text("")
+    with pytest.raises(ConfigMismatch, match=r"checkpoint 1200, the only one, does not restore"):
+        train(config_lib.replace(cfg(1600), keep_one), only)
+    assert ckpt_steps(only) == [1200] and not (only / "checkpoints-damaged").exists()
 
 
 @pytest.mark.slow
@@ -563,9 +525,9 @@ def test_a_full_disk_stops_the_run_with_the_checkpoints_before_it_intact(tmp_pat
 
     logdir = tmp_path / "run"
     args = ("--agent", "random", "--steps", "4000", "--run.save_every", "400")
-    proc = _start(logdir, *args, pause="env_step@1200")
-    _wait_paused(proc, logdir, "env_step")
-    before = _ckpt_steps(logdir)
+    proc = start(logdir, *args, pause="env_step@1200")
+    wait_paused(proc, logdir, "env_step")
+    before = ckpt_steps(logdir)
     assert before[-1] == 1200
     state_bytes = max(
         f.stat().st_size for f in (logdir / "checkpoints" / "1200").rglob("*") if f.is_file()
@@ -577,15 +539,16 @@ def test_a_full_disk_stops_the_run_with_the_checkpoints_before_it_intact(tmp_pat
     Path(f"{logdir}-pause.env_step.go").touch()  # release the run
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 1, out[-3000:]
-    # One line names the checkpoint, the cause and the fix (orbax's writer thread also logs
-    # its own traceback).
+    # One line names the checkpoint, the cause and the fix, and nothing else (orbax's threads
+    # log their own tracebacks, which are left out).
+    assert "Traceback" not in out, out[-3000:]
     [line] = [x for x in out.splitlines() if x.startswith("error: ")]
     assert "writing checkpoint 1600" in line and "File too large (errno 27)" in line, line
-    assert f"{_ckpt_steps(logdir)} are unchanged" in line
+    assert f"{ckpt_steps(logdir)} are unchanged" in line
     assert "re-run the same command to resume from the latest" in line
-    assert _ckpt_steps(logdir) == before  # nothing complete was lost
+    assert ckpt_steps(logdir) == before  # nothing complete was lost
     # With space again, the same command resumes from the latest complete checkpoint.
-    proc = _start(logdir, *args, "--steps", "1600")
+    proc = start(logdir, *args, "--steps", "1600")
     out = proc.communicate(timeout=240)[0]
     assert proc.returncode == 0, out[-3000:]
     assert "resumed from checkpoint at env step 1200" in out
@@ -606,13 +569,13 @@ def test_a_damaged_replay_file_is_named_and_nothing_is_changed(tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"error: replay file {chunks[1]} is damaged (BadZipFile" in err
     assert {p: p.read_bytes() for p in (tmp_path / "replay").iterdir()} == before
-    assert _ckpt_steps(tmp_path)[-1] == 1200
+    assert ckpt_steps(tmp_path)[-1] == 1200
     # The fix the message names: the replay moved aside, the agent resumes, replay refills.
     (tmp_path / "replay").rename(tmp_path / "replay-damaged")
     assert main([*args, "--steps", "1600"]) == 0
     err = capsys.readouterr().err
     assert "resumed from checkpoint at env step 1200" in err and "empty replay" in err
-    assert _ckpt_steps(tmp_path)[-1] == 1600
+    assert ckpt_steps(tmp_path)[-1] == 1600
 
 
 @pytest.mark.slow
@@ -631,13 +594,13 @@ def test_exact_resume_after_sigkill_is_bit_for_bit_the_uninterrupted_run(tmp_pat
         assert proc.returncode == 0, out[-3000:]
         return json.loads(out.strip().splitlines()[-1])
 
-    whole = finish(_start(tmp_path / "whole", *args))
-    proc = _start(tmp_path / "cut", *args, pause="env_step@1304")
-    _wait_paused(proc, tmp_path / "cut", "env_step")
+    whole = finish(start(tmp_path / "whole", *args))
+    proc = start(tmp_path / "cut", *args, pause="env_step@1304")
+    wait_paused(proc, tmp_path / "cut", "env_step")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    assert _ckpt_steps(tmp_path / "cut")[-1] == 1200
-    resumed = finish(_start(tmp_path / "cut", *args))
+    assert ckpt_steps(tmp_path / "cut")[-1] == 1200
+    resumed = finish(start(tmp_path / "cut", *args))
     assert resumed["params_sha256"] == whole["params_sha256"]
     assert resumed["counters"] == whole["counters"]
     # The logs: every row the same but the wall-clock throughput.

@@ -8,7 +8,8 @@ from experiments import config as config_lib
 from experiments import evaluate as evaluate_lib
 from experiments import train as train_lib
 from experiments.envs import make_env
-from experiments.replay import ROW_BOOKKEEPING, Replay
+from experiments.progress import format_duration
+from experiments.replay import Replay
 from experiments.runner import record
 from experiments.validate import ConfigError, check_memory, replay_bytes
 
@@ -136,7 +137,7 @@ def test_replay_memory_figure_is_what_replay_holds():
         obs = env.reset(seed=0)
         obs_spec, act_dim = env.obs_spec, env.act_dim
     per_step, total = replay_bytes(cfg, obs_spec, act_dim)
-    assert per_step - ROW_BOOKKEEPING == 31 + 1280
+    assert per_step == 31 + 1280 + 8 + 4 + 16  # + stamp, owner and the stream's row index
     n = 4
     stacked = {k: np.stack([np.asarray(obs[k])] * n) for k in obs}
     context = {
@@ -150,3 +151,84 @@ def test_replay_memory_figure_is_what_replay_holds():
     actual = sum(r.nbytes() for r in replays)
     assert len(replays[0]) == 3000
     assert abs(total - actual) <= 0.05 * actual, (total, actual)
+
+
+IMAGES_MODULE = '''
+import gymnasium
+import numpy as np
+
+
+class Images32(gymnasium.Env):
+    """32x32 RGB frames, which the world model's encoder does not take."""
+
+    observation_space = gymnasium.spaces.Box(0, 255, (32, 32, 3), np.uint8)
+    action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros((32, 32, 3), np.uint8), {}
+
+    def step(self, action):
+        return np.zeros((32, 32, 3), np.uint8), 0.0, False, False, {}
+
+
+gymnasium.register(id="Images32-v0", entry_point=f"{__name__}:Images32", max_episode_steps=50)
+'''
+
+# Refused once the run starts (an env or an agent that cannot be built) or by the command line
+# (values no config check reached before): (extra arguments, fragment of the message).
+REFUSED_AT_START = [
+    (["--run.train_ratio", "inf"], "run.train_ratio=inf; must be finite"),
+    (["--steps", "1e20"], "run.steps=1e+20 is more than 1e+15 environment steps"),
+    # debug: prefill 800 env steps, so the first update comes at env step 800.
+    (["--steps", "800"], "ends before the first update, at env step 800"),
+    (["--task", "gym:CarRacing-v3"], 'pip install "gymnasium[box2d]"'),
+    (["--task", "gym:rssm_no_such_module:Foo-v0"], "module 'rssm_no_such_module'"),
+    (["--task", "gym:rssm_test_images:Images32-v0"], "encoder takes (64, 64, 3): resize"),
+    (
+        ["--agent", "sac", "--task", "gym:CartPole-v1", "--model.replay_context", "0"],
+        "sac on gym:CartPole-v1: agent sac has a tanh-Gaussian policy",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"), REFUSED_AT_START, ids=[" ".join(c[0]) for c in REFUSED_AT_START]
+)
+def test_a_run_that_cannot_start_says_why_and_leaves_nothing(
+    tmp_path, capsys, monkeypatch, extra, fragment
+):
+    (tmp_path / "rssm_test_images.py").write_text(IMAGES_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert train_lib.main(_argv(tmp_path, extra)) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_logdir_is_refused(capsys):
+    assert train_lib.main(["--preset", "debug", "--logdir", ""]) == 2
+    assert "--logdir is empty" in capsys.readouterr().err
+
+
+def test_a_task_a_module_registers_is_found_through_it(tmp_path, monkeypatch):
+    (tmp_path / "rssm_test_images.py").write_text(IMAGES_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = "gym:rssm_test_images:Images32-v0"
+    cfg, _ = config_lib.parse_args(["--logdir", "x", "--task", task])
+    with make_env(cfg.env.task, seed=3) as env:
+        assert env.obs_spec["image"] == ((32, 32, 3), np.dtype(np.uint8))
+        assert env.reset()["image"].shape == (32, 32, 3)
+
+
+def test_an_unusable_compile_cache_warns_and_compiles_without_it(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert train_lib.use_compile_cache(afile / "xla") is False
+    assert "compiling without it" in capsys.readouterr().err
+
+
+def test_an_eta_past_a_day_counts_days():
+    assert format_duration(59) == "00:00:59"
+    assert format_duration(3 * 86_400 + 4 * 3600 + 5 * 60 + 6) == "3d 04:05:06"
+    assert format_duration(float("inf")) == "?" and "d " in format_duration(1e20)  # no OSError

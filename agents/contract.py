@@ -1,6 +1,7 @@
 """The contract every agent keeps with the runner: its functions, its state, its carry.
 
-An agent is a bundle of pure, jit-compiled functions over one training-state pytree:
+An agent is a bundle of pure, jit-compiled functions over one training-state pytree (``Agent``
+lists what the runner uses; ``CompiledAgent`` compiles them, once for every agent):
 
     init(key) -> AgentState
     init_carry(num_envs) -> carry                     recurrent policy state
@@ -10,7 +11,8 @@ An agent is a bundle of pure, jit-compiled functions over one training-state pyt
     update(state, batch)                              ``train`` before jit, for callers that
                                                       compile it with their own shardings
     openloop(state, batch, key) -> {name: [B, T, ...]}  world-model predictions for videos
-                                                      (agents with a world model)
+                                                      (None for agents without a world model)
+    dummy_batch(batch, length) -> {name: [B, T, ...]}  a zero batch as replay samples it
 
 **State.** Every agent's state is an ``AgentState`` with the same fields, so that code over
 agents (checkpoints, sharding, parameter counts, evaluation) reads them by name:
@@ -33,31 +35,26 @@ while collecting, 'eval' for the evaluation policy, 'random' for uniform actions
 still advance the recurrent state, so the carried previous action is always the action that was
 executed.
 
-``batch`` holds ``[B, T, ...]`` arrays and, with ``model.replay_context``, ``context``: the
-stored ``{'deter', 'stoch'}`` of the step before each sequence, ``[B, ...]``. ``train`` returns
-in ``context`` the refreshed posterior ``{'deter', 'stoch'}`` of every step, ``[B, T, ...]``
-(empty without replay context), for the runner to write back into replay.
+``batch`` holds ``[B, T, ...]`` arrays (``dummy_batch`` lists the keys and dtypes) and, with
+``model.replay_context``, ``context``: the stored ``{'deter', 'stoch'}`` of the step before each
+sequence, ``[B, ...]``. ``train`` returns in ``context`` the refreshed posterior
+``{'deter', 'stoch'}`` of every step, ``[B, T, ...]`` (empty without replay context), for the
+runner to write back into replay.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 
 Array = jax.Array
-
-
-class Agent(Protocol):
-    action_dim: int
-    discrete: bool
-
-    def init(self, key: Array) -> AgentState: ...
-    def init_carry(self, num_envs: int) -> dict[str, Any]: ...
-    def policy(self, state: AgentState, carry: Any, obs: dict, key: Array, mode: str): ...
-    def train(self, state: AgentState, batch: dict) -> tuple[AgentState, dict, dict]: ...
-    def update(self, state: AgentState, batch: dict) -> tuple[AgentState, dict, dict]: ...
+Batch = dict[str, Any]
+# ((name, shape), ...) of the observations: 'vector' ([D]) and/or 'image' ([64, 64, 3]).
+ObsShapes = tuple[tuple[str, tuple[int, ...]], ...]
 
 
 @flax.struct.dataclass
@@ -81,6 +78,60 @@ CARRY_KEYS = ("state", "action")
 POLICY_MODES = ("explore", "eval", "random")
 
 
+class Agent(Protocol):
+    """What the runner (``experiments``) uses of an agent. ``CompiledAgent`` provides the
+    compiled functions from an agent's pure ones."""
+
+    action_dim: int  # A: actions are [N, A], one-hot over A classes if discrete
+    discrete: bool
+    wm: Any  # the world model (a flax Module), or None for an agent without one
+    openloop: Callable[[AgentState, Batch, Array], dict[str, Array]] | None
+
+    def init(self, key: Array) -> AgentState: ...
+    def init_carry(self, num_envs: int) -> dict[str, Any]: ...
+    def policy(
+        self, state: AgentState, carry: dict, obs: dict, key: Array, mode: str
+    ) -> tuple[Array, dict]: ...
+    # The policy before jit, for callers that transform it themselves (SeedBatch vmaps it).
+    def _policy(
+        self, state: AgentState, carry: dict, obs: dict, key: Array, mode: str
+    ) -> tuple[Array, dict]: ...
+    def train(self, state: AgentState, batch: Batch) -> tuple[AgentState, dict, dict]: ...
+    def update(self, state: AgentState, batch: Batch) -> tuple[AgentState, dict, dict]: ...
+    def dummy_batch(self, batch: int = 1, length: int = 2) -> Batch: ...
+
+
+class CompiledAgent:
+    """The one place where an agent's pure functions become the ones the runner calls.
+
+    A subclass sets ``action_dim``, ``discrete`` and ``obs_shapes``, defines ``_init(key)``,
+    ``_policy(state, carry, obs, key, mode)``, ``_train(state, batch)`` and ``init_carry``
+    (and ``_openloop(state, batch, key)`` and ``wm`` with a world model), and calls
+    ``self._compile()`` at the end of its ``__init__``.
+    """
+
+    action_dim: int
+    discrete: bool
+    obs_shapes: ObsShapes
+    wm: Any = None
+    _openloop: Callable[..., dict[str, Array]] | None = None
+
+    def _compile(self) -> None:
+        # Uncompiled: the runner jits it with its shardings, and vmaps it over seeds.
+        self.update = self._train
+        # The state's buffers become the new state's: an update allocates no second copy.
+        self.train = jax.jit(self._train, donate_argnums=0)
+        # Compiled: run op by op, initialization takes about three times as long.
+        self.init = jax.jit(self._init)
+        # ``mode`` picks a branch while tracing: one program per mode.
+        self.policy = jax.jit(self._policy, static_argnums=4)
+        self.openloop = None if self._openloop is None else jax.jit(self._openloop)
+
+    def dummy_batch(self, batch: int = 1, length: int = 2) -> Batch:
+        """A zero batch ``[batch, length, ...]`` of this agent's observations and actions."""
+        return dummy_batch(self.obs_shapes, self.action_dim, batch, length)
+
+
 def check_mode(mode: str) -> None:
     if mode not in POLICY_MODES:
         raise ValueError(f"policy mode {mode!r}; expected one of {POLICY_MODES}")
@@ -91,3 +142,33 @@ def random_actions(key: Array, num: int, action_dim: int, discrete: bool = False
     if discrete:
         return jax.nn.one_hot(jax.random.randint(key, (num,), 0, action_dim), action_dim)
     return jax.random.uniform(key, (num, action_dim), minval=-1.0, maxval=1.0)
+
+
+def dummy_batch(
+    obs_shapes: ObsShapes,
+    action_dim: int,
+    batch: int = 1,
+    length: int = 2,
+    context: Mapping[str, Array] | None = None,
+) -> Batch:
+    """A zero batch ``[batch, length, ...]`` with the keys and dtypes of a replayed one.
+
+    ``context``: the stored start state's entries (``deter``, ``stoch``), whose shapes
+    ``[N, ...]`` give ``batch['context']``'s, ``[batch, ...]``; none if None.
+    """
+    data = {
+        name: jnp.zeros((batch, length, *shape), jnp.uint8 if name == "image" else jnp.float32)
+        for name, shape in obs_shapes
+    }
+    data.update(
+        action=jnp.zeros((batch, length, action_dim)),
+        reward=jnp.zeros((batch, length)),
+        is_first=jnp.ones((batch, length), bool),
+        is_last=jnp.zeros((batch, length), bool),
+        is_terminal=jnp.zeros((batch, length), bool),
+    )
+    if context is not None:
+        data["context"] = {
+            k: jnp.zeros((batch, *v.shape[1:]), jnp.float32) for k, v in context.items()
+        }
+    return data

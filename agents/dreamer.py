@@ -17,16 +17,19 @@ One ``train(state, batch)`` update, all inside one jit (DreamerV3, 2024 release 
 6. Replay value (``repval``): the critic also regresses, on the replayed posterior states,
    lambda-returns over the real rewards and terminals bootstrapped with the imagined returns.
 
-``update='joint'`` (2024) takes one gradient of the sum of all losses at the current parameters
-(the world model also receives the replay-value loss's gradient when ``repval_grad``);
-``update='sequential'`` (the 2023 code) first updates the world model, then imagines with the
-updated one for the actor and critic.
+The losses are one dict, {'wm', 'actor', 'critic', 'repval'}, with one dict of scales of the
+same keys (``DreamerConfig.loss_scales``), summed once (as DreamerV3's agent.py). ``update='joint'``
+(2024) takes one gradient of that sum at the current parameters (the world model also receives
+the replay-value loss's gradient when ``repval_grad``); ``update='sequential'`` (the 2023 code)
+first updates the world model on its loss, then imagines with the updated one for the sum of
+the actor's and critic's. Metrics are named '<loss>/<name>' in one place (``_metrics``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+import functools
+import operator
+from typing import Any, NamedTuple
 
 import distrax
 import jax
@@ -35,91 +38,44 @@ import optax
 
 import rssm
 from agents import ac_math, optim
-from agents.baselines import context_out, start_state
-from agents.contract import AgentState, check_mode, random_actions
-from agents.world_model import ObsShapes, WorldModel, WorldModelConfig, dummy_batch, zero_carry
+from agents.contract import AgentState, Batch, ObsShapes, check_mode, random_actions
+from agents.dreamer_config import DreamerConfig
+from agents.model_based import WorldModelAgent, context_out, start_state
+from agents.world_model import WorldModel, WorldModelConfig
 from rssm.reference import reference_active
 
 Array = jax.Array
+Metrics = dict[str, Array]
 sg = jax.lax.stop_gradient
 
-UPDATES = ("joint", "sequential")
-CONTS = ("prob", "mode")
-FIRST_CONTS = ("model", "data")
+
+class Gradients(NamedTuple):
+    """What one update computes, whichever its order ('joint' or 'sequential')."""
+
+    params: dict[str, Any]  # every module after its optimizer step
+    opt_state: dict[str, Any]  # their optimizer states after it
+    grads: dict[str, Any]  # the gradient each module ('wm', 'actor', 'critic') stepped on
+    metrics: Metrics  # '<loss>/<name>'
+    retnorm: ac_math.ReturnNorm  # the return normalizer after this batch's returns
+    post: rssm.State  # the posterior states of the batch, [B, T]
 
 
-@dataclasses.dataclass(frozen=True)
-class DreamerConfig:
-    """Actor-critic hyperparameters; defaults are DreamerV3's 2024 release at size1m."""
+class Rollout(NamedTuple):
+    """Trajectories imagined from N start states and what the losses need of them."""
 
-    horizon: int = 15  # imagination steps H
-    discount_horizon: int = 333  # the discount is gamma = 1 - 1 / discount_horizon
-    lam: float = 0.95  # lambda of the lambda-returns
-    contdisc: bool = True  # discount inside the continue head (2024); False: explicit gamma
-    imag_cont: str = "prob"  # imagined c_t: the head's probability (2024) or its mode (2023)
-    first_cont: str = "model"  # c_0: the continue head at the start state (2024) or the data
-    estimator: str = "reinforce"  # actor gradient: 'reinforce' or 'dynamics' (2023 continuous)
-    actent: float = 3e-4  # beta, weight of KL(pi || prior)
-    prior: str = "uniform"  # action prior: 'uniform' (max-entropy RL) or 'normal'
-    prior_mean: float = 0.0  # 'normal' prior: mean of every action dimension
-    prior_std: float = 0.3  # 'normal' prior: standard deviation of every action dimension
-    slow_rate: float = 0.02  # EMA rate of the slow critic
-    # The slow critic copies the critic at the first update (2023 code: SlowUpdater mixes 1 on
-    # its first call); otherwise it starts as the initial critic (2024: SlowModel copies it).
-    slow_copy_first: bool = False
-    slowreg: float = 1.0  # weight of the slow-critic regularizer
-    retnorm_decay: float = 0.99  # EMA decay of the return percentiles
-    retnorm_limit: float = 1.0  # lower bound of the return scale S
-    layers: int = 3  # actor and critic MLP layers
-    units: int = 64  # actor and critic MLP width
-    minstd: float = 0.1  # actor: lower bound of the action standard deviation
-    maxstd: float = 1.0  # actor: upper bound of the action standard deviation
-    outscale: float = 0.01  # actor: scale of the output layer's initial weights
-    # Discrete actor: weight of the uniform mixture (2023 one-hot head: 0.01; the 2024
-    # categorical head ignores its unimix setting: 0)
-    actor_unimix: float = 0.0
-    value_dist: str = "symexp_twohot"  # critic: 'symexp_twohot' (2024) or 'symlog_twohot'
-    value_bins: int = 255  # bins of the two-hot critic
-    repval: bool = True  # also train the critic on replayed states (2024)
-    repval_scale: float = 0.3  # weight of the replay-value loss
-    repval_grad: bool = True  # the replay-value loss also trains the world model's states
-    update: str = "joint"  # 'joint' (2024: one gradient) or 'sequential' (2023: WM first)
-    eval_sample: bool = True  # the 'eval' policy samples (both references do); False: mode
-
-    @property
-    def gamma(self) -> float:
-        return 1.0 - 1.0 / self.discount_horizon
-
-    def validate(self) -> None:
-        choices = {
-            "estimator": ac_math.ESTIMATORS,
-            "prior": ("uniform", "normal"),
-            "imag_cont": CONTS,
-            "first_cont": FIRST_CONTS,
-            "value_dist": ("symexp_twohot", "symlog_twohot"),
-            "update": UPDATES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"dreamer.{name}={getattr(self, name)!r}; expected one of {allowed}"
-                )
-        if not 0.0 <= self.actor_unimix < 1.0:
-            raise ValueError(f"dreamer.actor_unimix={self.actor_unimix}; must lie in [0, 1)")
-        if self.prior == "normal" and self.prior_std <= 0:
-            raise ValueError(f"dreamer.prior_std={self.prior_std}; must be positive")
-        if self.horizon < 1:
-            raise ValueError(f"dreamer.horizon={self.horizon}; must be >= 1")
-        if self.discount_horizon < 1:
-            raise ValueError(f"dreamer.discount_horizon={self.discount_horizon}; must be >= 1")
-        if self.repval and self.update != "joint":
-            raise ValueError(
-                "dreamer.repval needs dreamer.update='joint' (its gradient reaches the world "
-                "model and critic together); set dreamer.repval=false for 'sequential'"
-            )
+    feat: Array  # features of s_0 .. s_H, [N, H + 1, F] (stopped unless 'dynamics')
+    actions: Array  # a_0 .. a_H, [N, H + 1, A]
+    rewards: Array  # r_1 .. r_H, [N, H]
+    cont: Array  # c_0 .. c_H, [N, H + 1]
+    values: Array  # v_0 .. v_H, [N, H + 1]
+    critic: Any  # the critic's distribution at s_0 .. s_H (None where it is not reused)
+    returns: Array  # R_0 .. R_{H-1}, [N, H]
+    weights: Array  # w_0 .. w_H, [N, H + 1]
+    retnorm: ac_math.ReturnNorm
+    scale: Array  # S, []
 
 
-class Dreamer:
+class Dreamer(WorldModelAgent):
     """The Dreamer agent: ``init``, ``init_carry``, ``policy``, ``train``, ``openloop``."""
 
     def __init__(
@@ -133,33 +89,12 @@ class Dreamer:
         discrete: bool = False,
     ):
         cfg.validate()
-        wm_cfg.validate()
-        if discrete and cfg.estimator == "dynamics":
-            raise ValueError(
-                "dreamer.estimator=dynamics backpropagates through sampled actions, which "
-                "one-hot categorical samples do not allow: use --dreamer.estimator reinforce "
-                "for discrete actions"
-            )
-        if discrete and cfg.prior != "uniform":
-            raise ValueError(
-                f"dreamer.prior={cfg.prior!r} is a Normal over continuous actions; discrete "
-                "actions take the uniform categorical prior: --dreamer.prior uniform"
-            )
-        self.discrete = discrete  # one-hot actions over action_dim classes
-        opt = opt or optim.OptimConfig()
-        self.cfg, self.wm_cfg, self.opt_cfg = cfg, wm_cfg, opt
-        self.action_dim = action_dim
-        self.obs_shapes = obs_shapes
-        self.batch_size = batch_size
         cont_target = cfg.gamma if cfg.contdisc else 1.0
-        self.wm = WorldModel(wm_cfg, obs_shapes, action_dim, cont_target)
-        common = dict(
-            norm=wm_cfg.norm,
-            act=wm_cfg.act,
-            dtype=wm_cfg.compute_dtype,
-            bias=wm_cfg.bias,
-            winit=wm_cfg.winit,
-        )
+        super().__init__(wm_cfg, obs_shapes, action_dim, batch_size, discrete, cont_target)
+        cfg.check_actions(discrete)
+        opt = opt or optim.OptimConfig()
+        self.cfg, self.opt_cfg = cfg, opt
+        common = wm_cfg.net_kwargs
         self.actor = ac_math.ActorHead(
             action_dim,
             discrete=discrete,
@@ -176,18 +111,7 @@ class Dreamer:
         )
         self.opt = {k: optim.make(opt, k) for k in optim.MODULES}
         self.feat_size = wm_cfg.feat_size
-        self.update = self._train  # uncompiled: the runner jits it with its shardings
-        self.train = jax.jit(self._train, donate_argnums=0)
-        # Compiled: run op by op, initialization takes about three times as long.
-        self.init = jax.jit(self._init)
-        self.policy = jax.jit(self._policy, static_argnums=4)
-        self.openloop = jax.jit(self._openloop)
-
-    # --- construction -------------------------------------------------------------------------
-
-    def dummy_batch(self, batch: int = 1, length: int = 2) -> dict[str, Array]:
-        context = zero_carry(self.wm, 1)["state"] if self.wm_cfg.replay_context else None
-        return dummy_batch(self.obs_shapes, self.action_dim, batch, length, context)
+        self._compile()
 
     def _init(self, key: Array) -> AgentState:
         k_wm, k_wm2, k_actor, k_critic, k_state = jax.random.split(key, 5)
@@ -208,10 +132,8 @@ class Dreamer:
             updates=jnp.zeros((), jnp.int32),
         )
 
-    def init_carry(self, num_envs: int) -> dict[str, Any]:
-        return zero_carry(self.wm, num_envs)
-
-    def action_prior(self, like: distrax.Distribution):
+    def action_prior(self, like: distrax.Distribution) -> Any:
+        """The action prior of the entropy bonus, for policies shaped as ``like``."""
         if self.cfg.prior == "uniform":
             return ac_math.UNIFORM
         shape = tuple(like.batch_shape) + tuple(like.event_shape)
@@ -222,15 +144,15 @@ class Dreamer:
 
     # --- acting -------------------------------------------------------------------------------
 
-    def _policy(self, state: AgentState, carry, obs, key, mode: str):
+    def _policy(
+        self, state: AgentState, carry: dict, obs: dict, key: Array, mode: str
+    ) -> tuple[Array, dict[str, Any]]:
         """Posterior step on o_t from the carried (h, s, a_{t-1}), then a_t ~ pi(. | h_t, s_t)
         ('explore'; 'eval' too with ``eval_sample``, else its mode), or uniform in [-1, 1]
         ('random', prefill). Actions are clipped to the box the environment accepts."""
         check_mode(mode)
         k1, k2 = jax.random.split(key)
-        post = self.wm.apply(
-            state.params["wm"], carry["state"], carry["action"], obs, k1, method=WorldModel.obs_step
-        )
+        post = self.observe_step(state, carry, obs, k1)
         if mode == "random":
             action = random_actions(k2, post["deter"].shape[0], self.action_dim, self.discrete)
         else:
@@ -240,9 +162,11 @@ class Dreamer:
         action = jnp.clip(action, -1.0, 1.0)
         return action, {"state": post, "action": action}
 
-    # --- learning -----------------------------------------------------------------------------
+    # --- imagination --------------------------------------------------------------------------
 
-    def imagine(self, wm_params, actor_params, start, key: Array, sample: bool = True):
+    def imagine(
+        self, wm_params: Any, actor_params: Any, start: Any, key: Array, sample: bool = True
+    ) -> tuple[Any, Array]:
         """Imagined states ``[N, H + 1]`` from ``start [N]`` and the actions ``[N, H + 1, A]``.
 
         actions[:, t] ~ pi(. | states[:, t]) (the mode if not ``sample``); states[:, t + 1] is the
@@ -261,89 +185,95 @@ class Dreamer:
             wm_params, policy, start, self.cfg.horizon, key, method=WorldModel.imagine
         )
 
-    def _imagination_losses(self, wm_p, params, state: AgentState, post, batch, key):
-        """Actor and critic losses over trajectories imagined from every posterior state.
+    def _rollout(
+        self, wm_p: Any, params: dict, state: AgentState, post: Any, batch: Batch, key: Array
+    ) -> Rollout:
+        """Trajectories imagined from every posterior state (``[B * T]`` starts, stopped), their
+        rewards, continues, values, lambda-returns, weights and return scale.
 
-        ``wm_p`` carries no gradient. Returns (actor loss, critic loss, (metrics, retnorm,
-        returns R_0 of each start ``[B * T]``)).
+        ``wm_p`` carries no gradient; ``params`` holds the actor's and the critic's.
         """
         cfg = self.cfg
-        k_img, k_kl = jax.random.split(key)
         start = jax.tree.map(lambda x: sg(x.reshape(-1, *x.shape[2:])), post)
         dynamics = cfg.estimator == "dynamics"
+        traj, actions = self.imagine(wm_p, params["actor"], start, key)
+        feat = rssm.features(traj)  # [N, H + 1, F]
+        if not dynamics:
+            feat = sg(feat)
+        rew_dist, con_dist = self.wm.apply(wm_p, feat, method=WorldModel.heads)
+        cont = con_dist.mean() if cfg.imag_cont == "prob" else (con_dist.mean() > 0.5)
+        cont = cont.astype(jnp.float32)
+        if cfg.first_cont == "data":
+            first = 1.0 - batch["is_terminal"].reshape(-1).astype(jnp.float32)
+            cont = jnp.concatenate([first[:, None], cont[:, 1:]], 1)
+        # With contdisc the continue head already carries the discount.
+        gamma = 1.0 if cfg.contdisc else cfg.gamma
+        if dynamics or reference_active():
+            values = self.critic.apply(sg(params["critic"]), feat).mean()  # v_0 .. v_H
+            critic_dist = None
+        else:
+            # One critic pass serves both the returns (stopped) and the critic's own loss;
+            # the features are stopped already, so the gradients are unchanged.
+            critic_dist = self.critic.apply(params["critic"], feat)
+            values = sg(critic_dist.mean())
+        rewards = rew_dist.mean()[:, 1:]
+        rets = ac_math.lambda_returns(rewards, cont[:, 1:], values, gamma, cfg.lam)
+        weights = ac_math.discount_weights(cont, gamma)
+        retnorm = ac_math.returnnorm_update(state.aux["retnorm"], sg(rets), cfg.retnorm_decay)
+        scale = ac_math.returnnorm_scale(retnorm, cfg.retnorm_limit)
+        return Rollout(
+            feat, actions, rewards, cont, values, critic_dist, rets, weights, retnorm, scale
+        )
+
+    # --- losses -------------------------------------------------------------------------------
+
+    def _imagination_losses(
+        self, wm_p: Any, params: dict, state: AgentState, post: Any, batch: Batch, key: Array
+    ) -> tuple[dict[str, Array], dict[str, Metrics], ac_math.ReturnNorm, Array]:
+        """The actor's and the critic's losses over trajectories imagined from every posterior
+        state (``_rollout``). Returns ({'actor', 'critic'}, their metrics, the return
+        normalizer, the returns R_0 of each start ``[B * T]``)."""
+        k_img, k_kl = jax.random.split(key)
         with jax.named_scope("imagination"):
-            traj, actions = self.imagine(wm_p, params["actor"], start, k_img)
-            feat = rssm.features(traj)  # [N, H + 1, F]
-            if not dynamics:
-                feat = sg(feat)
-            rew_dist, con_dist = self.wm.apply(wm_p, feat, method=WorldModel.heads)
-            cont = con_dist.mean() if cfg.imag_cont == "prob" else (con_dist.mean() > 0.5)
-            cont = cont.astype(jnp.float32)
-            if cfg.first_cont == "data":
-                first = 1.0 - batch["is_terminal"].reshape(-1).astype(jnp.float32)
-                cont = jnp.concatenate([first[:, None], cont[:, 1:]], 1)
-            # With contdisc the continue head already carries the discount.
-            gamma = 1.0 if cfg.contdisc else cfg.gamma
-            if dynamics or reference_active():
-                values = self.critic.apply(sg(params["critic"]), feat).mean()  # v_0 .. v_H
-                critic_dist = None
-            else:
-                # One critic pass serves both the returns (stopped) and the critic's own loss;
-                # the features are stopped already, so the gradients are unchanged.
-                critic_dist = self.critic.apply(params["critic"], feat)
-                values = sg(critic_dist.mean())
-            rewards = rew_dist.mean()[:, 1:]
-            rets = ac_math.lambda_returns(rewards, cont[:, 1:], values, gamma, cfg.lam)
-            weights = ac_math.discount_weights(cont, gamma)
-            retnorm = ac_math.returnnorm_update(state.aux["retnorm"], sg(rets), cfg.retnorm_decay)
-            scale = ac_math.returnnorm_scale(retnorm, cfg.retnorm_limit)
+            r = self._rollout(wm_p, params, state, post, batch, k_img)
         with jax.named_scope("actor"):
-            pi = self.actor.apply(params["actor"], sg(feat[:, :-1]))
-            actor_loss, metrics = self._actor_loss(pi, actions, rets, values, weights, scale, k_kl)
-        metrics.update(
-            {
-                "actor/imag_reward": rewards.mean(),
-                "actor/imag_cont": cont[:, 1:].mean(),
-                "actor/imag_return": rets.mean(),
-                "actor/imag_weight": weights.mean(),
-            }
+            pi = self.actor.apply(params["actor"], sg(r.feat[:, :-1]))
+            actor_loss, actor_metrics = ac_math.actor_loss(
+                pi,
+                r.actions[:, :-1],
+                r.returns,
+                r.values[:, :-1],
+                r.weights[:, :-1],
+                r.scale,
+                estimator=self.cfg.estimator,
+                beta=self.cfg.actent,
+                prior=self.action_prior(pi),
+                key=k_kl,
+                entropy_range=self.actor.entropy_range(),
+            )
+        actor_metrics.update(
+            imag_reward=r.rewards.mean(),
+            imag_cont=r.cont[:, 1:].mean(),
+            imag_return=r.returns.mean(),
+            imag_weight=r.weights.mean(),
         )
         with jax.named_scope("critic"):
-            feat_c = sg(feat[:, :-1])
-            slow_mean = self.critic.apply(state.aux["slow_critic"], feat_c).mean()
-            if critic_dist is None:
-                critic_dist = self.critic.apply(params["critic"], feat_c)
+            feat = sg(r.feat[:, :-1])
+            slow_mean = self.critic.apply(state.aux["slow_critic"], feat).mean()
+            if r.critic is None:
+                critic_dist = self.critic.apply(params["critic"], feat)
             else:
-                critic_dist = type(critic_dist)(critic_dist.logits[:, :-1], critic_dist.bins)
+                critic_dist = type(r.critic)(r.critic.logits[:, :-1], r.critic.bins)
             critic_loss, critic_metrics = ac_math.critic_loss(
-                critic_dist,
-                sg(rets),
-                slow_mean,
-                weights[:, :-1],
-                cfg.slowreg,
+                critic_dist, sg(r.returns), slow_mean, r.weights[:, :-1], self.cfg.slowreg
             )
-        metrics.update({f"critic/{k}": v for k, v in critic_metrics.items()})
-        return actor_loss, critic_loss, (metrics, retnorm, sg(rets[:, 0]))
+        losses = {"actor": actor_loss, "critic": critic_loss}
+        metrics = {"actor": actor_metrics, "critic": critic_metrics}
+        return losses, metrics, r.retnorm, sg(r.returns[:, 0])
 
-    def _actor_loss(self, pi, actions, rets, values, weights, scale, key):
-        """``ac_math.actor_loss`` over s_0 .. s_{H-1} with this agent's settings."""
-        cfg = self.cfg
-        actor_loss, metrics = ac_math.actor_loss(
-            pi,
-            actions[:, :-1],
-            rets,
-            values[:, :-1],
-            weights[:, :-1],
-            scale,
-            estimator=cfg.estimator,
-            beta=cfg.actent,
-            prior=self.action_prior(pi),
-            key=key,
-            entropy_range=self.actor.entropy_range(),
-        )
-        return actor_loss, {f"actor/{k}": v for k, v in metrics.items()}
-
-    def _repval_loss(self, critic_p, state: AgentState, post, batch, boot):
+    def _repval_loss(
+        self, critic_p: Any, state: AgentState, post: Any, batch: Batch, boot: Array
+    ) -> tuple[Array, Metrics]:
         """The replay-value loss over the batch's posterior states ``[B, T]``: two-hot
         regression on ``ac_math.replay_returns`` (bootstrapped with the imagined returns
         ``boot [B, T]``), weighted by 1 - is_last, plus the slow-critic regularizer."""
@@ -361,108 +291,105 @@ class Dreamer:
         feat = feat[:, :-1]
         weights = 1.0 - last[:, :-1].astype(jnp.float32)
         slow_mean = self.critic.apply(state.aux["slow_critic"], sg(feat)).mean()
-        loss, metrics = ac_math.critic_loss(
+        return ac_math.critic_loss(
             self.critic.apply(critic_p, feat), sg(rets), slow_mean, weights, cfg.slowreg
         )
-        return loss, {f"repval/{k}": v for k, v in metrics.items()}
 
-    def _train(self, state: AgentState, batch: dict):
-        key = jax.random.split(state.key, 3)[0]
-        grads, metrics, (retnorm, post, new_params, opt_state) = self._gradients(state, batch)
-        if new_params is None:  # 'joint': every module steps on the gradients just taken
-            new_params, opt_state = self._step(optim.MODULES, grads, state.opt_state, state.params)
-        for name in optim.MODULES:
-            metrics[f"{name}/grad_norm"] = optax.tree.norm(grads[name])
+    def _wm_loss(
+        self, wm_p: Any, batch: Batch, key: Array, start: Any
+    ) -> tuple[Array, tuple[Metrics, Any]]:
+        """The world model's loss (``WorldModel.loss``): (loss, (metrics, posterior))."""
+        with jax.named_scope("world_model"):
+            return self.wm.apply(wm_p, batch, key, start, method=WorldModel.loss)
+
+    def _total(self, losses: dict[str, Array]) -> Array:
+        """sum_k scale_k loss_k over ``losses``, in their order (``DreamerConfig.loss_scales``)."""
+        scales = self.cfg.loss_scales
+        return functools.reduce(operator.add, [scales[k] * v for k, v in losses.items()])
+
+    def _joint_loss(
+        self, params: dict, state: AgentState, batch: Batch, k_wm: Array, k_ac: Array
+    ) -> tuple[Array, tuple[dict[str, Array], dict[str, Metrics], Any, Any]]:
+        """The scaled sum of every loss at ``params`` ('joint'); the actor and critic see the
+        world model stopped. Aux: (losses, metrics by loss, return normalizer, posterior)."""
+        loss_wm, (wm_metrics, post) = self._wm_loss(
+            params["wm"], batch, k_wm, start_state(self.wm_cfg, batch)
+        )
+        ac_losses, metrics, retnorm, boot = self._imagination_losses(
+            sg(params["wm"]), params, state, post, batch, k_ac
+        )
+        losses = {"wm": loss_wm, **ac_losses}
+        metrics = {"wm": wm_metrics, **metrics}
+        if self.cfg.repval:
+            with jax.named_scope("replay_value"):
+                losses["repval"], metrics["repval"] = self._repval_loss(
+                    params["critic"], state, post, batch, boot.reshape(batch["is_first"].shape)
+                )
+        return self._total(losses), (losses, metrics, retnorm, post)
+
+    # --- learning -----------------------------------------------------------------------------
+
+    def _gradients(self, state: AgentState, batch: Batch, k_wm: Array, k_ac: Array) -> Gradients:
+        """Every module's gradient and optimizer step, and the losses as metrics.
+
+        'joint': one gradient of the scaled sum of all losses, then every module steps.
+        'sequential': the world model's gradient and step first; then the actor's and critic's
+        gradients of their losses in imagination with the stepped world model, and their steps.
+        """
+        if self.cfg.update == "joint":
+            loss = jax.value_and_grad(self._joint_loss, has_aux=True)
+            (_, (losses, metrics, retnorm, post)), grads = loss(
+                state.params, state, batch, k_wm, k_ac
+            )
+            params, opt_state = optim.step(self.opt, grads, state.opt_state, state.params)
+            return Gradients(
+                params, opt_state, grads, _metrics(losses, metrics, grads), retnorm, post
+            )
+        start = start_state(self.wm_cfg, batch)
+        wm_loss = jax.value_and_grad(self._wm_loss, has_aux=True)
+        (loss_wm, (wm_metrics, post)), g_wm = wm_loss(state.params["wm"], batch, k_wm, start)
+        params, opt_state = optim.step(self.opt, {"wm": g_wm}, state.opt_state, state.params)
+        new_wm = params["wm"]
+
+        def ac_loss(p):
+            losses, metrics, retnorm, _ = self._imagination_losses(
+                sg(new_wm), p, state, sg(post), batch, k_ac
+            )
+            return self._total(losses), (losses, metrics, retnorm)
+
+        ac_params = {k: state.params[k] for k in ("actor", "critic")}
+        (_, (losses, metrics, retnorm)), g_ac = jax.value_and_grad(ac_loss, has_aux=True)(ac_params)
+        ac_new, ac_opt = optim.step(self.opt, g_ac, state.opt_state, state.params)
+        params, opt_state = {**params, **ac_new}, {**opt_state, **ac_opt}
+        grads = {"wm": g_wm, **g_ac}
+        losses, metrics = {"wm": loss_wm, **losses}, {"wm": wm_metrics, **metrics}
+        return Gradients(params, opt_state, grads, _metrics(losses, metrics, grads), retnorm, post)
+
+    def _train(self, state: AgentState, batch: Batch) -> tuple[AgentState, Metrics, dict]:
+        key, k_wm, k_ac = jax.random.split(state.key, 3)
+        out = self._gradients(state, batch, k_wm, k_ac)
         rate = self.cfg.slow_rate
         if self.cfg.slow_copy_first:
             rate = jnp.where(state.updates == 0, 1.0, rate)
+        slow = ac_math.ema_update(state.aux["slow_critic"], out.params["critic"], rate)
         new_state = state.replace(
-            params=new_params,
-            opt_state=opt_state,
-            aux={
-                "slow_critic": ac_math.ema_update(
-                    state.aux["slow_critic"], new_params["critic"], rate
-                ),
-                "retnorm": retnorm,
-            },
+            params=out.params,
+            opt_state=out.opt_state,
+            aux={"slow_critic": slow, "retnorm": out.retnorm},
             key=key,
             updates=state.updates + 1,
         )
-        return new_state, metrics, context_out(self.wm_cfg, post)
+        return new_state, out.metrics, context_out(self.wm_cfg, out.post)
 
-    def _gradients(self, state: AgentState, batch: dict):
-        """Gradients of every module's loss, and the losses as metrics.
 
-        Returns (grads {'wm', 'actor', 'critic'}, metrics, (retnorm, posterior states, new
-        params, new optimizer states)); the last two are None for 'joint' (the caller steps)
-        and hold the stepped modules for 'sequential', whose actor and critic gradients are
-        taken after the world model's step.
-        """
-        cfg = self.cfg
-        _, k_wm, k_ac = jax.random.split(state.key, 3)
-        params = state.params
-        start = start_state(self.wm_cfg, batch)
-        b, t = batch["is_first"].shape
-
-        def wm_loss(wm_p):
-            with jax.named_scope("world_model"):
-                return self.wm.apply(wm_p, batch, k_wm, start, method=WorldModel.loss)
-
-        if cfg.update == "joint":
-
-            def total_loss(p):
-                loss_wm, (wm_metrics, post) = wm_loss(p["wm"])
-                actor_l, critic_l, (metrics, retnorm, boot) = self._imagination_losses(
-                    sg(p["wm"]), p, state, post, batch, k_ac
-                )
-                total = loss_wm + actor_l + critic_l
-                metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
-                metrics.update({"wm/loss": loss_wm})
-                if cfg.repval:
-                    with jax.named_scope("replay_value"):
-                        rep_l, rep_metrics = self._repval_loss(
-                            p["critic"], state, post, batch, boot.reshape(b, t)
-                        )
-                    total = total + cfg.repval_scale * rep_l
-                    metrics.update(rep_metrics)
-                return total, (metrics, retnorm, post)
-
-            (_, (metrics, retnorm, post)), grads = jax.value_and_grad(total_loss, has_aux=True)(
-                params
-            )
-            return grads, metrics, (retnorm, post, None, None)
-
-        # 'sequential': the world model first, then imagination with the updated one.
-        (loss_wm, (wm_metrics, post)), g_wm = jax.value_and_grad(wm_loss, has_aux=True)(
-            params["wm"]
-        )
-        new_params, opt_state = self._step(("wm",), {"wm": g_wm}, state.opt_state, params)
-        new_wm = new_params["wm"]
-
-        def ac_loss(p):
-            actor_l, critic_l, aux = self._imagination_losses(
-                sg(new_wm), p, state, sg(post), batch, k_ac
-            )
-            return actor_l + critic_l, aux
-
-        ac_params = {k: params[k] for k in ("actor", "critic")}
-        (_, (metrics, retnorm, _)), g_ac = jax.value_and_grad(ac_loss, has_aux=True)(ac_params)
-        metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
-        metrics.update({"wm/loss": loss_wm})
-        ac_new, ac_opt = self._step(("actor", "critic"), g_ac, state.opt_state, params)
-        new_params, opt_state = {**new_params, **ac_new}, {**opt_state, **ac_opt}
-        return {"wm": g_wm, **g_ac}, metrics, (retnorm, post, new_params, opt_state)
-
-    def _step(self, names, grads, opt_state, params):
-        """One optimizer step of the named modules: (new params, new optimizer states)."""
-        new_params, new_opt = {}, {}
-        with jax.named_scope("optimizer"):
-            for name in names:
-                updates, new_opt[name] = self.opt[name].update(
-                    grads[name], opt_state[name], params[name]
-                )
-                new_params[name] = optax.apply_updates(params[name], updates)
-        return new_params, new_opt
-
-    def _openloop(self, state: AgentState, batch, key):
-        return self.wm.apply(state.params["wm"], batch, key, method=WorldModel.openloop)
+def _metrics(
+    losses: dict[str, Array], metrics: dict[str, Metrics], grads: dict[str, Any]
+) -> Metrics:
+    """The one place metrics get their names: '<loss>/<name>' for each loss's metrics, the
+    world model's loss as 'wm/loss' (the actor's and critic's name themselves), and
+    '<module>/grad_norm'."""
+    groups = {name: dict(values) for name, values in metrics.items()}
+    groups["wm"]["loss"] = losses["wm"]
+    for name, grad in grads.items():
+        groups.setdefault(name, {})["grad_norm"] = optax.tree.norm(grad)
+    return {f"{group}/{k}": v for group, values in groups.items() for k, v in values.items()}

@@ -17,6 +17,8 @@ per tensor or per element, so one chain over all modules equals one chain per mo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -107,3 +109,20 @@ def make(cfg: OptimConfig, module: str) -> optax.GradientTransformation:
         chain.append(optax.scale_by_adam(cfg.beta1, cfg.beta2, eps))
     chain.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*chain)
+
+
+def step(
+    opts: Mapping[str, optax.GradientTransformation],
+    grads: Mapping[str, Any],
+    opt_state: Mapping[str, Any],
+    params: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One optimizer step of every module that has a gradient in ``grads``, each with its own
+    optimizer ``opts[name]``: p <- p + update(g, state, p). Returns (new params, new optimizer
+    states) of those modules, in the order of ``opts``."""
+    new_params, new_opt = {}, {}
+    with jax.named_scope("optimizer"):
+        for name in (n for n in opts if n in grads):
+            updates, new_opt[name] = opts[name].update(grads[name], opt_state[name], params[name])
+            new_params[name] = optax.apply_updates(params[name], updates)
+    return new_params, new_opt

@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import rssm
 from agents import optim
 from agents.baselines import RandomAgent
-from agents.contract import check_mode, random_actions
-from agents.world_model import ObsShapes, WorldModel, WorldModelConfig
+from agents.contract import AgentState, ObsShapes, check_mode, random_actions
+from agents.world_model import WorldModel, WorldModelConfig
 
 Array = jax.Array
 State = dict[str, Array]
@@ -103,16 +103,7 @@ def cem_plan(
     """
     mean0 = jnp.asarray(mean0, jnp.float32)
     std0 = jnp.asarray(std0, jnp.float32)
-    if mean0.ndim != 2 or mean0.shape != std0.shape:
-        raise ValueError(
-            f"mean0 {mean0.shape} and std0 {std0.shape} must both be [H, A] of one shape"
-        )
-    if not 1 <= top_k <= candidates:
-        raise ValueError(f"top_k={top_k} must lie in [1, candidates={candidates}]")
-    if iterations < 1:
-        raise ValueError(f"iterations={iterations}; must be >= 1")
-    if not action_low < action_high:
-        raise ValueError(f"action_low={action_low} must be below action_high={action_high}")
+    _check_cem(mean0, std0, iterations, candidates, top_k, action_low, action_high)
 
     def step(belief: tuple[Array, Array], k: Array):
         mean, std = belief
@@ -133,6 +124,28 @@ def cem_plan(
     keys = jax.random.split(key, iterations)
     (mean, std), info = jax.lax.scan(step, (mean0, std0), keys)
     return mean, {"std": std, **info}
+
+
+def _check_cem(
+    mean0: Array,
+    std0: Array,
+    iterations: int,
+    candidates: int,
+    top_k: int,
+    action_low: float,
+    action_high: float,
+) -> None:
+    """Rejects a belief that is not two ``[H, A]`` arrays and counts or bounds out of range."""
+    if mean0.ndim != 2 or mean0.shape != std0.shape:
+        raise ValueError(
+            f"mean0 {mean0.shape} and std0 {std0.shape} must both be [H, A] of one shape"
+        )
+    if not 1 <= top_k <= candidates:
+        raise ValueError(f"top_k={top_k} must lie in [1, candidates={candidates}]")
+    if iterations < 1:
+        raise ValueError(f"iterations={iterations}; must be >= 1")
+    if not action_low < action_high:
+        raise ValueError(f"action_low={action_low} must be below action_high={action_high}")
 
 
 # --- scoring by the world model ----------------------------------------------------------------
@@ -242,7 +255,9 @@ class PlanetAgent(RandomAgent):
         super().__init__(wm_cfg, obs_shapes, action_dim, opt, batch_size)
         self.cfg, self.wm_cfg = cfg, wm_cfg
 
-    def _policy(self, state, carry, obs, key, mode: str):
+    def _policy(
+        self, state: AgentState, carry: dict, obs: dict, key: Array, mode: str
+    ) -> tuple[Array, dict[str, Any]]:
         """Posterior step on o_t, then the first action of a CEM plan from it ('eval'), plus
         N(0, explore_noise^2) noise, clipped ('explore'), or uniform in [-1, 1] ('random',
         prefill: no planning, but the posterior still advances)."""

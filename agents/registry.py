@@ -10,32 +10,42 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.baselines import RandomAgent
-from agents.dreamer import Dreamer, DreamerConfig
+from agents.contract import Agent, ObsShapes
+from agents.dreamer import Dreamer
+from agents.dreamer_config import DreamerConfig
 from agents.optim import OptimConfig
 from agents.planet import PlanetAgent, PlanetConfig
 from agents.sac import SAC, SacConfig
-from agents.world_model import ObsShapes, WorldModelConfig
+from agents.wm_config import WorldModelConfig
 
 
-def _dreamer(c: dict[str, Any], obs_shapes, action_dim, discrete, batch_size):
+def _dreamer(
+    c: dict[str, Any], obs_shapes: ObsShapes, action_dim: int, discrete: bool, batch_size: int
+) -> Agent:
     return Dreamer(c["model"], c["dreamer"], obs_shapes, action_dim, c["opt"], batch_size, discrete)
 
 
-def _planet(c: dict[str, Any], obs_shapes, action_dim, discrete, batch_size):
+def _planet(
+    c: dict[str, Any], obs_shapes: ObsShapes, action_dim: int, discrete: bool, batch_size: int
+) -> Agent:
     return PlanetAgent(
         c["model"], c["planet"], obs_shapes, action_dim, c["opt"], batch_size, discrete
     )
 
 
-def _random(c: dict[str, Any], obs_shapes, action_dim, discrete, batch_size):
+def _random(
+    c: dict[str, Any], obs_shapes: ObsShapes, action_dim: int, discrete: bool, batch_size: int
+) -> Agent:
     return RandomAgent(c["model"], obs_shapes, action_dim, c["opt"], batch_size, discrete)
 
 
-def _sac(c: dict[str, Any], obs_shapes, action_dim, discrete, batch_size):
+def _sac(
+    c: dict[str, Any], obs_shapes: ObsShapes, action_dim: int, discrete: bool, batch_size: int
+) -> Agent:
     return SAC(c["sac"], obs_shapes, action_dim, discrete)
 
 
-AGENTS: dict[str, Callable[..., Any]] = {
+AGENTS: dict[str, Callable[..., Agent]] = {
     "dreamer": _dreamer,
     "planet": _planet,
     "random": _random,
@@ -55,7 +65,7 @@ def make(
     planet: PlanetConfig | None = None,
     sac: SacConfig | None = None,
     opt: OptimConfig | None = None,
-) -> Any:
+) -> Agent:
     """The agent ``name`` ('dreamer', 'planet', 'random' or 'sac') for observations
     ``obs_shapes`` and ``action_dim`` actions (one-hot over ``action_dim`` classes if
     ``discrete``); config sections it does not use are ignored, missing ones take defaults."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import distrax
 import flax.linen as nn
@@ -31,11 +31,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents.contract import AgentState, check_mode, random_actions
+from agents import ac_math, optim
+from agents.contract import AgentState, Batch, CompiledAgent, ObsShapes, check_mode, random_actions
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
 PRIORS = ("uniform", "tanh_normal")
+# The tanh-normal prior's density needs atanh(a), infinite at a = +-1, where a float32 sample of
+# tanh saturates: actions are clipped this far inside the box before it.
+ATANH_MARGIN = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +134,12 @@ class TwinCritic(nn.Module):
         return make(self.units, self.layers, 1)(x)[..., 0]
 
 
-class SAC:
+class SAC(CompiledAgent):
     """The SAC agent with the runner's interface: init, init_carry, policy, train."""
 
-    def __init__(self, cfg: SacConfig, obs_shapes, action_dim: int, discrete: bool = False):
+    def __init__(
+        self, cfg: SacConfig, obs_shapes: ObsShapes, action_dim: int, discrete: bool = False
+    ):
         cfg.validate()
         if discrete:
             raise ValueError(
@@ -148,23 +154,22 @@ class SAC:
             )
         self.cfg, self.action_dim = cfg, action_dim
         self.discrete = False
+        self.obs_shapes = obs_shapes
         self.obs_dim = int(dict(obs_shapes)["vector"][0])
         self.target_entropy = cfg.target_entropy or -float(action_dim)
         self.actor = Actor(action_dim, cfg.units, cfg.layers, cfg.log_std_min, cfg.log_std_max)
         self.critic = TwinCritic(cfg.units, cfg.layers)
-        self.opt = optax.adam(cfg.lr)
-        self.update = self._train  # uncompiled: the runner jits it with its shardings
-        self.train = jax.jit(self._train, donate_argnums=0)
-        # Compiled: run op by op, initialization takes about three times as long.
-        self.init = jax.jit(self._init)
-        self.policy = jax.jit(self._policy, static_argnums=4)
+        adam = optax.adam(cfg.lr)
+        self.opt = {"actor": adam, "critic": adam, "alpha": adam}
+        self._compile()
 
     def prior_log_prob(self, action: Array) -> Array:
+        """log prior(a), ``[...]``, for actions ``[..., A]`` in the box."""
         if self.cfg.prior == "uniform":
             return uniform_log_prob(action)
         zeros = jnp.zeros(action.shape)
         prior = squashed_normal(zeros, jnp.full(action.shape, self.cfg.prior_std))
-        return prior.log_prob(jnp.clip(action, -1 + 1e-6, 1 - 1e-6))
+        return prior.log_prob(jnp.clip(action, -1 + ATANH_MARGIN, 1 - ATANH_MARGIN))
 
     def prior_log_ratio(self, pi: distrax.Distribution, key: Array) -> tuple[Array, Array, Array]:
         """(a ~ pi, log pi(a), log pi(a) - log prior(a)), each ``[...]``: the last is the
@@ -185,7 +190,7 @@ class SAC:
         target = jax.tree.map(jnp.copy, params["critic"])
         return AgentState(
             params=params,
-            opt_state={k: self.opt.init(v) for k, v in params.items()},
+            opt_state={k: self.opt[k].init(v) for k, v in params.items()},
             aux={"target_critic": target},
             key=k3,
             updates=jnp.zeros((), jnp.int32),
@@ -195,7 +200,9 @@ class SAC:
         """No recurrent state: ``{'state': {}, 'action': zeros [N, A]}``."""
         return {"state": {}, "action": jnp.zeros((num_envs, self.action_dim))}
 
-    def _policy(self, state: AgentState, carry, obs, key, mode: str):
+    def _policy(
+        self, state: AgentState, carry: dict, obs: dict, key: Array, mode: str
+    ) -> tuple[Array, dict[str, Any]]:
         """'explore': a ~ pi(.|s); 'eval': tanh of the Gaussian's mean; 'random': uniform."""
         check_mode(mode)
         x = obs["vector"].astype(jnp.float32)
@@ -208,31 +215,29 @@ class SAC:
         action = jnp.clip(action, -1.0, 1.0)
         return action, {"state": {}, "action": action}
 
-    def _train(self, state: AgentState, batch: dict):
-        cfg = self.cfg
-        key, k_next, k_pi = jax.random.split(state.key, 3)
-        obs = batch["vector"][:, 0].astype(jnp.float32)
-        nxt = batch["vector"][:, 1].astype(jnp.float32)
-        action = batch["action"][:, 1]
-        reward = batch["reward"][:, 1]
-        cont = 1.0 - batch["is_terminal"][:, 1].astype(jnp.float32)
-        mask = 1.0 - batch["is_first"][:, 1].astype(jnp.float32)  # pairs inside one episode
-        count = jnp.maximum(mask.sum(), 1.0)
-        mean = lambda x: (mask * x).sum() / count
-        alpha = jnp.exp(state.params["alpha"])
+    def _target(self, state: AgentState, tr: Transitions, alpha: Array, key: Array) -> Array:
+        """The critics' target y = r + gamma c (min_j Q'_j(s', a') - alpha (log pi(a'|s') -
+        log prior(a'))) with a' ~ pi(.|s'), stop-gradient ``[B]``."""
+        pi_next = self.actor.apply(state.params["actor"], tr.nxt)
+        a_next, _, ratio_next = self.prior_log_ratio(pi_next, key)
+        q_next = self.critic.apply(state.aux["target_critic"], tr.nxt, a_next).min(0)
+        return sg(tr.reward + self.cfg.gamma * tr.cont * (q_next - alpha * ratio_next))
 
-        pi_next = self.actor.apply(state.params["actor"], nxt)
-        a_next, _, ratio_next = self.prior_log_ratio(pi_next, k_next)
-        q_next = self.critic.apply(state.aux["target_critic"], nxt, a_next).min(0)
-        target = sg(reward + cfg.gamma * cont * (q_next - alpha * ratio_next))
+    def _train(self, state: AgentState, batch: Batch) -> tuple[AgentState, dict, dict]:
+        key, k_next, k_pi = jax.random.split(state.key, 3)
+        tr = transitions(batch)
+        count = jnp.maximum(tr.mask.sum(), 1.0)
+        mean = lambda x: (tr.mask * x).sum() / count
+        alpha = jnp.exp(state.params["alpha"])
+        target = self._target(state, tr, alpha, k_next)
 
         def critic_loss(p):
-            q = self.critic.apply(p, obs, action)
+            q = self.critic.apply(p, tr.obs, tr.action)
             return mean(((q - target) ** 2).sum(0)), q
 
         def actor_loss(p):
-            a, log_pi, ratio = self.prior_log_ratio(self.actor.apply(p, obs), k_pi)
-            q = self.critic.apply(state.params["critic"], obs, a).min(0)
+            a, log_pi, ratio = self.prior_log_ratio(self.actor.apply(p, tr.obs), k_pi)
+            q = self.critic.apply(state.params["critic"], tr.obs, a).min(0)
             return mean(alpha * ratio - q), (log_pi, ratio)
 
         (c_loss, q), c_grad = jax.value_and_grad(critic_loss, has_aux=True)(state.params["critic"])
@@ -246,26 +251,14 @@ class SAC:
             return log_alpha * sg(entropy - self.target_entropy)
 
         al_loss, al_grad = jax.value_and_grad(alpha_loss)(state.params["alpha"])
-        new_params, opt_state = {}, {}
-        for name, grad in (("actor", a_grad), ("critic", c_grad), ("alpha", al_grad)):
-            upd, opt_state[name] = self.opt.update(grad, state.opt_state[name])
-            new_params[name] = optax.apply_updates(state.params[name], upd)
-        target_critic = jax.tree.map(
-            lambda t, p: (1 - cfg.tau) * t + cfg.tau * p,
-            state.aux["target_critic"],
-            new_params["critic"],
+        grads = {"actor": a_grad, "critic": c_grad, "alpha": al_grad}
+        new_params, opt_state = optim.step(self.opt, grads, state.opt_state, state.params)
+        # Polyak averaging: Q' <- (1 - tau) Q' + tau Q.
+        target_critic = ac_math.ema_update(
+            state.aux["target_critic"], new_params["critic"], self.cfg.tau
         )
-        metrics = {
-            "sac/critic_loss": c_loss,
-            "sac/actor_loss": a_loss,
-            "sac/alpha_loss": al_loss,
-            "sac/alpha": alpha,
-            "sac/q": mean(q.mean(0)),
-            "sac/policy_entropy": entropy,
-            # log pi(a) - log prior(a) at one sample per state: an unbiased estimate of the KL
-            # to the prior, not a KL itself (a batch of it can fall below zero).
-            "sac/prior_log_ratio": mean(sg(ratio)),
-        }
+        losses = {"critic": c_loss, "actor": a_loss, "alpha": al_loss}
+        metrics = _metrics(losses, alpha, mean(q.mean(0)), entropy, mean(sg(ratio)))
         new_state = state.replace(
             params=new_params,
             opt_state=opt_state,
@@ -274,3 +267,42 @@ class SAC:
             updates=state.updates + 1,
         )
         return new_state, metrics, {}
+
+
+class Transitions(NamedTuple):
+    """The transitions of a batch ``[B, T >= 2]``: each row's first two steps, ``[B, ...]``."""
+
+    obs: Array  # o_t
+    action: Array  # a_t, executed in o_t
+    reward: Array  # r_{t+1}
+    cont: Array  # 1 - terminal_{t+1}
+    nxt: Array  # o_{t+1}
+    mask: Array  # 1 where both steps lie in one episode, 0 where the second starts a new one
+
+
+def transitions(batch: Batch) -> Transitions:
+    """(o_t, a_t, r_{t+1}, 1 - terminal_{t+1}, o_{t+1}, mask) from each row's first two steps."""
+    return Transitions(
+        obs=batch["vector"][:, 0].astype(jnp.float32),
+        action=batch["action"][:, 1],
+        reward=batch["reward"][:, 1],
+        cont=1.0 - batch["is_terminal"][:, 1].astype(jnp.float32),
+        nxt=batch["vector"][:, 1].astype(jnp.float32),
+        mask=1.0 - batch["is_first"][:, 1].astype(jnp.float32),
+    )
+
+
+def _metrics(
+    losses: dict[str, Array], alpha: Array, q: Array, entropy: Array, ratio: Array
+) -> dict[str, Array]:
+    """The update's metrics, 'sac/<name>'."""
+    metrics = {f"{name}_loss": loss for name, loss in losses.items()}
+    metrics.update(
+        alpha=alpha,
+        q=q,
+        policy_entropy=entropy,
+        # log pi(a) - log prior(a) at one sample per state: an unbiased estimate of the KL to
+        # the prior, not a KL itself (a batch of it can fall below zero).
+        prior_log_ratio=ratio,
+    )
+    return {f"sac/{k}": v for k, v in metrics.items()}

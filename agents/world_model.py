@@ -21,7 +21,6 @@ Without one, or where a sequence's first step is ``is_first``, it starts from h_
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -31,128 +30,19 @@ import jax
 import jax.numpy as jnp
 
 import rssm
-from rssm import RSSM
-from rssm.model import latent_stats
+from agents.contract import ObsShapes
+from agents.wm_config import WorldModelConfig
+from rssm.state import STATE_KEYS
 
 Array = jax.Array
 Batch = dict[str, Array]
-ObsShapes = tuple[tuple[str, tuple[int, ...]], ...]
-CONTEXT_KEYS = ("deter", "stoch")
-REWARD_DISTS = ("symexp_twohot", "symlog_twohot", "normal")
-IMAGE_DISTS = ("mse", "discretized_normal", "dequantized_normal")
+# The entries of a posterior state that replay stores as the context of its step: h_t, s_t.
+CONTEXT_KEYS = STATE_KEYS
 # Heads whose log_prob is a normalized log-density (with hard targets for 'binary').
 DENSITY_DISTS = ("normal", "binary")
-
-
-@dataclasses.dataclass(frozen=True)
-class WorldModelConfig:
-    """World-model hyperparameters; defaults are DreamerV3's 2024 release at size1m."""
-
-    latent: str = "categorical"  # 'categorical' (DreamerV2/V3) or 'gaussian' (PlaNet/V1)
-    groups: int = 32  # categorical: number of categorical variables
-    classes: int = 4  # categorical: classes per variable
-    unimix: float = 0.01  # categorical: uniform mixture weight
-    stoch: int = 30  # gaussian: latent dimensions
-    min_std: float = 0.1  # gaussian: lower bound on the standard deviation
-    deter: int = 512  # GRU state size
-    hidden: int = 64  # RSSM layer width
-    # RSSM transition: 'block' (DreamerV3 2024), 'gru' (2023 code, DreamerV2) or 'planet'
-    # (PlaNet's GRUBlockCell on a ReLU embedding of (s, a))
-    core: str = "block"
-    blocks: int = 8  # GRU blocks (block-diagonal recurrent weights, 'block' core)
-    img_layers: int = 2  # layers of the prior head p(s_t | h_t)
-    obs_layers: int = 1  # layers of the posterior head q(s_t | h_t, e_t)
-    dyn_layers: int = 1  # block layers before the GRU gates ('block' core)
-    initial: str = "zeros"  # h_0: 'zeros' (DreamerV3 2024) or 'learned' (2023)
-    action_clip: float = 1.0  # the RSSM bounds actions to [-clip, clip] (DreamerV3); 0: off
-    units: int = 64  # encoder/decoder/head MLP width
-    layers: int = 3  # encoder/decoder MLP layers
-    head_layers: int = 1  # reward/continue head layers
-    head_units: int = 0  # reward/continue head width (0: same as units)
-    cnn: str = "dreamerv3"  # image nets: 'dreamerv3' (2024: k5 + max-pool) or 'strided'
-    depth: int = 4  # CNN base channels (x mults)
-    mults: tuple[int, ...] = (2, 3, 4, 4)  # CNN channel multipliers per stage
-    kernel: int = 5  # CNN kernel size
-    norm: str = "rms"  # 'rms', 'layer' or 'none'
-    act: str = "silu"  # hidden activation
-    bias: bool = True  # biases in front of norms (DreamerV3 2024); False drops them (2023)
-    winit: str = "fan_in"  # weight init: truncated normal over fan_in (2024) or fan_avg (2023)
-    # Image likelihood: 'mse' (DreamerV3: -||x - mu||^2 on [0, 1], no density),
-    # 'discretized_normal' (a probability over the 256 levels: an exact term, bits per dim) or
-    # 'dequantized_normal' (PlaNet: a Normal density of the pixels reduced to image_bits and
-    # dequantized with uniform noise; its log-density + D log 2^-bits bounds log P(pixels)).
-    image_dist: str = "mse"
-    image_std: float = 0.1  # std of the image Normal on the [0, 1] scale
-    image_bits: int = 8  # 'dequantized_normal': bit depth of the modelled pixels (PlaNet: 5)
-    vector_dist: str = "symlog_mse"  # decoder output for vector observations
-    vector_std: float = 1.0  # vector_dist 'normal': its fixed std (<= 0: learned)
-    # 'symexp_twohot' (2024, unbiased), 'symlog_twohot' (2023) or 'normal' (a density: PlaNet)
-    reward_dist: str = "symexp_twohot"
-    reward_std: float = 1.0  # reward_dist 'normal': its fixed std (<= 0: learned)
-    reward_bins: int = 255  # bins of the two-hot reward head
-    free_nats: float = 1.0  # KL below this many nats per step is not penalized
-    beta_dyn: float = 1.0  # weight of KL(sg(q) || p)
-    beta_rep: float = 0.1  # weight of KL(q || sg(p))
-    rec_scale: float = 1.0  # weight of the observation log-likelihoods
-    rew_scale: float = 1.0  # weight of the reward log-likelihood
-    con_scale: float = 1.0  # weight of the continue log-likelihood
-    replay_context: int = 1  # 1: start sequences from the state stored in replay (2024); 0: h_0
-    dtype: str = "float32"  # compute dtype: 'float32' or 'bfloat16'
-    unroll: int = 1  # RSSM scan steps per loop iteration (the same results; may help on a GPU)
-
-    def make_latent(self) -> rssm.Latent:
-        if self.latent == "categorical":
-            return rssm.CategoricalLatent(self.groups, self.classes, self.unimix)
-        if self.latent == "gaussian":
-            return rssm.GaussianLatent(self.stoch, self.min_std)
-        raise ValueError(f"model.latent={self.latent!r}; expected 'categorical' or 'gaussian'")
-
-    @property
-    def compute_dtype(self) -> Any:
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"model.dtype={self.dtype!r}; expected 'float32' or 'bfloat16'")
-        return jnp.dtype(self.dtype)
-
-    @property
-    def feat_size(self) -> int:
-        """Size of concat(h_t, s_t)."""
-        return self.deter + self.make_latent().flat_size
-
-    def validate(self) -> None:
-        from rssm import model as rssm_model
-        from rssm import nets
-
-        self.make_latent()
-        _ = self.compute_dtype
-        choices = {
-            "core": rssm_model.CORES,
-            "initial": rssm_model.INITIALS,
-            "cnn": nets.CNNS,
-            "norm": nets.NORMS,
-            "act": tuple(nets.ACTIVATIONS),
-            "winit": nets.WINITS,
-            "vector_dist": nets.HEADS,
-            "reward_dist": REWARD_DISTS,
-            "image_dist": IMAGE_DISTS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"model.{name}={getattr(self, name)!r}; expected one of {allowed}")
-        if self.unroll < 1:
-            raise ValueError(f"model.unroll={self.unroll}; must be >= 1 (1: no unrolling)")
-        if self.core == "block" and self.deter % self.blocks:
-            raise ValueError(
-                f"model.deter={self.deter} is not divisible by model.blocks={self.blocks}; "
-                "pick deter as a multiple of blocks"
-            )
-        if self.replay_context not in (0, 1):
-            raise ValueError(f"model.replay_context={self.replay_context}; expected 0 or 1")
-        if self.action_clip < 0:
-            raise ValueError(f"model.action_clip={self.action_clip}; must be >= 0 (0: off)")
-        if self.image_std <= 0:
-            raise ValueError(f"model.image_std={self.image_std}; must be > 0")
-        if not 1 <= self.image_bits <= 8:
-            raise ValueError(f"model.image_bits={self.image_bits}; expected 1 .. 8")
+# ``loss`` folds this into its key for the dequantization noise: a stream apart from the
+# posterior samples'.
+DEQUANTIZATION_STREAM = 1
 
 
 def preprocess(name: str, x: Array, bits: int = 8) -> Array:
@@ -179,38 +69,13 @@ def target(name: str, x: Array) -> Array:
     return x.astype(jnp.float32)
 
 
-def dummy_batch(
-    obs_shapes: ObsShapes, action_dim: int, batch: int = 1, length: int = 2, context: Any = None
-) -> Batch:
-    """A zero batch ``[batch, length, ...]`` with the keys and dtypes of a replayed one.
-
-    ``context``: a state whose ``deter`` / ``stoch`` shapes ``[N, ...]`` give the stored start
-    state's (``batch['context']``, ``[batch, ...]``); none if None.
-    """
-    data = {
-        name: jnp.zeros((batch, length, *shape), jnp.uint8 if name == "image" else jnp.float32)
-        for name, shape in obs_shapes
-    }
-    data.update(
-        action=jnp.zeros((batch, length, action_dim)),
-        reward=jnp.zeros((batch, length)),
-        is_first=jnp.ones((batch, length), bool),
-        is_last=jnp.zeros((batch, length), bool),
-        is_terminal=jnp.zeros((batch, length), bool),
-    )
-    if context is not None:
-        data["context"] = {
-            k: jnp.zeros((batch, *context[k].shape[1:]), jnp.float32) for k in CONTEXT_KEYS
-        }
-    return data
-
-
 def zero_carry(wm: WorldModel, num_envs: int) -> dict[str, Any]:
     """The recurrent policy state before the first step: {'state': zeros, 'action': zeros}.
 
     Zeros are enough: the first observation has is_first=True, which resets the state to h_0.
     Only the RSSM's initial state is traced (for its shapes), not the whole model.
     """
+    # Any key: only shapes come out of the trace.
     shapes = jax.eval_shape(
         lambda: wm.init_with_output(jax.random.key(0), num_envs, method=WorldModel.initial_state)[0]
     )
@@ -233,7 +98,7 @@ class WorldModel(nn.Module):
 
     def setup(self) -> None:
         c, dt = self.cfg, self.cfg.compute_dtype
-        common = dict(norm=c.norm, act=c.act, dtype=dt, bias=c.bias, winit=c.winit)
+        common = c.net_kwargs
         enc, dec = {}, {}
         for name, shape in self.obs_shapes:
             if name == "image":
@@ -250,7 +115,7 @@ class WorldModel(nn.Module):
             else:
                 raise ValueError(f"unknown observation key {name!r}; expected 'vector' or 'image'")
         self.encoders, self.decoders = enc, dec
-        self.rssm = RSSM(
+        self.rssm = rssm.RSSM(
             latent=c.make_latent(),
             action_dim=self.action_dim,
             deter=c.deter,
@@ -321,7 +186,7 @@ class WorldModel(nn.Module):
         """(reward distribution, continue distribution) at features ``[..., F]``."""
         return self.reward(feat), self.cont(feat)
 
-    def observe(self, batch: Batch, key: Array, state: rssm.model.State | None = None):
+    def observe(self, batch: Batch, key: Array, state: rssm.State | None = None):
         """Posterior and prior over a batch, each a State ``[B, T, ...]``."""
         embed = self.embed(batch)
         return self.rssm.observe(embed, batch["action"], batch["is_first"], key, state)
@@ -390,7 +255,7 @@ class WorldModel(nn.Module):
         k1, k2, k3 = jax.random.split(key, 3)  # posterior sample, particles, dequantization
         post, prior = self.observe(batch, k1)
         loglik = sum(self.log_likelihoods(rssm.features(post), batch, k3).values())
-        kl = self.rssm.latent.kl(latent_stats(post), latent_stats(prior))
+        kl = self.rssm.latent.kl(rssm.latent_stats(post), rssm.latent_stats(prior))
         elbo = (loglik - kl).sum(-1)
         log_w = rssm.sequence_log_weights(
             self.rssm.observe,
@@ -404,7 +269,7 @@ class WorldModel(nn.Module):
         )
         return elbo, rssm.iwae_bound(log_w, axis=0)
 
-    def loss(self, batch: Batch, key: Array, state: rssm.model.State | None = None):
+    def loss(self, batch: Batch, key: Array, state: rssm.State | None = None):
         """The training objective per step (see rssm.elbo), from ``state`` (replay context).
 
         Returns (loss, (metrics, posterior states ``[B, T]``)). Metrics name what they are:
@@ -417,7 +282,8 @@ class WorldModel(nn.Module):
         """
         c = self.cfg
         post, prior = self.observe(batch, key, state)
-        log_probs = self.log_likelihoods(rssm.features(post), batch, jax.random.fold_in(key, 1))
+        noise_key = jax.random.fold_in(key, DEQUANTIZATION_STREAM)
+        log_probs = self.log_likelihoods(rssm.features(post), batch, noise_key)
         scales = {name: c.rec_scale for name, _ in self.obs_shapes}
         scales.update(reward=c.rew_scale, cont=c.con_scale)
         scales = {k: v for k, v in scales.items() if k in log_probs}

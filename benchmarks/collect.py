@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device import device_info
 
 from experiments import config as config_lib
-from experiments.logging import read_jsonl
-from experiments.train import train
+from experiments.run.logging import read_jsonl
+from experiments.run.loop import train
 
 
 def run(argv: list[str], logdir: Path) -> dict:

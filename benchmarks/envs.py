@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.vecenv import make_envs
+from experiments.envs.vec import make_envs
 
 WARMUP_STEPS = 10
 

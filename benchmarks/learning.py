@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from device import device_info  # benchmarks/ is on sys.path when a script here runs
 
 from experiments import config as config_lib
-from experiments.logging import read_jsonl
-from experiments.train import train
+from experiments.run.logging import read_jsonl
+from experiments.run.loop import train
 
 
 def main() -> None:

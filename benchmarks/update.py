@@ -28,7 +28,7 @@ actor, critic, replay value, optimizer) and the top ops, by matching the trace's
 the compiled HLO's metadata.
 
 ``--seeds 1,2,4,8`` times, per case, K agents updated together by one ``vmap``-ed update (as
-``--run.seeds K`` trains them, ``experiments/seeds.py``) and reports each K's time relative to
+``--run.seeds K`` trains them, ``experiments/run/seeds.py``) and reports each K's time relative to
 one agent.
 
 ``--baseline REV`` builds the git revision REV in a temporary worktree and times it and the
@@ -95,7 +95,7 @@ SCOPES = ("world_model", "imagination", "actor", "critic", "replay_value", "opti
 def make_case(case: str, batch_size: int | None, length: int | None, sets: tuple[str, ...] = ()):
     """(agent, batch) for a case, from the runner's own construction."""
     from experiments import config as config_lib
-    from experiments.train import make_agent
+    from experiments.config import make_agent
 
     names, obs = CASES[case]
     name = next(n for n in names if n in config_lib.PRESETS)
@@ -180,7 +180,7 @@ def time_case(case: str, steps: int, args, seeds: int = 1) -> dict[str, Any]:
     agent, batch, preset, (b, t) = make_case(case, args.batch_size, args.length, tuple(args.set))
     key = jax.random.key(0)
     if seeds > 1:  # K agents in one vmapped update, as --run.seeds K trains them
-        from experiments.seeds import SeedBatch
+        from experiments.run.seeds import SeedBatch
 
         agent = SeedBatch(agent, seeds)
         key = jax.random.split(key, seeds)

@@ -29,28 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import envs as envs_lib
-from experiments.checkpoint import (
-    Checkpointer,
-    ConfigMismatch,
-    TargetMismatch,
-    check_layout,
-    restore_state,
-)
 from experiments.config import Config, from_dict, make_agent
-from experiments.logging import write_gif
-from experiments.seeds import SeedBatch, take
+from experiments.run.checkpoint import Checkpointer, TargetMismatch
+from experiments.run.compat import ConfigMismatch, check_layout, restore_state
+from experiments.run.eval import run_episode
+from experiments.run.logging import write_gif
+from experiments.run.seeds import SeedBatch, take
 
-
-def env_kwargs(cfg: Config) -> dict[str, Any]:
-    """Keyword arguments of ``envs.make_env`` / ``vecenv.make_envs`` implied by a config."""
-    e = cfg.env
-    return dict(
-        action_repeat=e.action_repeat or None,
-        size=(e.size, e.size),
-        camera=None if e.camera < 0 else e.camera,
-        fast_render=e.fast_render,
-        time_limit=e.time_limit,
-    )
+# The default seed of evaluation environments: apart from the seeds a run trained and
+# evaluated with (env_seed hashes of the run seed; run.seed + EVAL_SEED_OFFSET + k).
+EVALUATE_SEED = 10_000
 
 
 class LoadedPolicy:
@@ -149,7 +137,7 @@ class LoadedPolicy:
     def make_env(self, seed: int) -> envs_lib.Env:
         """An environment like the run's (task, observations, repeat), with its own seed."""
         return envs_lib.make_env(
-            self.cfg.env.task, self.cfg.env.obs, seed=seed, **env_kwargs(self.cfg)
+            self.cfg.env.task, self.cfg.env.obs, seed=seed, **envs_lib.env_kwargs(self.cfg.env)
         )
 
     def reset(self, num_envs: int = 1) -> None:
@@ -178,7 +166,7 @@ class LoadedPolicy:
 def evaluate(
     logdir: str | Path,
     episodes: int = 10,
-    seed: int = 10_000,
+    seed: int = EVALUATE_SEED,
     step: int | None = None,
     video: bool = False,
     member: int = 0,
@@ -193,17 +181,9 @@ def evaluate(
     returns, frames, video_path = [], [], None
     with policy.make_env(seed) as env:
         for ep in range(episodes):
-            obs = env.reset()
             policy.reset()
-            total = 0.0
-            while True:
-                if video and ep == 0:
-                    frames.append(_frame(env, obs))
-                obs = env.step(policy.act(obs))
-                total += float(obs["reward"])
-                if obs["is_last"]:
-                    break
-            returns.append(total)
+            watch = (lambda obs, _: frames.append(_frame(env, obs))) if video and not ep else None
+            returns.append(run_episode(env, lambda obs, _: policy.act(obs), watch=watch))
     if video:
         video_path = str(
             write_gif(
@@ -244,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--logdir", required=True)
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=EVALUATE_SEED)
     parser.add_argument(
         "--step", type=int, default=None, help="checkpoint, in env steps (default: latest)"
     )

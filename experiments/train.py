@@ -22,15 +22,16 @@ from pathlib import Path
 
 import jax
 
-from experiments.checkpoint import ConfigMismatch, StorageError
-from experiments.config import make_agent, parse_args
-from experiments.logging import drop_rows_after
-from experiments.replay_context import ReplayDamaged
-from experiments.runner import train
-from experiments.scale import BatchSplit, initialize
-from experiments.validate import ConfigError, check_memory
+from experiments.config import parse_args
+from experiments.config.validate import check_memory
+from experiments.errors import ConfigError
+from experiments.replay import ReplayDamaged
+from experiments.run.checkpoint import StorageError
+from experiments.run.compat import ConfigMismatch
+from experiments.run.loop import train
+from experiments.run.scale import BatchSplit, initialize
 
-__all__ = ["ConfigMismatch", "drop_rows_after", "main", "make_agent", "train", "use_compile_cache"]
+__all__ = ["main", "use_compile_cache"]
 
 
 def use_compile_cache(directory: str | os.PathLike) -> bool:

@@ -68,9 +68,15 @@ class MSEDist:
         return -_sum_last(jnp.square(self._mode - x.astype(self._mode.dtype)), self.dims)
 
 
+# The smallest gap a - b that ``_log_diff_exp`` takes: two CDFs equal in float32 (a bin far in
+# a tail) give log(e^a (1 - e^-1e-30)) = a - 69 instead of -inf, so log_prob and its gradient
+# stay finite where the mass underflows.
+MIN_LOG_GAP = 1e-30
+
+
 def _log_diff_exp(a: Array, b: Array) -> Array:
     """log(exp(a) - exp(b)) for a >= b, stably."""
-    return a + jnp.log(-jnp.expm1(jnp.minimum(b - a, -1e-30)))
+    return a + jnp.log(-jnp.expm1(jnp.minimum(b - a, -MIN_LOG_GAP)))
 
 
 class DiscretizedNormal:
@@ -150,10 +156,14 @@ class SymlogMSEDist:
 
 
 def twohot_pair(x: Array, bins: Array) -> tuple[Array, Array]:
-    """The two neighbouring bins of ``x [...]`` and the upper one's weight: (below, w_hi).
+    """The two-hot encoding of scalars ``x [...]`` over sorted ``bins [K]``: the lower of the two
+    neighbouring bins and the upper one's weight, (below, w_hi), each ``[...]``.
 
-    twohot(x, bins) is (1 - w_hi) at ``below`` and w_hi at ``below + 1``; x outside the range is
-    clipped to the end bins (all weight on one bin).
+        w_hi = (x - b_below) / (b_{below + 1} - b_below)
+        twohot(x) = (1 - w_hi) e_below + w_hi e_{below + 1}
+
+    so that sum_k twohot(x)_k b_k = x inside the bin range; x outside it is clipped to the end
+    bins (all weight on one bin). The one encoder: ``twohot`` and ``twohot_log_prob`` use it.
     """
     x = jnp.clip(x, bins[0], bins[-1])
     above = jnp.clip(jnp.searchsorted(bins, x, side="right"), 1, bins.shape[0] - 1)
@@ -162,33 +172,27 @@ def twohot_pair(x: Array, bins: Array) -> tuple[Array, Array]:
     return below, (x - lo) / (hi - lo)
 
 
+def twohot(x: Array, bins: Array) -> Array:
+    """The two-hot vector of scalars ``x [...]`` over sorted ``bins [K]``, ``[..., K]``: weight
+    1 - w_hi at ``below`` and w_hi at ``below + 1`` (``twohot_pair``)."""
+    below, w_hi = twohot_pair(x, bins)
+    return (jax.nn.one_hot(below, bins.shape[0]) * (1.0 - w_hi)[..., None]) + (
+        jax.nn.one_hot(below + 1, bins.shape[0]) * w_hi[..., None]
+    )
+
+
 def twohot_log_prob(logits: Array, x: Array, bins: Array) -> Array:
-    """sum_k twohot(x)_k log softmax(logits)_k, ``[...]``, gathering the two log-probabilities
-    instead of forming the ``[..., K]`` two-hot vector (the same value and gradient)."""
-    below, w_hi = jax.lax.stop_gradient(twohot_pair(x, bins))
+    """sum_k twohot(x)_k log softmax(logits)_k, ``[...]``, the two-hot target stop-gradient.
+
+    Gathers the two log-probabilities instead of forming the ``[..., K]`` two-hot vector (the
+    same value and gradient; the vector is the plain formulation, under ``reference_impl``).
+    """
     logp = jax.nn.log_softmax(logits, axis=-1)
     if reference_active():
-        target = jax.nn.one_hot(below, bins.shape[0]) * (1.0 - w_hi)[..., None]
-        target = target + jax.nn.one_hot(below + 1, bins.shape[0]) * w_hi[..., None]
-        return (target * logp).sum(-1)
+        return (jax.lax.stop_gradient(twohot(x, bins)) * logp).sum(-1)
+    below, w_hi = jax.lax.stop_gradient(twohot_pair(x, bins))
     pair = jnp.take_along_axis(logp, jnp.stack([below, below + 1], -1), -1)
     return (1.0 - w_hi) * pair[..., 0] + w_hi * pair[..., 1]
-
-
-def twohot(x: Array, bins: Array) -> Array:
-    """Two-hot encoding of scalars ``x [...]`` over sorted ``bins [K]`` -> ``[..., K]``.
-
-    The weight is split between the two neighbouring bins so that sum_k w_k * bins_k = x
-    (for x inside the bin range; outside it, all weight goes to the nearest end bin).
-    """
-    x = jnp.clip(x, bins[0], bins[-1])
-    above = jnp.clip(jnp.searchsorted(bins, x, side="right"), 1, bins.shape[0] - 1)
-    below = above - 1
-    lo, hi = bins[below], bins[above]
-    w_hi = (x - lo) / (hi - lo)
-    return (jax.nn.one_hot(below, bins.shape[0]) * (1.0 - w_hi)[..., None]) + (
-        jax.nn.one_hot(above, bins.shape[0]) * w_hi[..., None]
-    )
 
 
 def symlog_bins(num: int = 255, low: float = -20.0, high: float = 20.0) -> Array:
@@ -227,25 +231,46 @@ def symmetric_expectation(probs: Array, bins: Array) -> Array:
     return out
 
 
+def plain_expectation(probs: Array, bins: Array) -> Array:
+    """sum_k p_k b_k over the last axis, one reduction (DreamerV3's 2023 readout)."""
+    return (probs * bins).sum(-1)
+
+
+def _identity(x: Array) -> Array:
+    return x
+
+
 class TwoHotDist:
-    """Categorical over raw-space ``bins``, trained with two-hot targets (DreamerV3, 2024).
+    """Categorical over sorted bins b_k in the space of a transform f, trained with two-hot
+    targets (DreamerV3):
 
-    log_prob(y) = sum_k twohot(y)_k log softmax(logits)_k     (twohot in raw space)
-    mean()      = sum_k softmax(logits)_k b_k                  (``symmetric_expectation``)
+        log_prob(y) = sum_k twohot(f(y))_k log softmax(logits)_k
+        mean()      = f^-1(sum_k softmax(logits)_k b_k)
+
+    Here f is the identity (the 2024 release): bins in raw space (see ``symexp_bins``), summed
+    in mirrored pairs (``symmetric_expectation``). ``TwoHotSymlogDist`` is the same with f =
+    symlog. A variant sets the class attributes ``forward`` (f), ``inverse`` (f^-1) and
+    ``expectation`` (the order of the readout's sum).
 
     Args:
       logits: ``[..., K]`` for scalar targets ``[...]``.
-      bins: ``[K]`` sorted bin centres (see ``symexp_bins``).
+      bins: ``[K]`` sorted bin centres in the space of f.
     """
+
+    forward = staticmethod(_identity)
+    inverse = staticmethod(_identity)
+    expectation = staticmethod(symmetric_expectation)
 
     def __init__(self, logits: Array, bins: Array):
         if logits.shape[-1] != bins.shape[0]:
-            raise ValueError(f"TwoHotDist: {logits.shape[-1]} logits for {bins.shape[0]} bins")
+            raise ValueError(
+                f"{type(self).__name__}: {logits.shape[-1]} logits for {bins.shape[0]} bins"
+            )
         self.logits = logits.astype(jnp.float32)
         self.bins = bins
 
     def mean(self) -> Array:
-        return symmetric_expectation(jax.nn.softmax(self.logits, -1), self.bins)
+        return self.inverse(self.expectation(jax.nn.softmax(self.logits, -1), self.bins))
 
     def mode(self) -> Array:
         return self.mean()
@@ -253,40 +278,20 @@ class TwoHotDist:
     def log_prob(self, x: Array) -> Array:
         if x.shape != self.logits.shape[:-1]:
             raise ValueError(
-                f"TwoHotDist: target shape {x.shape} != batch shape {self.logits.shape[:-1]}"
+                f"{type(self).__name__}: target shape {x.shape} != batch shape "
+                f"{self.logits.shape[:-1]}"
             )
-        return twohot_log_prob(self.logits, x.astype(jnp.float32), self.bins)
+        return twohot_log_prob(self.logits, self.forward(x.astype(jnp.float32)), self.bins)
 
 
-class TwoHotSymlogDist:
-    """Categorical over ``bins`` in symlog space, trained with two-hot targets (DreamerV3).
+class TwoHotSymlogDist(TwoHotDist):
+    """``TwoHotDist`` with f = symlog (DreamerV3, 2023 paper): bins uniform in symlog space (see
+    ``symlog_bins``), target twohot(symlog(y)), readout symexp(sum_k p_k b_k).
 
-    log_prob(x) = sum_k twohot(symlog(x))_k * log softmax(logits)_k
-    mean()      = symexp(sum_k softmax(logits)_k * bins_k)
-
-    Args:
-      logits: ``[..., K]`` for scalar targets ``[...]``.
-      bins: ``[K]`` bin centres in symlog space (see ``symlog_bins``).
+    The readout sums left to right as the 2023 code does (``plain_expectation``): a symmetric
+    sum would move its results by rounding.
     """
 
-    def __init__(self, logits: Array, bins: Array):
-        if logits.shape[-1] != bins.shape[0]:
-            raise ValueError(
-                f"TwoHotSymlogDist: {logits.shape[-1]} logits for {bins.shape[0]} bins"
-            )
-        self.logits = logits.astype(jnp.float32)
-        self.bins = bins
-
-    def mean(self) -> Array:
-        probs = jax.nn.softmax(self.logits, axis=-1)
-        return symexp((probs * self.bins).sum(-1))
-
-    def mode(self) -> Array:
-        return self.mean()
-
-    def log_prob(self, x: Array) -> Array:
-        if x.shape != self.logits.shape[:-1]:
-            raise ValueError(
-                f"TwoHotSymlogDist: target shape {x.shape} != batch shape {self.logits.shape[:-1]}"
-            )
-        return twohot_log_prob(self.logits, symlog(x.astype(jnp.float32)), self.bins)
+    forward = staticmethod(symlog)
+    inverse = staticmethod(symexp)
+    expectation = staticmethod(plain_expectation)

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from rssm.latent import Latent
+from rssm.state import latent_stats
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -68,8 +69,7 @@ def kl_loss(
     KL is closed-form and already summed over latent dimensions or groups, so free nats apply to
     the whole per-step KL, as in DreamerV3.
     """
-    q = {k: post[k] for k in _stat_keys(latent, post)}
-    p = {k: prior[k] for k in _stat_keys(latent, prior)}
+    q, p = latent_stats(post), latent_stats(prior)
     dyn = latent.kl(jax.tree.map(sg, q), p)
     rep = latent.kl(q, jax.tree.map(sg, p))
     loss = beta_dyn * jnp.maximum(free_nats, dyn) + beta_rep * jnp.maximum(free_nats, rep)
@@ -106,6 +106,34 @@ def sequential_elbo(
       surrogate whose gradient the loss carries, all means over [B, T].
     """
     scales = dict(scales or {})
+    shape = _check_terms(log_probs, scales)
+    kl_part, kls = kl_loss(latent, post, prior, free_nats, beta_dyn, beta_rep)
+    if shape is not None and kl_part.shape != shape:
+        raise ValueError(f"KL has shape {kl_part.shape} but log_probs have {shape}")
+    rec = sum(scales.get(k, 1.0) * lp for k, lp in log_probs.items())
+    surrogate = (kl_part - rec).mean()
+    kl = kls["dyn"]  # same value as rep and as KL(q || p)
+    elbo = (sum(log_probs.values()) - kl).mean()
+    loss = sg(-elbo) + (surrogate - sg(surrogate))
+    q, p = latent_stats(post), latent_stats(prior)
+    metrics = {f"loglik/{k}": lp.mean() for k, lp in log_probs.items()}
+    metrics.update(
+        kl=kl.mean(),
+        dyn=kls["dyn"].mean(),
+        rep=kls["rep"].mean(),
+        prior_ent=latent.entropy(p).mean(),
+        post_ent=latent.entropy(q).mean(),
+        elbo=elbo,
+        surrogate=surrogate,
+    )
+    return loss, metrics
+
+
+def _check_terms(
+    log_probs: Mapping[str, Array], scales: Mapping[str, float]
+) -> tuple[int, ...] | None:
+    """Rejects scales of terms that do not exist and terms that are not all ``[B, T]``; returns
+    their shape (None without terms)."""
     unknown = set(scales) - set(log_probs)
     if unknown:
         raise ValueError(
@@ -120,31 +148,4 @@ def sequential_elbo(
                 f"log_probs[{name!r}] has shape {lp.shape}; every term must be "
                 f"[B, T] (first term: {shape})"
             )
-    kl_part, kls = kl_loss(latent, post, prior, free_nats, beta_dyn, beta_rep)
-    if shape is not None and kl_part.shape != shape:
-        raise ValueError(f"KL has shape {kl_part.shape} but log_probs have {shape}")
-    rec = sum(scales.get(k, 1.0) * lp for k, lp in log_probs.items())
-    surrogate = (kl_part - rec).mean()
-    kl = kls["dyn"]  # same value as rep and as KL(q || p)
-    elbo = (sum(log_probs.values()) - kl).mean()
-    loss = sg(-elbo) + (surrogate - sg(surrogate))
-    q = {k: post[k] for k in _stat_keys(latent, post)}
-    p = {k: prior[k] for k in _stat_keys(latent, prior)}
-    metrics = {f"loglik/{k}": lp.mean() for k, lp in log_probs.items()}
-    metrics.update(
-        kl=kl.mean(),
-        dyn=kls["dyn"].mean(),
-        rep=kls["rep"].mean(),
-        prior_ent=latent.entropy(p).mean(),
-        post_ent=latent.entropy(q).mean(),
-        elbo=elbo,
-        surrogate=surrogate,
-    )
-    return loss, metrics
-
-
-def _stat_keys(latent: Latent, state: Mapping[str, Array]) -> list[str]:
-    keys = [k for k in state if k not in ("deter", "stoch")]
-    if not keys:
-        raise ValueError(f"state has no latent statistics (keys {sorted(state)}) for {latent}")
-    return keys
+    return shape

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from rssm.latent import Latent
-from rssm.model import RSSM, State, features, latent_stats
+from rssm.model import RSSM
+from rssm.state import State, features, latent_stats
 from rssm.vi import iwae_bound
 
 Array = jax.Array

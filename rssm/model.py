@@ -6,9 +6,7 @@ State at time t: a deterministic part h_t (a GRU state) and a stochastic part s_
     p(s_t | h_t)                                 prior (transition), used to imagine
     q(s_t | h_t, e_t),  e_t = enc(o_t)           posterior (representation), used to observe
 
-A state is a dict ``{'deter': [B, H], 'stoch': [B, S], **latent stats}``; sequences of states
-are the same dict with a time axis, ``[B, T, ...]``. Features for the heads are
-concat(h_t, s_t), ``[..., H + S]``.
+A state is a dict ``{'deter': [B, H], 'stoch': [B, S], **latent stats}`` (``rssm.state``).
 
 Action convention: in ``observe``, ``action[:, t]`` is a_{t-1}, the action that led to o_t
 (zeros where ``is_first``). In ``imagine``, ``actions[:, t]`` is the action taken in
@@ -25,20 +23,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rssm.latent import CategoricalLatent, GaussianLatent, Latent
-from rssm.nets import (
-    BlockDense,
-    DenseNormAct,
-    Norm,
-    get_act,
-    kernel_init,
-    reference_active,
-)
+from rssm import blocks
+from rssm.blocks import BlockDense
+from rssm.latent import CategoricalLatent, Latent
+from rssm.nets import DenseNormAct, Norm, get_act, gru_update, kernel_init
+from rssm.reference import reference_active
+from rssm.state import STATE_KEYS, State, check_sequence
 
 Array = jax.Array
-State = dict[str, Array]
 CORES = ("block", "gru", "planet")
-
 INITIALS = ("learned", "zeros")
 Policy = Callable[[State, Array], Array]
 
@@ -228,7 +221,7 @@ class RSSM(nn.Module):
             init = self.initial_state(batch[0])
         # Only h and s enter the transition, so a carried state needs no latent statistics (a
         # state stored in replay holds just these two).
-        prev = {k: jnp.where(first[:, None], init[k], prev[k]) for k in ("deter", "stoch")}
+        prev = {k: jnp.where(first[:, None], init[k], prev[k]) for k in STATE_KEYS}
         prev_action = jnp.where(first[:, None], 0.0, prev_action)
         deter = self._gru(prev["deter"], prev["stoch"], prev_action)
         x = jnp.concatenate([deter.astype(self.dtype), embed.astype(self.dtype)], -1)
@@ -268,7 +261,7 @@ class RSSM(nn.Module):
         b, t = is_first.shape
         init = self.initial_state(b)
         state = init if state is None else state
-        state = {k: state[k] for k in ("deter", "stoch")}
+        state = {k: state[k] for k in STATE_KEYS}
         keys = jax.random.split(key, t)
         xs = (jnp.swapaxes(embed, 0, 1), jnp.swapaxes(action, 0, 1), is_first.T, keys)
 
@@ -278,7 +271,7 @@ class RSSM(nn.Module):
             def ref_step(mdl: RSSM, carry: State, x):
                 e, a, f, k = x
                 post, prior = mdl.obs_step(carry, a, e, f, k, init)
-                return {k: post[k] for k in ("deter", "stoch")}, (post, prior)
+                return {k: post[k] for k in STATE_KEYS}, (post, prior)
 
             scan = nn.scan(ref_step, variable_broadcast="params", split_rngs={"params": False})
             _, (post, prior) = scan(self, state, xs)
@@ -287,7 +280,7 @@ class RSSM(nn.Module):
         def step(mdl: RSSM, carry: State, x):
             e, a, f, k = x
             post = mdl.post_step(carry, a, e, f, k, init)
-            return {k: post[k] for k in ("deter", "stoch")}, post
+            return {k: post[k] for k in STATE_KEYS}, post
 
         scan = nn.scan(
             step, variable_broadcast="params", split_rngs={"params": False}, unroll=self.unroll
@@ -340,14 +333,11 @@ class RSSM(nn.Module):
     def _gru(self, deter: Array, stoch: Array, action: Array, per_block: bool = False) -> Array:
         """h' = u * c + (1 - u) * h with reset r, candidate c and update u (see the class).
 
-        ``per_block`` computes the block GRU block by block (faster without a backward pass:
-        imagination and planning); otherwise with the blocks as a batch axis (faster with one).
+        The block GRU runs in the layouts of ``rssm.blocks`` unless ``reference_impl`` is
+        active: block by block with ``per_block`` (faster without a backward pass: imagination
+        and planning), otherwise with the blocks as a batch axis (faster with one).
         """
         action = self.bound_action(action)
-        if self.core == "block" and not reference_active():
-            if per_block:
-                return self._block_gru_per_block(deter, stoch, action)
-            return self._block_gru(deter, stoch, action)
         if self.core == "planet":
             # r, u = sigmoid(W_ru [x, h]), c = tanh(W_c [x, r h]), h' = u h + (1 - u) c.
             x = self.in_joint(jnp.concatenate([stoch, action], -1).astype(self.dtype))
@@ -357,6 +347,8 @@ class RSSM(nn.Module):
             c = jnp.tanh(self.gates_c(jnp.concatenate([x, (r * h).astype(self.dtype)], -1)))
             return u * deter.astype(jnp.float32) + (1 - u) * c.astype(jnp.float32)
         if self.core == "block":
+            if not reference_active():
+                return blocks.block_gru(self, deter, stoch, action, per_block)
             parts = self._block_gates(deter, stoch, action)
         else:
             x = self.in_joint(jnp.concatenate([stoch, action], -1).astype(self.dtype))
@@ -364,55 +356,30 @@ class RSSM(nn.Module):
             parts = self.gates_norm(self.gates(x)).astype(jnp.float32)
             parts = parts.reshape(*parts.shape[:-1], 1, parts.shape[-1])
         reset, cand, update = [p.reshape(*p.shape[:-2], -1) for p in jnp.split(parts, 3, -1)]
-        return _gru_update(reset, cand, update, deter.astype(jnp.float32))
+        return gru_update(reset, cand, update, deter.astype(jnp.float32))
 
-    def _block_gru(self, deter: Array, stoch: Array, action: Array) -> Array:
-        """The block GRU's update with its gates in block-major layout ``[G, N, D / G]``, so the
-        elementwise part reads contiguous memory; h' is returned as ``[..., D]``."""
-        g, d = self.blocks, self.deter // self.blocks
-        lead = deter.shape[:-1]
-        parts = self._block_gates(deter, stoch, action, "grouped").astype(jnp.float32)
-        reset, cand, update = jnp.split(parts, 3, -1)  # [G, N, D / G] each
-        h = deter.astype(jnp.float32).reshape(-1, g, d).transpose(1, 0, 2)
-        out = _gru_update(reset, cand, update, h)
-        return out.transpose(1, 0, 2).reshape(*lead, self.deter)
-
-    def _block_gru_per_block(self, deter: Array, stoch: Array, action: Array) -> Array:
-        """The block GRU's update block by block: every piece of elementwise work reads and
-        writes ``[..., D / G]`` slices in their natural layout (no transposes)."""
-        d = self.deter // self.blocks
-        parts = self._block_gates(deter, stoch, action, "blocks")
-        h = deter.astype(jnp.float32)
-        outs = []
-        for j, part in enumerate(parts):
-            reset, cand, update = jnp.split(part.astype(jnp.float32), 3, -1)
-            outs.append(_gru_update(reset, cand, update, h[..., j * d : (j + 1) * d]))
-        return jnp.concatenate(outs, -1)
-
-    def _block_gates(self, deter: Array, stoch: Array, action: Array, layout: str = "flat"):
-        """Gate pre-activations of the block GRU, ``[..., G, 3 * deter / G]``.
-
-        Block g of the first layer sees [h_g, x] with x = concat(in(h), in(s), in(a)) shared by
-        all blocks (``BlockDense``'s ``shared`` input).
-        """
-        g, d = self.blocks, self.deter // self.blocks
-        x = jnp.concatenate(
+    def block_input(self, deter: Array, stoch: Array, action: Array) -> Array:
+        """x = concat(in(h), in(s), in(a)), ``[..., 3 * hidden]``: the block GRU's input, which
+        every block sees beside its own slice of h."""
+        return jnp.concatenate(
             [self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1
         )
+
+    def _block_gates(self, deter: Array, stoch: Array, action: Array) -> Array:
+        """Gate pre-activations of the block GRU, ``[..., G, 3 * deter / G]``.
+
+        Block g of the first layer sees [h_g, x] with x = ``block_input`` shared by all blocks
+        (``BlockDense``'s ``shared`` input); each hidden layer is act(norm(.)) over all blocks.
+        """
+        g, d = self.blocks, self.deter // self.blocks
+        x = self.block_input(deter, stoch, action)
         h = deter.astype(x.dtype)
-        # Hidden block layers return flat activations (their norm spans all blocks).
-        inner = "flat" if layout == "grouped" else layout
         if not self.dyn:  # no block layer: the gates see [h_g, x] themselves
-            parts = self.gates(h, x, layout=layout)
+            parts = self.gates(h, x)
         else:
             for i, (layer, norm) in enumerate(zip(self.dyn, self.dyn_norm, strict=True)):
-                y = layer(h, x, layout=inner) if i == 0 else layer(h, layout=inner)
-                if inner == "blocks":
-                    y = jnp.concatenate(y, -1)
-                h = get_act(self.act)(norm(y))
-            parts = self.gates(h, layout=layout)
-        if layout != "flat":
-            return parts  # [G, N, 3 D / G] or G blocks [..., 3 D / G]
+                h = get_act(self.act)(norm(layer(h, x) if i == 0 else layer(h)))
+            parts = self.gates(h)
         return parts.astype(jnp.float32).reshape(*parts.shape[:-1], g, 3 * d)
 
     def _prior_stats(self, deter: Array) -> dict[str, Array]:
@@ -427,108 +394,3 @@ class RSSM(nn.Module):
                 f"action has shape {action.shape}; expected {(*batch, self.action_dim)} "
                 f"(batch {batch}, action_dim={self.action_dim})"
             )
-
-
-def _gru_update(reset: Array, cand: Array, update: Array, h: Array) -> Array:
-    """h' = u * c + (1 - u) * h with r = sigmoid(reset), c = tanh(r * cand) and
-    u = sigmoid(update - 1), from the gate pre-activations (any shape, all alike)."""
-    r = jax.nn.sigmoid(reset)
-    c = jnp.tanh(r * cand)
-    # The -1 bias makes the update gate start mostly closed, so h carries over by default.
-    u = jax.nn.sigmoid(update - 1.0)
-    return u * c + (1 - u) * h
-
-
-def _expand(mask: Array, like: Array) -> Array:
-    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
-
-
-def latent_stats(state: State) -> State:
-    """The latent distribution's statistics of a state: every entry but ``deter``/``stoch``."""
-    return {k: v for k, v in state.items() if k not in ("deter", "stoch")}
-
-
-def features(state: State) -> Array:
-    """concat(h_t, s_t): the input of every head, ``[..., H + S]``."""
-    return jnp.concatenate([state["deter"], state["stoch"]], -1)
-
-
-def check_sequence(embed: Array, action: Array, is_first: Array, action_dim: int) -> None:
-    """Validate ``embed [B, T, E]``, ``action [B, T, A]``, ``is_first [B, T]`` with clear errors."""
-    got = f"embed {embed.shape}, action {action.shape}, is_first {is_first.shape}"
-    if embed.ndim != 3 or action.ndim != 3 or is_first.ndim != 2:
-        raise ValueError(f"expected embed [B, T, E], action [B, T, A], is_first [B, T]; got {got}")
-    if not (embed.shape[:2] == action.shape[:2] == is_first.shape):
-        raise ValueError(f"batch and time axes disagree: {got}; all must share [B, T]")
-    if action.shape[-1] != action_dim:
-        raise ValueError(
-            f"action dimension {action.shape[-1]} != the model's action_dim {action_dim} ({got})"
-        )
-    if not jnp.issubdtype(embed.dtype, jnp.floating):
-        raise ValueError(f"embed must be floating, got dtype {embed.dtype}")
-    if not jnp.issubdtype(action.dtype, jnp.floating):
-        raise ValueError(
-            f"action must be floating, got dtype {action.dtype}; one-hot encode discrete actions"
-        )
-
-
-# --- presets ----------------------------------------------------------------------------------
-
-
-def planet(action_dim: int, **overrides: Any) -> RSSM:
-    """PlaNet (Hafner et al. 2019; google-research/planet models/rssm.py): Gaussian latent of
-    30 (std = softplus + 0.1), TensorFlow's GRUBlockCell of 200 on a ReLU dense embedding of
-    (s_{t-1}, a_{t-1}), one ReLU layer of 200 before the prior and the posterior, no norms,
-    zero initial state."""
-    kw = dict(
-        latent=GaussianLatent(30, 0.1),
-        deter=200,
-        hidden=200,
-        core="planet",
-        img_layers=1,
-        obs_layers=1,
-        norm="none",
-        act="relu",
-        initial="zeros",
-    )
-    return RSSM(action_dim=action_dim, **{**kw, **overrides})
-
-
-# DreamerV3 model sizes as in its 2024 release (danijar/dreamerv3, configs.yaml: size1m ...
-# size400m): (deter, hidden, classes) with 32 categorical groups and 8 GRU blocks. The same
-# entries set the encoder/decoder depth and the MLP width (``DREAMER_WIDTHS``).
-DREAMER_SIZES = {
-    "size1m": (512, 64, 4),
-    "size12m": (2048, 256, 16),
-    "size25m": (3072, 384, 24),
-    "size50m": (4096, 512, 32),
-    "size100m": (6144, 768, 48),
-    "size200m": (8192, 1024, 64),
-    "size400m": (12288, 1536, 96),
-}
-# (cnn depth, mlp units) of each size.
-DREAMER_WIDTHS = {
-    "size1m": (4, 64),
-    "size12m": (16, 256),
-    "size25m": (24, 384),
-    "size50m": (32, 512),
-    "size100m": (48, 768),
-    "size200m": (64, 1024),
-    "size400m": (96, 1536),
-}
-
-
-def dreamer(size: str, action_dim: int, **overrides: Any) -> RSSM:
-    """DreamerV3's RSSM (2024 release) of a named size (see ``DREAMER_SIZES``): block GRU with
-    8 blocks, 32 categoricals with 1% unimix, h_0 = 0, RMSNorm, SiLU."""
-    if size not in DREAMER_SIZES:
-        raise ValueError(f"unknown size {size!r}; expected one of {sorted(DREAMER_SIZES)}")
-    deter, hidden, classes = DREAMER_SIZES[size]
-    kw = dict(
-        latent=CategoricalLatent(32, classes, 0.01),
-        deter=deter,
-        hidden=hidden,
-        blocks=8,
-        initial="zeros",
-    )
-    return RSSM(action_dim=action_dim, **{**kw, **overrides})

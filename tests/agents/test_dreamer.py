@@ -10,9 +10,13 @@ import pytest
 
 import rssm
 from agents import ac_math
-from agents.dreamer import Dreamer, DreamerConfig
+from agents.dreamer import Dreamer
+from agents.dreamer_config import DreamerConfig
+from agents.model_based import wm_update
 from agents.optim import OptimConfig
-from agents.world_model import WorldModel, WorldModelConfig
+from agents.wm_config import WorldModelConfig
+from agents.world_model import WorldModel
+from rssm.reference import reference_impl
 
 # Whole episodes from their first step: no replay context is needed.
 WM = WorldModelConfig(
@@ -239,17 +243,17 @@ def test_replay_value_loss_reaches_the_world_model_only_with_repval_grad():
 
 
 def test_sequential_update_trains_the_world_model_alone_first():
-    from agents.baselines import wm_update
-
     agent = tiny(repval=False, update="sequential", estimator="dynamics", replay_context=0)
     state = agent.init(jax.random.key(0))
     batch = _batch(agent)
     _, k_wm, _ = jax.random.split(state.key, 3)
     # Jitted, as the agent's update is (op by op it takes ten times as long to run).
-    step = jax.jit(lambda p, o, b, k: wm_update(agent.wm, agent.opt["wm"], p, o, b, k))
-    expected, _, _, _ = step(state.params["wm"], state.opt_state["wm"], batch, k_wm)
+    step = jax.jit(lambda p, o, b, k: wm_update(agent.wm, agent.opt, p, o, b, k))
+    expected, _, _, _ = step(state.params, state.opt_state, batch, k_wm)
     new, metrics, context = agent.train(state, batch)
-    for x, y in zip(jax.tree.leaves(new.params["wm"]), jax.tree.leaves(expected), strict=True):
+    assert set(expected) == {"wm"}
+    pairs = zip(jax.tree.leaves(new.params["wm"]), jax.tree.leaves(expected["wm"]), strict=True)
+    for x, y in pairs:
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
     assert context == {} and all(np.isfinite(float(v)) for v in metrics.values())
     # The joint update takes the same world-model step (the actor and critic see it stopped),
@@ -269,7 +273,7 @@ def test_sequential_update_trains_the_world_model_alone_first():
 def test_optimized_update_equals_the_reference_formulation(core):
     # The prior head batched after the observe scan, the shared input of the first block
     # layer as one dense product, one critic pass for returns and loss: the same losses and
-    # gradients as the straightforward formulations (``rssm.reference_impl``).
+    # gradients as the straightforward formulations (``reference_impl``).
     agent = Dreamer(
         dataclasses.replace(TINY_WM, core=core),
         TINY_AC,
@@ -280,9 +284,15 @@ def test_optimized_update_equals_the_reference_formulation(core):
     )
     state = agent.init(jax.random.key(0))
     batch = _batch(agent, seed=3)
-    fast = jax.jit(lambda s, b: agent._gradients(s, b)[:2])(state, batch)
-    with rssm.reference_impl():
-        ref = jax.jit(lambda s, b: agent._gradients(s, b)[:2])(state, batch)
+
+    def gradients(s, b):
+        _, k_wm, k_ac = jax.random.split(s.key, 3)  # the keys the update takes
+        out = agent._gradients(s, b, k_wm, k_ac)
+        return out.grads, out.metrics
+
+    fast = jax.jit(gradients)(state, batch)
+    with reference_impl():
+        ref = jax.jit(gradients)(state, batch)
     (g_fast, m_fast), (g_ref, m_ref) = fast, ref
     for name in m_ref:
         np.testing.assert_allclose(m_fast[name], m_ref[name], rtol=1e-5, atol=1e-6, err_msg=name)

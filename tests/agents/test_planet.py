@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from agents.planet import PlanetAgent, PlanetConfig, cem_plan, plan, rssm_returns
-from agents.world_model import WorldModel, WorldModelConfig
+from agents.wm_config import WorldModelConfig
+from agents.world_model import WorldModel
 
 H, A = 12, 1  # PlaNet's horizon; one action dimension for the toy problems
 

@@ -11,11 +11,12 @@ import pytest
 
 from agents import registry
 from agents.baselines import RandomAgent
-from agents.contract import CARRY_KEYS, STATE_LAYOUT, AgentState
-from agents.dreamer import Dreamer, DreamerConfig
+from agents.contract import CARRY_KEYS, STATE_LAYOUT, AgentState, dummy_batch
+from agents.dreamer import Dreamer
+from agents.dreamer_config import DreamerConfig
 from agents.planet import PlanetAgent
 from agents.sac import SAC
-from agents.world_model import WorldModelConfig, dummy_batch
+from agents.wm_config import WorldModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import rssm
-from agents.world_model import WorldModel, WorldModelConfig, dummy_batch
+from agents.contract import dummy_batch
+from agents.wm_config import WorldModelConfig
+from agents.world_model import WorldModel
 
 SMALL = WorldModelConfig(
     deter=16, hidden=8, blocks=2, groups=2, classes=3, units=8, layers=1, reward_bins=15

@@ -17,7 +17,8 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.checkpoint import MISSING, Checkpointer, check_config, config_diff
+from experiments.run.checkpoint import Checkpointer
+from experiments.run.compat import MISSING, check_config, config_diff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,7 +149,7 @@ _KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
     import jax.numpy as jnp
-    from experiments.checkpoint import Checkpointer
+    from experiments.run.checkpoint import Checkpointer
 
     ck = Checkpointer(sys.argv[1], keep=3, async_save=True)
     ck.save(1, {"x": jnp.arange(8, dtype=jnp.float32), "big": jnp.ones((4,), jnp.uint32)},
@@ -222,7 +223,7 @@ def test_errors(tmp_path: Path) -> None:
             ck.restore({"w": jnp.zeros((2, 3)), "b": jnp.zeros((3,), jnp.float32)})
         with pytest.raises(ValueError, match=r"w: checkpoint has shape \(2, 3\)"):
             ck.restore({"w": jnp.zeros((3, 2)), "b": jnp.zeros((3,), jnp.bfloat16)})
-    with pytest.raises(ValueError, match="keep must be a positive int"):
+    with pytest.raises(ValueError, match="keep must be >= 1, got 0; the number of checkpoints"):
         Checkpointer(tmp_path / "other", keep=0)
 
 
@@ -284,7 +285,7 @@ class AgentStateLayout2:
 
 def test_a_layout_2_agent_state_restores_as_this_layout(tmp_path: Path) -> None:
     from agents.contract import STATE_LAYOUT, AgentState
-    from experiments.checkpoint import ConfigMismatch, check_layout, restore_state
+    from experiments.run.compat import ConfigMismatch, check_layout, restore_state
 
     src = make_state(3)
     old = AgentStateLayout2(

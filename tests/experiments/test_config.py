@@ -7,7 +7,7 @@ import json
 import pytest
 
 from experiments import config as config_lib
-from experiments.fielddoc import describe
+from experiments.config.args import describe
 
 
 def test_presets_compose_left_to_right():
@@ -109,7 +109,7 @@ def test_a_saved_dm_control_time_limit_of_1000_resumes_as_the_tasks_own(cartpole
     # Runs saved before env.time_limit 0 meant "the task's own" say 1000: for a dm-control
     # task and a Gymnasium env registered with at most 1000 steps the same episodes, so they
     # resume; for an env registered with more (or none) 1000 was a real cap.
-    from experiments.checkpoint import check_config
+    from experiments.run.compat import check_config
 
     saved = config_lib.to_dict(config_lib.Config())
     saved["env"]["time_limit"] = 1000

@@ -15,7 +15,7 @@ from experiments.envs import (
     dmc_tasks,
     parse_task,
 )
-from experiments.vecenv import make_envs
+from experiments.envs.vec import make_envs
 
 
 def _flatten(observation):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from experiments import config as config_lib
 from experiments.evaluate import LoadedPolicy, evaluate, main
-from experiments.train import train
+from experiments.run.loop import train
 
 
 @pytest.fixture(scope="module")

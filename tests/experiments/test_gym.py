@@ -10,9 +10,10 @@ from gymnasium import spaces
 
 from experiments import config as config_lib
 from experiments import envs
-from experiments.gym_env import from_gymnasium
-from experiments.logging import read_jsonl
-from experiments.train import make_agent, train
+from experiments.config import make_agent
+from experiments.envs.gym import from_gymnasium
+from experiments.run.logging import read_jsonl
+from experiments.run.loop import train
 
 
 class Recorder(gymnasium.Env):
@@ -167,7 +168,7 @@ def test_dreamer_trains_on_gymnasium_cartpole(tmp_path):
     replay = Replay(10_000, tmp_path / "replay", cfg.run.replay_chunk)
     import json
 
-    from experiments.checkpoint import Checkpointer
+    from experiments.run.checkpoint import Checkpointer
 
     with Checkpointer(tmp_path / "checkpoints") as ck:
         replay.load(ck.restore_meta()["replay"])

@@ -9,10 +9,10 @@ from launch import start, wait_paused
 
 from experiments import config as config_lib
 from experiments import train as train_lib
-from experiments.logdir import LogdirInUse, LogdirLock
-from experiments.logging import read_jsonl
 from experiments.replay import chunk_file_name
-from experiments.train import train
+from experiments.run.logdir import LogdirInUse, LogdirLock
+from experiments.run.logging import read_jsonl
+from experiments.run.loop import train
 
 
 def _cfg(logdir, *extra: str):

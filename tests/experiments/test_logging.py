@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from wandb_reader import read_offline_run
 
-from experiments.logging import Logger, openloop_grid, read_jsonl, read_offline_run
+from experiments.run.logging import Logger, openloop_grid, read_jsonl
 
 CONFIG = {
     "model": {"deter": 64, "latent": {"classes": 8}, "acts": ["silu", "elu"]},

@@ -18,7 +18,7 @@ import jax
 import pytest
 
 from experiments import config as config_lib
-from experiments.train import make_agent
+from experiments.config import make_agent
 
 # field -> (reference value, where it is set)
 DREAMERV3 = {

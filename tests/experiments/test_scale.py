@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.logging import read_jsonl
+from experiments.run.logging import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent / "scale_scripts"
@@ -224,9 +224,10 @@ def test_two_processes_train_one_run_and_resume_after_sigkill(tmp_path):
 
 @pytest.mark.slow
 def test_many_seeds_in_one_process(tmp_path):
+    from wandb_reader import read_offline_run
+
     from experiments import config as config_lib
-    from experiments.logging import read_offline_run
-    from experiments.train import train
+    from experiments.run.loop import train
 
     def cfg(*args: str):
         base = ["--preset", "debug", "--agent", "random", "--run.eval_every", "0"]

@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from launch import ckpt_steps, start, wait_paused
+from wandb_reader import read_offline_run
 
 from experiments import config as config_lib
-from experiments.checkpoint import Checkpointer
-from experiments.logging import read_jsonl, read_offline_run
+from experiments.config.validate import first_update_iteration
 from experiments.replay import Replay
-from experiments.train import ConfigMismatch, train
-from experiments.validate import first_update_iteration
+from experiments.run.checkpoint import Checkpointer
+from experiments.run.compat import ConfigMismatch
+from experiments.run.logging import read_jsonl
+from experiments.run.loop import train
 
 
 def test_cli_overrides_and_errors():
@@ -346,8 +348,8 @@ def test_a_resumed_state_lowers_like_a_fresh_one(tmp_path):
     # its update exactly as the first launch did, or a second launch compiles everything again.
     import jax
 
-    from experiments.scale import Topology
-    from experiments.train import make_agent
+    from experiments.config import make_agent
+    from experiments.run.scale import Topology
 
     cfg = config_lib.PRESETS["debug"]()
     agent = make_agent(cfg, (("vector", (3,)),), 1)
@@ -464,7 +466,7 @@ def test_training_and_random_prefill_end_when_the_windows_are_there(tmp_path, to
 
 
 def test_resume_drops_the_log_lines_written_after_its_checkpoint(tmp_path):
-    from experiments.train import drop_rows_after
+    from experiments.run.logging import drop_rows_after
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": s, "x": s} for s in (0, 8, 16, 24)]

@@ -7,11 +7,11 @@ import pytest
 from experiments import config as config_lib
 from experiments import evaluate as evaluate_lib
 from experiments import train as train_lib
+from experiments.config.validate import ConfigError, check_memory, replay_bytes
 from experiments.envs import make_env
-from experiments.progress import format_duration
 from experiments.replay import Replay
-from experiments.runner import record
-from experiments.validate import ConfigError, check_memory, replay_bytes
+from experiments.run.loop import record
+from experiments.run.progress import format_duration
 
 # (extra arguments after --preset debug, exception type, fragment of its message)
 BAD = [

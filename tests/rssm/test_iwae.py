@@ -10,6 +10,7 @@ import pytest
 
 import rssm
 from rssm import vi
+from rssm.iwae import step_log_weights
 from rssm.latent import CategoricalLatent, GaussianLatent
 
 
@@ -24,13 +25,13 @@ def test_one_step_reduces_to_the_linear_gaussian_iwae_bound():
     prior = {"mean": jnp.zeros_like(z), "std": jnp.ones_like(z)}
     add_dims = lambda tree: jax.tree.map(lambda v: v[..., None, None], tree)  # T = 1, size 1
     loglik = jax.scipy.stats.norm.logpdf(x, z, 1.0)[..., None]
-    terms = rssm.step_log_weights(GaussianLatent(1), add_dims(post), add_dims(prior), loglik)
+    terms = step_log_weights(GaussianLatent(1), add_dims(post), add_dims(prior), loglik)
     ours = vi.iwae_bound(terms.sum(-1), axis=0)
     np.testing.assert_allclose(ours, vi.lg_iwae_bound(key, x, m, s, k), rtol=1e-6)
     # ... and below the evidence, but much closer than the ELBO with K = 64 at the optimal q.
     mq, vq = vi.lg_posterior(x)
     zq = vi.reparam_sample(key, mq, jnp.sqrt(vq), (4096,))
-    exact = rssm.step_log_weights(
+    exact = step_log_weights(
         GaussianLatent(1),
         add_dims({"mean": mq + 0 * zq, "std": jnp.sqrt(vq) + 0 * zq, "stoch": zq}),
         add_dims(jax.tree.map(lambda v: v + 0 * zq, {"mean": 0.0, "std": 1.0})),

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import rssm
+from rssm.blocks import BlockDense
+from rssm.conv import depth_to_space
 from rssm.dists import symlog_bins, twohot
-from rssm.nets import depth_to_space
+from rssm.reference import reference_impl
 
 
 def test_symlog_symexp_are_inverse():
@@ -151,7 +153,7 @@ def test_encoder_max_pools_and_decoder_blocks_are_block_diagonal():
         changed |= {tuple(i) for i in np.argwhere(np.abs(np.asarray(lit - base)) > 0).tolist()}
     assert changed == {(5, 6)}
     # BlockDense: the g-th slice of the input reaches only the g-th slice of the output.
-    layer = rssm.nets.BlockDense(features=6, blocks=3)
+    layer = BlockDense(features=6, blocks=3)
     x = jnp.zeros((1, 9))
     bp = layer.init(jax.random.key(1), x)
     jac = jax.jacobian(lambda v: layer.apply(bp, v))(x)[0, :, 0, :]  # [6 out, 9 in]
@@ -208,7 +210,7 @@ def test_twohot_log_prob_by_gather_equals_the_two_hot_vector(make):
     lp = lambda lg: make(lg, bins).log_prob(x)
     grad = lambda lg: jax.grad(lambda z: lp(z).sum())(lg)
     fast, g_fast = jax.jit(lp)(logits), jax.jit(grad)(logits)
-    with rssm.reference_impl():
+    with reference_impl():
         ref, g_ref = jax.jit(lambda z: lp(z))(logits), jax.jit(lambda z: grad(z))(logits)
     np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(g_fast, g_ref, rtol=1e-6, atol=1e-7)

@@ -9,9 +9,9 @@ import jax
 import numpy as np
 
 from experiments import config as config_lib
-from experiments.scale import BatchSplit, Topology
-from experiments.seeds import SeedBatch, take
-from experiments.train import make_agent
+from experiments.config import make_agent
+from experiments.run.scale import BatchSplit, Topology
+from experiments.run.seeds import SeedBatch, take
 
 assert jax.device_count() == 4, jax.devices()
 # With replay context: each sequence starts from a stored state, and the update returns the

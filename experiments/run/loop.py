@@ -18,7 +18,6 @@ update of B x T replayed steps every B x T / train_ratio agent steps.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import sys
@@ -32,15 +31,15 @@ import numpy as np
 from agents.contract import STATE_LAYOUT
 from agents.world_model import CONTEXT_KEYS
 from experiments import envs as envs_lib
-from experiments import pause, validate
-from experiments import seeds as seeds_lib
-from experiments.checkpoint import STORAGE_ERRNOS, StorageError
-from experiments.logging import openloop_grid
-from experiments.metrics import MetricMeans, NonFiniteLoss, finite, params_digest
-from experiments.progress import Progress, process_start
-from experiments.run_eval import evaluate, heldout_gap, policy_obs
-from experiments.run_setup import RunSetup
-from experiments.validate import PREFILL_CHUNK, first_update_iteration
+from experiments.config.validate import PREFILL_CHUNK
+from experiments.run import pause
+from experiments.run import seeds as seeds_lib
+from experiments.run.checkpoint import STORAGE_ERRNOS, StorageError
+from experiments.run.eval import policy_obs
+from experiments.run.metrics import MetricMeans, NonFiniteLoss, finite
+from experiments.run.progress import Progress, process_start
+from experiments.run.reports import Reports
+from experiments.run.setup import RunSetup
 
 # Saved with every checkpoint. 'credit' is the fractional number of updates owed under
 # run.train_ratio (the ratio schedule's state); the 'next_*' fields are when each periodic
@@ -62,14 +61,6 @@ COUNTERS = (
 )
 
 
-def format_bytes(n: int) -> str:
-    """``n`` bytes in binary units: '512 B', '3.2 MiB', '1.25 GiB'."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.{2 if unit == 'GiB' else 1}f} {unit}"
-    return f"{n} B"
-
-
 def record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarray]:
     """What replay stores per env step: o_t, a_{t-1} (zeros at a reset), r_t and the flags."""
     rec = {k: v for k, v in obs.items() if k not in ("reward",)}
@@ -77,6 +68,11 @@ def record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarr
     rec["action"] = np.where(first[:, None], 0.0, action).astype(np.float32)
     rec["reward"] = obs["reward"].astype(np.float32)
     return rec
+
+
+# Several processes agree whether to stop (a collective) every STOP_CHECK_EVERY iterations,
+# not every step: a signal is acted on within that many iterations.
+STOP_CHECK_EVERY = 64
 
 
 class ContextWriteBack:
@@ -101,7 +97,7 @@ class ContextWriteBack:
             self.pending = None
 
 
-class Runner(RunSetup):
+class Runner(RunSetup, Reports):
     """One training run in ``logdir`` (built by ``RunSetup``), stepped by ``run()``."""
 
     def __init__(self, cfg: Any, logdir: str | Path):
@@ -333,86 +329,9 @@ class Runner(RunSetup):
         """A signal asked to stop; several processes agree on it every 64 iterations."""
         if self.procs == 1:
             return self.stop.signum is not None
-        if (self.counters["agent_steps"] // (self.n * self.procs)) % 64:
+        if (self.counters["agent_steps"] // (self.n * self.procs)) % STOP_CHECK_EVERY:
             return False
         return self.topo.any(self.stop.signum is not None)
-
-    def log_metrics(self) -> None:
-        """The mean of each metric over the updates since the last log, replay's size, the
-        update count and the throughput since the previous log (wall clock)."""
-        scalars = self.means.pop(self.counters["updates"])
-        scalars.update({"replay/steps": len(self.replay), "run/updates": self.counters["updates"]})
-        now, env_steps, updates = time.time(), self.env_steps, self.counters["updates"]
-        if self.last_log is not None:
-            t0, steps0, updates0 = self.last_log
-            scalars["run/env_steps_per_s"] = (env_steps - steps0) / max(now - t0, 1e-9)
-            scalars["run/updates_per_s"] = (updates - updates0) / max(now - t0, 1e-9)
-        self.last_log = (now, env_steps, updates)
-        self.logger.scalars(env_steps, scalars)
-        self.logged_at = env_steps
-
-    def log_episodes(self, ended: np.ndarray) -> None:
-        """Mean return and length of the episodes that just ended, per seed."""
-        for k in range(self.n_seeds):
-            mine = ended[ended // self.n == k]
-            if not len(mine):
-                continue
-            self.counters["episodes"] += len(mine)
-            if self.n_seeds == 1:
-                count = self.counters["episodes"]
-            else:
-                self.counters["seed_episodes"][k] += len(mine)
-                count = self.counters["seed_episodes"][k]
-            row = {
-                "episode/return": float(np.mean(self.ep_return[mine])),
-                "episode/length": float(np.mean(self.ep_length[mine])) * self.repeat,
-                "episode/count": count,
-            }
-            self.logger.scalars(self.env_steps, row, **({"seed": k} if self.n_seeds > 1 else {}))
-
-    def evaluate(self) -> None:
-        """Evaluation episodes (and the held-out gap on the first) of every seed's agent, each
-        in its own evaluation environment, on this process."""
-        run, env_steps = self.cfg.run, self.env_steps
-        for k in range(self.n_seeds):
-            if k not in self.eval_envs:
-                self.eval_envs[k] = self.stack.enter_context(self.make_eval_env(k))
-            one = self.seed_slice(k)
-            to_seed = {} if self.n_seeds == 1 else {"seed": k}
-            state_k = one(self.acting)
-            ret, episode = evaluate(
-                self.single,
-                state_k,
-                self.cfg,
-                self.eval_envs[k],
-                jax.random.fold_in(one(self.eval_key), env_steps),
-                self.obs_keys,
-                record=run.gap_particles > 0,
-                # Its own seed per evaluation: the returns do not depend on a resume.
-                seed=envs_lib.env_seed(run.seed + k + 1_000_000, 0, env_steps),
-            )
-            self.logger.scalars(env_steps, {"eval/return": ret}, **to_seed)
-            if episode is not None:
-                gap_key = jax.random.fold_in(one(self.gap_key), env_steps)
-                gap = heldout_gap(self.single, state_k, episode, run, gap_key, self.heldout_fn)
-                self.logger.scalars(env_steps, gap, **to_seed)
-
-    def seed_slice(self, k: int):
-        """The function that takes seed k's part of a tree with a seed axis (or the tree)."""
-        if self.n_seeds == 1:
-            return lambda x: x
-        return functools.partial(seeds_lib.take, k=k)
-
-    def log_video(self, batch: dict[str, np.ndarray], step: int) -> None:
-        """Open-loop predictions against the truth on this process's share of a batch."""
-        view = self.topo.local_view(self.state)  # on every process: it may gather (FSDP)
-        if not self.lead or "image" not in self.obs_keys:
-            return
-        sub = {k: v[:4] for k, v in self.seed_slice(0)(batch).items() if k != "context"}
-        key = jax.random.fold_in(self.video_key, self.counters["updates"])
-        pred = self.agent.openloop(view, sub, key)["image"]  # in [0, 1], the decoder's target
-        truth = sub["image"].astype(np.float32) / 255.0
-        self.logger.video(step, "openloop", openloop_grid(truth, np.clip(np.asarray(pred), 0, 1)))
 
     def save(self, final: bool = False) -> None:
         """A checkpoint numbered in env steps (the unit of --steps, save_every and the logs):
@@ -444,12 +363,7 @@ class Runner(RunSetup):
     def cut_seeds(self, env_steps: int) -> list[int]:
         """The seeds environments restart from after a cut at ``env_steps``: environment i of
         process p and seed k gets env_seed(run.seed + k, p * n + i, env_steps)."""
-        seed, n = self.cfg.run.seed, self.n
-        return [
-            envs_lib.env_seed(seed + k, self.proc * n + i, env_steps)
-            for k in range(self.n_seeds)
-            for i in range(n)
-        ]
+        return envs_lib.env_seeds(self.cfg.run.seed, self.n, self.n_seeds, self.proc, env_steps)
 
     def cut_episodes(self) -> None:
         """run.exact_resume: every episode ends here, before the checkpoint. The current
@@ -463,46 +377,6 @@ class Runner(RunSetup):
         self.obs = self.vec.reset(self.cut_seeds(self.env_steps))
         self.prev_action = np.zeros_like(self.prev_action)
         self.ep_return[:], self.ep_length[:] = 0.0, 0
-
-    def preflight(self) -> None:
-        """One line before the first step: sizes, counts and the planned number of updates."""
-        run, vec = self.cfg.run, self.vec
-        params = sum(x.size for x in jax.tree.leaves(self.state.params)) // self.n_seeds
-        step_bytes, replay_bytes = validate.replay_bytes(self.cfg, vec.obs_spec, vec.act_dim)
-        per_iteration = self.n * self.procs  # agent steps
-        iterations = math.ceil(run.steps / (self.repeat * per_iteration))
-        first = first_update_iteration(
-            run, self.ctx_steps, self.repeat, self.n, self.procs, self.local_batch
-        )
-        planned = int(max(0, iterations - first) * per_iteration / self.per_update)
-        print(
-            f"pre-flight: {params:,} parameters | replay at capacity {run.replay_capacity:,} "
-            f"steps x {self.n_seeds} seed(s) x {step_bytes:,} B = {format_bytes(replay_bytes)} | "
-            f"{run.steps:,} env steps = {iterations * per_iteration:,} agent steps "
-            f"(repeat {self.repeat}, {self.n} envs x {self.procs} process(es)) | "
-            f"{self.topo.size} device(s), {self.local_batch} of {run.batch_size} sequences per "
-            f"update from this process | first update at env step "
-            f"{first * per_iteration * self.repeat:,} | ~{planned:,} updates planned",
-            file=sys.stderr,
-        )
-
-    def summary(self) -> dict[str, Any]:
-        """The final counters, replay's size, whether a signal stopped the run, and a digest of
-        the parameters (one per seed)."""
-        view = self.topo.local_view(self.state)
-        return {
-            "counters": dict(self.counters),
-            "replay_steps": len(self.replay),
-            "env_steps": self.env_steps,
-            "interrupted": self.env_steps < self.cfg.run.steps,  # stopped by a signal
-            "process": self.proc,
-            "devices": self.topo.size,
-            "params_sha256": (
-                params_digest(view)
-                if self.n_seeds == 1
-                else [params_digest(seeds_lib.take(view, k)) for k in range(self.n_seeds)]
-            ),
-        }
 
 
 def train(cfg: Any, logdir: str | Path) -> dict[str, Any]:

@@ -1,15 +1,8 @@
 """DeepMind Control Suite environments with the conventions of PlaNet and Dreamer.
 
-One environment (`DMCEnv`) returns a dict per step::
-
-    {'vector': [D] float32}  or  {'image': [H, W, 3] uint8}   the observation
-    'reward': float32       summed over the action repeat (0.0 on reset)
-    'is_first': bool        True only on the observation returned by reset
-    'is_last': bool         the episode ended (time limit or termination)
-    'is_terminal': bool     the episode ended with discount 0 (a true terminal state)
-
-Batches of them, stepped in-process or one process per environment, are in
-`experiments.vecenv`.
+One environment (`DMCEnv`) returns the step dicts of ``contract`` with either ``vector`` (the
+task's state) or ``image`` (rendered pixels). Batches of them, stepped in-process or one
+process per environment, are in `experiments.envs.vec`.
 
 Conventions:
 
@@ -34,12 +27,14 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 # dm_control chooses (and initialises) its OpenGL backend when it is first imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
+
+from experiments.envs.contract import DEFAULT_TIME_LIMIT, OBS_MODES, Spec, check_int, to_box
 
 _PACKAGES_HELP = (
     "Headless rendering needs an OpenGL backend. For EGL (MUJOCO_GL=egl, the default) install "
@@ -61,16 +56,6 @@ def _suite() -> Any:
         ) from err
     return suite
 
-
-Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
-
-
-def spec_bytes(spec: Spec) -> int:
-    """Bytes of one step of ``spec``: sum over keys of prod(shape) * itemsize."""
-    return sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for s, d in spec.values())
-
-
-OBS_MODES = ("proprio", "pixels")
 
 # Names used by PlaNet and DreamerV3 that differ from dm-control's.
 TASK_ALIASES: dict[str, tuple[str, str]] = {"cup-catch": ("ball_in_cup", "catch")}
@@ -103,8 +88,6 @@ FALLBACK_ACTION_REPEAT = 2
 # Camera 0 of these domains shows little of the body; DreamerV3 renders quadruped from camera 2.
 DEFAULT_CAMERA: dict[str, int] = {"quadruped": 2}
 
-DEFAULT_TIME_LIMIT = 1000
-
 
 def parse_task(name: str) -> tuple[str, str]:
     """Split ``'domain-task'`` into dm-control's ``(domain, task)``, resolving aliases.
@@ -124,81 +107,31 @@ def parse_task(name: str) -> tuple[str, str]:
     return domain, task
 
 
-class Env(Protocol):
-    """What the runner steps: ``DMCEnv``, ``gym_env.GymEnv`` (``from_gymnasium``), or your own.
-
-    ``reset()`` and ``step(action [act_dim])`` return the step dict of this module's doc;
-    ``discrete`` means the action is one-hot over ``act_dim`` classes; ``max_agent_steps``
-    bounds an episode (None: unbounded).
-    """
-
-    obs_spec: Spec
-    act_dim: int
-    discrete: bool
-    action_repeat: int
-
-    @property
-    def max_agent_steps(self) -> int | None: ...
-    def reset(self, seed: int | None = None) -> dict[str, Any]: ...
-    def step(self, action: Any) -> dict[str, Any]: ...
-    def close(self) -> None: ...
-
-
-def check_task(name: str) -> None:
-    """Raises ValueError naming the fix when ``name`` is neither a dm-control task nor a
-    registered Gymnasium id written ``'gym:<id>'``."""
-    from experiments import gym_env
-
-    if gym_env.is_gym_task(name):
-        gym_env.check_gym_task(name)
-    else:
-        parse_task(name)
-
-
-def make_env(task: str, obs: str = "proprio", seed: int = 0, **kwargs: Any) -> Env:
-    """A dm-control task (``'walker-walk'``; ``kwargs`` are `DMCEnv`'s: ``action_repeat``,
-    ``size``, ``camera``, ``fast_render``, ``time_limit``) or a Gymnasium one
-    (``'gym:CartPole-v1'``, whose observations follow its observation space; it takes
-    ``action_repeat`` and ``time_limit`` and ignores the rendering arguments)."""
-    from experiments import gym_env
-
-    if gym_env.is_gym_task(task):
-        if obs != "proprio":
-            raise ValueError(
-                f"{task}: env.obs={obs!r}; a Gymnasium task observes what its observation space "
-                "holds (images become 'image'), so leave env.obs at 'proprio'"
-            )
-        return gym_env.make(
-            task,
-            seed=seed,
-            action_repeat=kwargs.get("action_repeat"),
-            time_limit=kwargs.get("time_limit", 0),
-        )
-    return DMCEnv(task, obs, seed, **kwargs)
-
-
-def env_seed(run_seed: int, index: int, epoch: int = 0) -> int:
-    """The seed of environment ``index`` of a run seeded ``run_seed``: a hash of both (numpy's
-    ``SeedSequence``), so runs with nearby seeds share no environment (``seed + index`` would
-    give the runs with seeds 0 and 1 all but one environment seed in common)."""
-    entropy = (run_seed, index) if epoch == 0 else (run_seed, index, epoch)
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
 def default_action_repeat(task: str) -> int:
     """PlaNet's action repeat for the task's domain (cartpole 8, cheetah 4, ...), else 2."""
     domain, _ = parse_task(task)
     return DEFAULT_ACTION_REPEAT.get(domain, FALLBACK_ACTION_REPEAT)
 
 
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    # bool is an int subclass; `action_repeat=True` is a mistake, not a repeat of 1.
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < low or (high is not None and value >= high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high})"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return int(value)
+def _action_box(env: Any, task: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """(A, low [A], high [A]) of a suite environment's flat action spec."""
+    spec = env.action_spec()
+    if len(spec.shape) != 1:
+        raise ValueError(f"{task}: expected a flat action spec, got {spec.shape}")
+    low = np.broadcast_to(spec.minimum, spec.shape).astype(np.float64)
+    high = np.broadcast_to(spec.maximum, spec.shape).astype(np.float64)
+    return int(spec.shape[0]), low, high
+
+
+def _vector_layout(env: Any) -> tuple[dict[str, slice], int]:
+    """The slices of the flat state vector by observation key, in dm-control's (fixed)
+    observation order, and its length."""
+    layout, start = {}, 0
+    for key, spec in env.observation_spec().items():
+        n = int(np.prod(spec.shape, dtype=np.int64))
+        layout[key] = slice(start, start + n)
+        start += n
+    return layout, start
 
 
 class DMCEnv:
@@ -258,20 +191,8 @@ class DMCEnv:
             domain, task_name, task_kwargs={"random": seed, "time_limit": float("inf")}
         )
 
-        action_spec = self._env.action_spec()
-        if len(action_spec.shape) != 1:
-            raise ValueError(f"{self.task}: expected a flat action spec, got {action_spec.shape}")
-        self.act_dim = int(action_spec.shape[0])
-        self._act_low = np.broadcast_to(action_spec.minimum, action_spec.shape).astype(np.float64)
-        self._act_high = np.broadcast_to(action_spec.maximum, action_spec.shape).astype(np.float64)
-
-        # Slices of the flat vector, in dm-control's observation order.
-        layout, start = {}, 0
-        for key, spec in self._env.observation_spec().items():
-            n = int(np.prod(spec.shape, dtype=np.int64))
-            layout[key] = slice(start, start + n)
-            start += n
-        self.vector_layout: dict[str, slice] = layout
+        self.act_dim, self._act_low, self._act_high = _action_box(self._env, self.task)
+        self.vector_layout, start = _vector_layout(self._env)
 
         ncam = int(self._env.physics.model.ncam)
         if camera is None:
@@ -364,8 +285,7 @@ class DMCEnv:
             )
         if not np.all(np.isfinite(action)):
             raise ValueError(f"{self.task}: action must be finite, got {action}")
-        action = np.clip(action, -1.0, 1.0)
-        env_action = self._act_low + (action + 1.0) * 0.5 * (self._act_high - self._act_low)
+        env_action = to_box(action, self._act_low, self._act_high)
 
         reward = 0.0
         is_last = is_terminal = False
@@ -396,22 +316,3 @@ class DMCEnv:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__ = [
-    "DEFAULT_ACTION_REPEAT",
-    "DEFAULT_CAMERA",
-    "DEFAULT_TIME_LIMIT",
-    "OBS_MODES",
-    "TASK_ALIASES",
-    "DMCEnv",
-    "Env",
-    "check_int",
-    "check_task",
-    "default_action_repeat",
-    "dmc_tasks",
-    "env_seed",
-    "make_env",
-    "parse_task",
-    "spec_bytes",
-]

@@ -13,14 +13,12 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from experiments import envs, gym_env
+from experiments import envs
+from experiments.config.schema import Config
 from experiments.errors import ConfigError
 from experiments.replay import step_bytes
-
-if TYPE_CHECKING:
-    from experiments.config import Config
 
 AGENTS = ("dreamer", "planet", "random", "sac")
 # The share of the machine's memory replay may fill at capacity before a run is refused.
@@ -79,17 +77,16 @@ def action_repeat(cfg: Config) -> int:
     """The action repeat a run will use: env.action_repeat, else the task's default."""
     if cfg.env.action_repeat:
         return cfg.env.action_repeat
-    return 1 if gym_env.is_gym_task(cfg.env.task) else envs.default_action_repeat(cfg.env.task)
+    return 1 if envs.is_gym_task(cfg.env.task) else envs.default_action_repeat(cfg.env.task)
 
 
 def _check_env(cfg: Config) -> None:
     e = cfg.env
-    need(
-        not e.task.startswith("gym:") or e.obs == "proprio",
-        f"env.obs={e.obs!r} with {e.task}: a Gymnasium task observes what its observation space "
-        "holds (images become 'image'); leave env.obs at 'proprio'",
-    )
-    need(e.obs in ("proprio", "pixels"), f"env.obs={e.obs!r}; expected 'proprio' or 'pixels'")
+    try:
+        envs.check_obs(e.task, e.obs)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    need(e.obs in envs.OBS_MODES, f"env.obs={e.obs!r}; expected one of {envs.OBS_MODES}")
     need(e.envs >= 1, f"env.envs={e.envs}; need at least 1 environment")
     need(
         e.action_repeat >= 0,

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.logging import Logger
 from experiments.replay import Replay
+from experiments.run.logging import Logger
 
 
 def take(tree: Any, k: int) -> Any:

@@ -15,10 +15,6 @@ a run resumed from a checkpoint logs steps below the last ones its killed predec
 which wandb would drop as non-monotonic; as a metric they are kept and drawn at their place.
 
 Videos are animated GIFs written with pillow, so wandb needs no moviepy to show them.
-
-``read_offline_run`` parses an offline run's ``run-<id>.wandb`` file (wandb's LevelDB-style record
-log) back into its config and history, for tests and tools: wandb 0.31 has no command that
-prints an offline run.
 """
 
 from __future__ import annotations
@@ -28,17 +24,17 @@ import json
 import os
 import secrets
 import string
-import struct
 import sys
-import time
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Logger", "drop_rows_after", "openloop_grid", "read_jsonl", "read_offline_run"]
+from experiments.envs.contract import check_int
+from experiments.run.wandb_file import wait_for_exit_record
+
+__all__ = ["Logger", "drop_rows_after", "openloop_grid", "read_jsonl"]
 
 _WANDB_MODES = ("online", "offline", "disabled")
 STEP_METRIC = "env_steps"  # wandb's x axis (see the module doc)
@@ -98,53 +94,59 @@ class Logger:
         self._run: Any = None
         self._run_file: Path | None = None
         if wandb_mode != "disabled":
-            import wandb
-
-            self._wandb = wandb
-            init = functools.partial(
-                wandb.init,
-                project=project,
-                entity=entity,
-                group=group,
-                name=name,
-                tags=list(tags),
-                config=config,
-                resume="allow",
-                dir=str(self.logdir.resolve()),
-                # Each Logger owns its run, so several can live in one process.
-                reinit="create_new",
-            )
             try:
-                try:
-                    self._run = init(mode=wandb_mode, id=self.run_id)
-                except Exception as err:
-                    if wandb_mode != "online":
-                        raise
-                    # No login or no network: the run goes on and logs offline, with nothing
-                    # lost (``wandb sync`` uploads it later), rather than dying hours in or
-                    # never starting for want of a connection.
-                    self.wandb_mode = "offline"
-                    # A new id: wandb's service may still hold the one that failed.
-                    self.run_id = _new_run_id()
-                    self._run = init(mode="offline", id=self.run_id)
-                    print(
-                        f"warning: wandb online failed ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:200]}); logging offline to "
-                        f"{self.logdir / 'wandb'} instead. Upload it later with `wandb sync "
-                        f"{self.logdir / 'wandb'}/offline-run-*`",
-                        file=sys.stderr,
-                    )
+                self._start_wandb(
+                    project=project,
+                    entity=entity,
+                    group=group,
+                    name=name,
+                    tags=list(tags),
+                    config=config,
+                )
             except BaseException:
                 self._jsonl.close()
                 raise
-            self._run_file = Path(self._run.settings.sync_file).resolve()
-            self._run.define_metric(STEP_METRIC)
-            self._run.define_metric("*", step_metric=STEP_METRIC)
         self._tb: Any = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(self.logdir / "tb"))
+
+    def _start_wandb(self, **kwargs: Any) -> None:
+        """``wandb.init`` (resuming ``self.run_id``); online without a login or a network, the
+        run goes on offline with a warning."""
+        import wandb
+
+        self._wandb = wandb
+        # Each Logger owns its run (reinit), so several can live in one process.
+        init = functools.partial(
+            wandb.init,
+            resume="allow",
+            dir=str(self.logdir.resolve()),
+            reinit="create_new",
+            **kwargs,
+        )
+        try:
+            self._run = init(mode=self.wandb_mode, id=self.run_id)
+        except Exception as err:
+            if self.wandb_mode != "online":
+                raise
+            # Nothing is lost (``wandb sync`` uploads it later), rather than dying hours in or
+            # never starting for want of a connection.
+            self.wandb_mode = "offline"
+            # A new id: wandb's service may still hold the one that failed.
+            self.run_id = _new_run_id()
+            self._run = init(mode="offline", id=self.run_id)
+            print(
+                f"warning: wandb online failed ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}); logging offline to "
+                f"{self.logdir / 'wandb'} instead. Upload it later with `wandb sync "
+                f"{self.logdir / 'wandb'}/offline-run-*`",
+                file=sys.stderr,
+            )
+        self._run_file = Path(self._run.settings.sync_file).resolve()
+        self._run.define_metric(STEP_METRIC)
+        self._run.define_metric("*", step_metric=STEP_METRIC)
 
     def __enter__(self) -> Logger:
         return self
@@ -204,8 +206,7 @@ class Logger:
         frames = _to_uint8(np.asarray(frames), "frames")
         if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or frames.shape[0] < 1:
             raise ValueError(f"frames must have shape [T, H, W, 3] with T >= 1, got {frames.shape}")
-        if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
-            raise ValueError(f"fps must be a positive int, got {fps!r}")
+        fps = check_int("fps", fps, 1, fix="frames per second of the GIF")
         path = self.logdir / "videos" / f"{name.replace('/', '_')}_{int(step):09d}.gif"
         write_gif(path, frames, fps)
         if self._run is not None:
@@ -217,7 +218,7 @@ class Logger:
         """Finishes the wandb run and closes ``metrics.jsonl``; safe to call twice.
 
         In offline mode it returns once the run file is complete on disk, so the run can be read
-        back (``read_offline_run``) or synced right away.
+        back or synced right away.
         """
         if self._closed:
             return
@@ -228,7 +229,7 @@ class Logger:
             if self._run is not None:
                 self._run.finish()
                 if self.wandb_mode == "offline" and self._run_file is not None:
-                    _wait_for_exit_record(self._run_file, _FLUSH_TIMEOUT_S)
+                    wait_for_exit_record(self._run_file, _FLUSH_TIMEOUT_S)
         finally:
             self._jsonl.close()
 
@@ -348,161 +349,3 @@ def drop_rows_after(path: str | os.PathLike, step: int) -> int:
         tmp.write_text("".join(keep), encoding="utf-8")
         tmp.replace(path)  # atomic: a kill leaves the old file or the new one
     return len(lines) - len(keep) + cut
-
-
-# wandb's transaction log (the `.wandb` file) is a LevelDB log: a 7-byte file header, then
-# 32 KiB blocks of records. Each record has a 7-byte header: the plain CRC-32 (zlib) of
-# type byte + payload, payload length (uint16 LE), type. A payload larger than the space left
-# in a block is split FIRST, MIDDLE..., LAST; a block tail shorter than a header is zero padding.
-_WANDB_MAGIC = b":W&B"
-_FILE_HEADER = struct.Struct("<4sHB")
-_RECORD_HEADER = struct.Struct("<IHB")
-_BLOCK = 32768
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _read_wandb_records(data: bytes) -> list[bytes]:
-    """Payloads of the records in a ``.wandb`` log, in order.
-
-    A truncated final record (a writer killed mid-record) ends the log; a checksum mismatch or
-    an out-of-order fragment raises ValueError.
-    """
-    if len(data) < _FILE_HEADER.size:
-        raise ValueError(f"not a wandb log: {len(data)} bytes, shorter than its header")
-    ident, magic, version = _FILE_HEADER.unpack_from(data, 0)
-    if ident != _WANDB_MAGIC or magic != 0xBEE1 or version != 0:
-        raise ValueError(f"not a wandb log (header {data[:7]!r}, expected b':W&B\\xe1\\xbe\\x00')")
-    payloads: list[bytes] = []
-    pending: list[bytes] | None = None
-    pos = _FILE_HEADER.size
-    while pos < len(data):
-        left_in_block = _BLOCK - pos % _BLOCK
-        if left_in_block < _RECORD_HEADER.size:
-            pos += left_in_block
-            continue
-        if pos + _RECORD_HEADER.size > len(data):
-            break
-        crc, length, kind = _RECORD_HEADER.unpack_from(data, pos)
-        start = pos + _RECORD_HEADER.size
-        if start + length > len(data):
-            break
-        if kind == 0 and length == 0 and crc == 0:
-            # Zero fill: the writer pre-allocated or padded the rest of the block.
-            pos += left_in_block
-            continue
-        payload = data[start : start + length]
-        if zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
-            raise ValueError(f"wandb log checksum mismatch in the record at byte {pos}")
-        pos = start + length
-        if kind == _FULL and pending is None:
-            payloads.append(payload)
-        elif kind == _FIRST and pending is None:
-            pending = [payload]
-        elif kind == _MIDDLE and pending is not None:
-            pending.append(payload)
-        elif kind == _LAST and pending is not None:
-            pending.append(payload)
-            payloads.append(b"".join(pending))
-            pending = None
-        else:
-            raise ValueError(f"wandb log record of type {kind} out of sequence at byte {pos}")
-    return payloads
-
-
-def _wait_for_exit_record(path: Path, timeout_s: float) -> None:
-    """Blocks until the run file at ``path`` holds wandb's exit record.
-
-    ``Run.finish()`` returns when wandb-core has processed the exit, but the core flushes and
-    closes the run file afterwards, asynchronously: read at once, the file can still be only
-    its 7-byte header.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if path.exists() and path.stat().st_size > _FILE_HEADER.size:
-            # The exit record is among the last few; parsing only those keeps polling cheap.
-            for payload in _read_wandb_records(path.read_bytes())[-16:]:
-                record = wandb_internal_pb2.Record()
-                record.ParseFromString(payload)
-                if record.WhichOneof("record_type") == "exit":
-                    return
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"wandb did not finish writing {path} within {timeout_s:.0f} s after the run "
-                f"finished; the file may be incomplete (check {path.parent / 'logs'})"
-            )
-        time.sleep(0.02)
-
-
-def _item_name(item: Any) -> str:
-    return item.key if item.key else ".".join(item.nested_key)
-
-
-def _history_value(item: Any) -> Any:
-    which = item.WhichOneof("value")
-    if which is None:
-        return json.loads(item.value_json)
-    if which == "none":
-        return None
-    if which == "json":
-        return json.loads(item.json)
-    return getattr(item, which)
-
-
-def read_offline_run(run_dir: str | os.PathLike) -> dict:
-    """Reads an offline wandb run back: its id, config and logged history.
-
-    Args:
-      run_dir: an ``offline-run-*`` directory (holding ``run-<id>.wandb``) or that file.
-
-    Returns:
-      ``{"run_id": str, "config": dict, "history": [{"step": int, name: value, ...}, ...]}``;
-      one history row per committed step, wandb's internal ``_``-prefixed fields left out.
-      Values are as wandb stored them in JSON (a float 2.0 may come back as the int 2); media
-      values are wandb's descriptions (``{"_type": "video-file", "path": ..., ...}``, the path
-      relative to the run's ``files/`` directory).
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    path = Path(run_dir)
-    if path.is_dir():
-        files = sorted(path.glob("run-*.wandb"))
-        if len(files) != 1:
-            raise ValueError(f"expected one run-*.wandb file in {path}, found {len(files)}")
-        path = files[0]
-    run_id: str | None = None
-    config: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    for payload in _read_wandb_records(path.read_bytes()):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run_id = record.run.run_id
-            for item in record.run.config.update:
-                config[_item_name(item)] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in record.config.update:
-                config[_item_name(item)] = json.loads(item.value_json)
-            for item in record.config.remove:
-                config.pop(_item_name(item), None)
-        elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                keys = [item.key] if item.key else list(item.nested_key)
-                if keys == ["_step"]:
-                    row.setdefault("step", int(_history_value(item)))
-                elif not keys[0].startswith("_"):
-                    # Media objects arrive as one item per field (nested_key ['video', 'path']).
-                    node = row
-                    for key in keys[:-1]:
-                        node = node.setdefault(key, {})
-                    node[keys[-1]] = _history_value(item)
-            if record.history.HasField("step"):
-                row["step"] = int(record.history.step.num)
-            history.append(row)
-    if run_id is None:
-        raise ValueError(f"{path} holds no run record; is it a complete wandb run file?")
-    config.pop("_wandb", None)
-    return {"run_id": run_id, "config": config, "history": history}

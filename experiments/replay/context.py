@@ -17,18 +17,14 @@ are rounded when written, so a resumed run reads the same values as an uninterru
 from __future__ import annotations
 
 import os
-import re
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from experiments.malloc import lazy_zeros
+from experiments.replay.disk import SNAPSHOT, SNAPSHOT_TEMP, ReplayDamaged, load_npz
 
-_SNAPSHOT = re.compile(r"^context-(\d+)\.npz$")
-_SNAPSHOT_TEMP = re.compile(r"^context-(\d+)\.npz\.tmp$")
-OWN_CONTEXT_FILES = (_SNAPSHOT, _SNAPSHOT_TEMP)  # the names of the files this module writes
 _STAMP = "stamp"
 _PREFIX = "c_"
 
@@ -143,33 +139,5 @@ class ContextStore:
     def cleanup(directory: str, keep: set[str]) -> None:
         """Deletes snapshots (and leftover temporaries) not in ``keep``."""
         for name in os.listdir(directory):
-            if (_SNAPSHOT.match(name) and name not in keep) or _SNAPSHOT_TEMP.match(name):
+            if (SNAPSHOT.match(name) and name not in keep) or SNAPSHOT_TEMP.match(name):
                 os.remove(os.path.join(directory, name))
-
-
-class ReplayDamaged(ValueError):
-    """A replay file on disk is missing or cannot be read (truncated, overwritten, not a
-    .npz)."""
-
-    def __init__(self, path: str, err: BaseException):
-        directory = os.path.dirname(path)
-        state = "missing" if isinstance(err, FileNotFoundError) else "damaged"
-        super().__init__(
-            f"replay file {path} is {state} ({type(err).__name__}: {str(err)[:300]}); nothing "
-            f"was changed. Restore the file, or move {directory} aside and re-run the same "
-            "command: the run resumes its agent from the checkpoint with an empty replay, "
-            "refilled by collecting"
-        )
-
-
-# What reading a damaged .npz raises: a short or overwritten zip, a broken member.
-_DAMAGE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
-
-
-def load_npz(path: str) -> dict[str, np.ndarray]:
-    """Every array of a .npz file, read now; ReplayDamaged names the file if it cannot be."""
-    try:
-        with np.load(path) as npz:
-            return {name: npz[name] for name in npz.files}
-    except _DAMAGE as err:
-        raise ReplayDamaged(path, err) from err

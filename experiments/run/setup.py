@@ -25,16 +25,6 @@ import numpy as np
 
 from agents.world_model import WorldModel
 from experiments import envs as envs_lib
-from experiments import seeds as seeds_lib
-from experiments import vecenv
-from experiments.checkpoint import (
-    Checkpointer,
-    ConfigMismatch,
-    TargetMismatch,
-    check_config,
-    check_layout,
-    restore_state,
-)
 from experiments.config import (
     RESUMABLE_FIELDS,
     Config,
@@ -43,17 +33,27 @@ from experiments.config import (
     make_agent,
     to_dict,
 )
+from experiments.config.validate import check_logdir, check_memory, validate
+from experiments.envs import vec
 from experiments.errors import ConfigError
-from experiments.evaluate import env_kwargs
-from experiments.logdir import LogdirLock, set_aside_earlier_logs
-from experiments.logging import Logger, drop_rows_after
 from experiments.replay import Replay, discard_replay_files
-from experiments.scale import Topology
-from experiments.signals import stop_on_signals
-from experiments.validate import check_logdir, check_memory, validate
+from experiments.run import seeds as seeds_lib
+from experiments.run.checkpoint import Checkpointer, TargetMismatch
+from experiments.run.compat import ConfigMismatch, check_config, check_layout, restore_state
+from experiments.run.eval import EVAL_SEED_OFFSET
+from experiments.run.logdir import LogdirLock, set_aside_earlier_logs
+from experiments.run.logging import Logger, drop_rows_after
+from experiments.run.scale import Topology
+from experiments.run.signals import stop_on_signals
 
-# The images the world model's encoder takes (rssm.nets.ConvEncoder).
+# The images the world model's encoder takes (rssm.conv.ConvEncoder).
 IMAGE_SHAPE = (64, 64, 3)
+# The held-out gap's keys are fold_in(run key, GAP_KEY): a stream apart from the policy's,
+# evaluation's and video's (split from the same key).
+GAP_KEY = 1 << 30
+# Replay k of process p samples with seed run.seed + k + p * REPLAY_SEEDS_PER_PROCESS: distinct
+# for up to 2^20 seeds per process.
+REPLAY_SEEDS_PER_PROCESS = 1 << 20
 
 
 class NullLogger:
@@ -217,26 +217,21 @@ class RunSetup:
         self.init_key, self.policy_key, self.eval_key, self.video_key = keys
         if self.proc:  # each process explores with its own noise
             self.policy_key = seeds_lib.fold_in(self.policy_key, self.proc)
-        self.gap_key = seeds_lib.fold_in(key, 1 << 30)  # the held-out gap's own stream
+        self.gap_key = seeds_lib.fold_in(key, GAP_KEY)
 
     def _make_envs(self) -> None:
         """``n x seeds`` environments (seed-major). Environment i of process p is seeded
         env_seed(seed, p * n + i): one numbering over the run; agent k of many seeds has the
         environments of the run with seed run.seed + k."""
         cfg, run, n = self.cfg, self.cfg.run, self.n
-        env_seeds = [
-            envs_lib.env_seed(run.seed + k, self.proc * n + i)
-            for k in range(self.n_seeds)
-            for i in range(n)
-        ]
-        self.vec = vecenv.make_envs(
+        self.vec = vec.make_envs(
             cfg.env.task,
             cfg.env.obs,
             n * self.n_seeds,
             run.seed,
             cfg.env.parallel,
-            seeds=env_seeds,
-            **env_kwargs(cfg),
+            seeds=envs_lib.env_seeds(run.seed, n, self.n_seeds, self.proc),
+            **envs_lib.env_kwargs(cfg.env),
         )
         self.stack.enter_context(self.vec)
         self.repeat = self.vec.action_repeat
@@ -247,16 +242,15 @@ class RunSetup:
                 f"{cfg.env.task} observes images of shape {tuple(image[0])}; the world model's "
                 f"encoder takes {IMAGE_SHAPE}: resize them in the env (e.g. "
                 "gymnasium.wrappers.ResizeObservation(env, (64, 64)) passed through "
-                "experiments.gym_env.from_gymnasium) or pick a task with 64x64 RGB images"
+                "experiments.envs.gym.from_gymnasium) or pick a task with 64x64 RGB images"
             )
         check_memory(cfg, self.vec.obs_spec)  # exact now that the observations are known
 
     def make_eval_env(self, k: int) -> Any:
         """Seed k's evaluation environment (its own seed, apart from the training ones)."""
         cfg = self.cfg
-        return envs_lib.make_env(
-            cfg.env.task, cfg.env.obs, seed=cfg.run.seed + k + 1_000_000, **env_kwargs(cfg)
-        )
+        seed = cfg.run.seed + k + EVAL_SEED_OFFSET
+        return envs_lib.make_env(cfg.env.task, cfg.env.obs, seed, **envs_lib.env_kwargs(cfg.env))
 
     def _make_agent(self) -> None:
         """One seed's agent (``single``), the agent over all seeds, its compiled update and
@@ -303,7 +297,7 @@ class RunSetup:
                 run.replay_capacity,
                 replay_dir if self.n_seeds == 1 else replay_dir / f"seed{k}",
                 run.replay_chunk,
-                run.seed + k + (self.proc << 20),
+                run.seed + k + self.proc * REPLAY_SEEDS_PER_PROCESS,
                 context_dtype=run.context_dtype,
                 online=online,
             )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents.contract import Agent, AgentState
 from experiments.config import Config
+from experiments.envs import Env
 
 
 def policy_obs(obs: dict[str, np.ndarray], keys: tuple[str, ...]) -> dict[str, jax.Array]:
@@ -16,11 +20,41 @@ def policy_obs(obs: dict[str, np.ndarray], keys: tuple[str, ...]) -> dict[str, j
     return {k: jnp.asarray(obs[k]) for k in (*keys, "is_first")}
 
 
+# Evaluation environments are seeded run.seed + k + EVAL_SEED_OFFSET (agent k): apart from
+# every training environment's seed (env_seed hashes of the run seed) and from other runs'.
+EVAL_SEED_OFFSET = 1_000_000
+# The policy key of step t of evaluation episode ep is fold_in(key, ep * EPISODE_KEYS + t):
+# distinct for episodes shorter than EPISODE_KEYS agent steps (far beyond any time limit).
+EPISODE_KEYS = 100_000
+
+
+def run_episode(
+    env: Env,
+    act: Callable[[dict[str, Any], int], np.ndarray],
+    seed: int | None = None,
+    watch: Callable[[dict[str, Any], np.ndarray | None], None] | None = None,
+) -> float:
+    """One episode: reset (re-seeded with ``seed`` if given), then a_t = act(o_t, t) and
+    o_{t+1} = env.step(a_t) until is_last. ``watch(o_t, a_{t-1})`` sees every observation with
+    the action that led to it (None after the reset). Returns the sum of the rewards."""
+    obs = env.reset(seed) if seed is not None else env.reset()
+    action, total, t = None, 0.0, 0
+    while True:
+        if watch is not None:
+            watch(obs, action)
+        if obs["is_last"]:
+            return total
+        action = np.asarray(act(obs, t))
+        t += 1
+        obs = env.step(action)
+        total += float(obs["reward"])
+
+
 def evaluate(
-    agent,
-    state,
+    agent: Agent,
+    state: AgentState,
     cfg: Config,
-    env,
+    env: Env,
     key: jax.Array,
     keys: tuple[str, ...],
     record: bool = False,
@@ -30,35 +64,24 @@ def evaluate(
     ``record`` the first episode's steps as replay stores them (``[T, ...]`` per key, action
     a_{t-1} at step t), data no update ever trains on. ``seed`` re-seeds the environment before
     the first episode, so an evaluation does not depend on the ones before it."""
-    returns, episode = [], None
+    returns, steps = [], []
     for ep in range(cfg.run.eval_episodes):
-        first = env.reset(seed) if ep == 0 and seed is not None else env.reset()
-        obs = {k: np.asarray(v)[None] for k, v in first.items()}
         carry = agent.init_carry(1)
-        total, t = 0.0, 0
-        steps = []
-        if record and ep == 0:
-            steps.append(
-                {**{k: v[0] for k, v in obs.items()}, "action": np.zeros(agent.action_dim)}
-            )
-        while True:
-            act, carry = agent.policy(
-                state,
-                carry,
-                policy_obs(obs, keys),
-                jax.random.fold_in(key, ep * 100_000 + t),
-                "eval",
-            )
-            obs = {k: np.asarray(v)[None] for k, v in env.step(np.asarray(act)[0]).items()}
-            if steps:
-                steps.append({**{k: v[0] for k, v in obs.items()}, "action": np.asarray(act)[0]})
-            total += float(obs["reward"][0])
-            t += 1
-            if obs["is_last"][0]:
-                break
-        returns.append(total)
-        if steps:
-            episode = {k: np.stack([step[k] for step in steps]) for k in steps[0]}
+
+        def act(obs: dict[str, Any], t: int, ep: int = ep) -> np.ndarray:
+            nonlocal carry
+            batch = policy_obs({k: np.asarray(v)[None] for k, v in obs.items()}, keys)
+            step_key = jax.random.fold_in(key, ep * EPISODE_KEYS + t)
+            action, carry = agent.policy(state, carry, batch, step_key, "eval")
+            return np.asarray(action)[0]
+
+        def keep(obs: dict[str, Any], action: np.ndarray | None) -> None:
+            prev = np.zeros(agent.action_dim) if action is None else action
+            steps.append({**{k: np.asarray(v) for k, v in obs.items()}, "action": prev})
+
+        watch = keep if record and ep == 0 else None
+        returns.append(run_episode(env, act, seed if ep == 0 else None, watch))
+    episode = {k: np.stack([step[k] for step in steps]) for k in steps[0]} if steps else None
     return float(np.mean(returns)), episode
 
 

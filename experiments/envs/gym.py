@@ -1,4 +1,4 @@
-"""Gymnasium environments behind the runner's environment interface (``envs.Env``).
+"""Gymnasium environments behind the runner's environment interface (``contract.Env``).
 
 ``from_gymnasium(env)`` wraps any ``gymnasium.Env``; task names ``gym:<id>`` (``gym:CartPole-v1``,
 ``gym:Pendulum-v1``) make one from Gymnasium's registry. The wrapper returns the same step
@@ -29,14 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from experiments.envs import DEFAULT_TIME_LIMIT, Spec, check_int
+from experiments.envs.contract import (
+    DEFAULT_TIME_LIMIT,
+    GYM_PREFIX,
+    Spec,
+    check_int,
+    to_box,
+)
 from experiments.errors import ConfigError
-
-PREFIX = "gym:"
-
-
-def is_gym_task(task: str) -> bool:
-    return isinstance(task, str) and task.startswith(PREFIX)
 
 
 def check_gym_task(task: str) -> str:
@@ -45,7 +45,7 @@ def check_gym_task(task: str) -> str:
     ``gymnasium.make`` does); ValueError naming the fix if it is not registered."""
     import gymnasium
 
-    env_id = task[len(PREFIX) :]
+    env_id = task[len(GYM_PREFIX) :]
     module, _, name = env_id.rpartition(":")
     if module:
         try:
@@ -75,6 +75,45 @@ def _is_image(space: Any) -> bool:
     )
 
 
+def _observation_layout(space: Any, task: str):
+    """(obs_spec, vector_layout, image keys, one-hot entries) of an observation space: its one
+    image-like entry is 'image'; every other Box or Discrete entry, flattened (Discrete n as a
+    one-hot over n classes), goes into 'vector' in the Dict's key order."""
+    from gymnasium import spaces
+
+    parts = dict(space.spaces) if isinstance(space, spaces.Dict) else {None: space}
+    images = [k for k, s in parts.items() if _is_image(s)]
+    if len(images) > 1:
+        raise ValueError(
+            f"{task}: {len(images)} image observations {images}; the world model takes "
+            "one image: wrap the env to keep one (or stack them along channels)"
+        )
+    layout: dict[Any, slice] = {}
+    one_hot: dict[Any, tuple[int, int]] = {}  # key -> (classes, first class)
+    start = 0
+    for k, s in parts.items():
+        if k in images:
+            continue
+        if isinstance(s, spaces.Discrete):
+            n = int(s.n)
+            one_hot[k] = (n, int(s.start))
+        elif isinstance(s, spaces.Box):
+            n = int(np.prod(s.shape, dtype=np.int64))
+        else:
+            raise ValueError(
+                f"{task}: observation {k!r} is a {type(s).__name__}; supported are "
+                "Box, Discrete and a Dict of them"
+            )
+        layout[k] = slice(start, start + n)
+        start += n
+    spec: Spec = {}
+    if start:
+        spec["vector"] = ((start,), np.dtype(np.float32))
+    if images:
+        spec["image"] = (tuple(parts[images[0]].shape), np.dtype(np.uint8))
+    return spec, layout, images, one_hot
+
+
 class GymEnv:
     """One Gymnasium env with action repeat and the step dicts of ``DMCEnv`` (see the module)."""
 
@@ -86,10 +125,8 @@ class GymEnv:
         time_limit: int | None = None,
         name: str | None = None,
     ) -> None:
-        from gymnasium import spaces
-
         self._env = env
-        self.task = name or f"{PREFIX}{getattr(env.spec, 'id', type(env).__name__)}"
+        self.task = name or f"{GYM_PREFIX}{getattr(env.spec, 'id', type(env).__name__)}"
         self.seed = check_int("seed", seed, 0, 2**32)
         self.action_repeat = check_int("action_repeat", action_repeat, 1)
         own = getattr(env.spec, "max_episode_steps", None) if env.spec is not None else None
@@ -99,43 +136,15 @@ class GymEnv:
         self._needs_reset = True
         self._steps = 0
 
-        # Observations.
-        space = env.observation_space
-        parts = dict(space.spaces) if isinstance(space, spaces.Dict) else {None: space}
-        images = [k for k, s in parts.items() if _is_image(s)]
-        if len(images) > 1:
-            raise ValueError(
-                f"{self.task}: {len(images)} image observations {images}; the world model takes "
-                "one image: wrap the env to keep one (or stack them along channels)"
-            )
-        self._images = images  # [] or the one key of the image observation
-        self.vector_layout: dict[Any, slice] = {}
-        # Discrete entries: key -> (classes, first class), one-hot encoded in the vector.
-        self._one_hot: dict[Any, tuple[int, int]] = {}
-        start = 0
-        for k, s in parts.items():
-            if k in images:
-                continue
-            if isinstance(s, spaces.Discrete):
-                n = int(s.n)
-                self._one_hot[k] = (n, int(s.start))
-            elif isinstance(s, spaces.Box):
-                n = int(np.prod(s.shape, dtype=np.int64))
-            else:
-                raise ValueError(
-                    f"{self.task}: observation {k!r} is a {type(s).__name__}; supported are "
-                    "Box, Discrete and a Dict of them"
-                )
-            self.vector_layout[k] = slice(start, start + n)
-            start += n
-        self.obs_spec: Spec = {}
-        if start:
-            self.obs_spec["vector"] = ((start,), np.dtype(np.float32))
-        if images:
-            self.obs_spec["image"] = (tuple(parts[images[0]].shape), np.dtype(np.uint8))
+        self.obs_spec, self.vector_layout, self._images, self._one_hot = _observation_layout(
+            env.observation_space, self.task
+        )
+        self._set_actions(env.action_space)
 
-        # Actions.
-        act = env.action_space
+    def _set_actions(self, act: Any) -> None:
+        """act_dim, discrete and the box bounds of a Discrete or Box action space."""
+        from gymnasium import spaces
+
         if isinstance(act, spaces.Discrete):
             self.discrete = True
             self.act_dim = int(act.n)
@@ -185,9 +194,7 @@ class GymEnv:
     def _env_action(self, action: np.ndarray) -> Any:
         if self.discrete:
             return self._start + int(np.argmax(action))
-        a = np.clip(action, -1.0, 1.0)
-        scaled = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
-        a = np.where(self._bounded, scaled, action)
+        a = np.where(self._bounded, to_box(action, self._low, self._high), action)
         return a.reshape(self._shape).astype(self._dtype)
 
     def reset(self, seed: int | None = None) -> dict[str, Any]:

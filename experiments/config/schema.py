@@ -1,0 +1,327 @@
+"""The run configuration: frozen dataclasses with a default and a comment per field, and their
+conversions (to and from JSON dicts, dotted-name overrides, retired fields).
+
+A ``Config`` holds the runner's sections (``env``, ``run``, ``logging``) and the agents' own
+(``model``, ``dreamer``, ``opt``, ``planet``, ``sac``). Values from a file or the command line go
+through ``coerce``: the same parsing and type checks for both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from agents.dreamer import DreamerConfig
+from agents.optim import OptimConfig
+from agents.planet import PlanetConfig
+from agents.sac import SacConfig
+from agents.world_model import WorldModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    task: str = "cartpole-balance"  # dm-control 'domain-task', or 'gym:<id>' (Gymnasium)
+    obs: str = "proprio"  # 'proprio' (state vector) or 'pixels' (64x64x3 uint8)
+    action_repeat: int = 0  # 0: the task's default (PlaNet's table, else 2; Gymnasium 1)
+    envs: int = 1  # environments stepped together
+    parallel: bool = False  # one process per environment
+    size: int = 64  # image height and width
+    camera: int = -1  # -1: the task's default camera
+    fast_render: bool = False  # 64x64 buffer, no shadows or MSAA (faster, different pixels)
+    # Episode length in environment steps; 0: the task's own (dm-control: 1000, the suite's
+    # convention; Gymnasium: the limit the env is registered with, e.g. BipedalWalker's 1600,
+    # or 1000 where it has none). A positive limit only shortens a Gymnasium env's own.
+    time_limit: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0  # the one seed everything derives from
+    # Independent agents trained together in this process (vmap over their states); agent k is
+    # the run with seed run.seed + k, with its own envs, replay and logs under seed{k}/.
+    seeds: int = 1
+    steps: int = 100_000  # environment steps (agent steps x action repeat) to run
+    prefill: int = 2500  # environment steps of uniform random actions before training
+    # Also act at random until replay holds a batch (B x T windows), checked every 100 env
+    # transitions: the 2023 code's prefill loop (its train_fill is 0).
+    prefill_to_batch: bool = False
+    train_ratio: float = 512.0  # replayed steps per policy step (DreamerV3's definition)
+    batch_size: int = 16  # sequences per update, global: split over every device of every host
+    batch_length: int = 64  # steps per sequence
+    replay_capacity: int = 1_000_000  # replay size in steps (FIFO)
+    replay_chunk: int = 1024  # steps per replay file on disk
+    context_dtype: str = "float16"  # float type replay stores each step's RSSM state in
+    replay_online: bool = False  # train on each fresh window once, before uniform draws
+    overlap: bool = True  # dispatch updates before stepping the envs (same results, faster)
+    eval_every: int = 10_000  # environment steps between evaluations (0: never)
+    eval_episodes: int = 1  # episodes per evaluation (policy mode 'eval')
+    # IWAE particles K for the held-out ELBO gap, computed at each evaluation on windows of the
+    # evaluation episode (never trained on); 0: off. Needs density heads (see the README).
+    gap_particles: int = 0
+    gap_sequences: int = 8  # windows of batch_length steps the held-out gap averages over
+    log_every: int = 1000  # environment steps between scalar logs
+    video_every: int = 0  # updates between open-loop videos (0: never)
+    save_every: int = 10_000  # environment steps between checkpoints
+    keep_checkpoints: int = 3  # checkpoints kept on disk
+    # Split parameters of >= 65,536 elements (and their optimizer state) over the devices
+    # instead of replicating them (FSDP): less memory per device, one gather per use.
+    fsdp: bool = False
+    # End every episode at each checkpoint and re-seed the environments from the seed and the
+    # step: a run resumed from a periodic checkpoint is then bit for bit the uninterrupted one
+    # (on one device). Off: a resumed run restarts its episodes from fresh environments.
+    exact_resume: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    wandb: str = "disabled"  # 'online', 'offline' or 'disabled'
+    project: str = "rssm-jax"  # wandb project
+    entity: str = ""  # wandb entity ('' = default)
+    group: str = ""  # wandb group
+    name: str = ""  # wandb run name ('' = logdir name)
+    tags: tuple[str, ...] = ()  # wandb tags
+    tensorboard: bool = False  # also write TensorBoard event files to <logdir>/tb
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    agent: str = "dreamer"  # 'dreamer', 'planet' (CEM), 'random' (uniform actions) or 'sac'
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
+    dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
+    opt: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    planet: PlanetConfig = dataclasses.field(default_factory=PlanetConfig)
+    sac: SacConfig = dataclasses.field(default_factory=SacConfig)
+    logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
+
+
+# Fields that may change when a run resumes: how long to run, where to log, and how (not what)
+# to compute.
+RESUMABLE_FIELDS = (
+    "run.steps",
+    "run.eval_every",
+    "run.eval_episodes",
+    "run.gap_particles",
+    "run.gap_sequences",
+    "run.log_every",
+    "run.video_every",
+    "run.save_every",
+    "logging",
+    "env.parallel",
+    "run.overlap",
+    "run.fsdp",
+    "model.unroll",
+)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain dict (tuples become lists, so it equals its JSON round trip)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def canonical(data: dict) -> dict:
+    """A config dict with equal settings spelled one way, for comparing a saved config with the
+    current one. env.time_limit 1000 (the default before 0 meant 'the task's own') becomes 0
+    where both give the same episodes: a dm-control task (its own limit is 1000) and a
+    Gymnasium env registered with a limit of at most 1000 steps."""
+    out = json.loads(json.dumps(data))
+    env = out.get("env", {})
+    task = str(env.get("task", ""))
+    if env.get("time_limit") == 1000:
+        if not task.startswith("gym:"):
+            env["time_limit"] = 0
+        else:
+            try:
+                import gymnasium
+
+                own = gymnasium.spec(task[len("gym:") :]).max_episode_steps
+            except Exception:  # not installed or not registered: the limits stay as written
+                own = None
+            if own is not None and own <= 1000:
+                env["time_limit"] = 0
+    return out
+
+
+# Fields of earlier versions: the value that meant what the code does now (a saved config that
+# holds it reads as if it did not), and why the field went.
+RETIRED: dict[str, tuple[Any, str]] = {
+    "model.carry_state": (
+        False,
+        "the 2023 code's carried training state never reached its loss (its replay marks every "
+        "window's first step is_first, which resets the state to h_0, as replay here does now)",
+    ),
+}
+
+
+def _drop_retired(data: dict) -> dict:
+    """``data`` without the RETIRED fields that hold their neutral value; any other value is
+    refused with the reason the field went."""
+    data = json.loads(json.dumps(data))
+    for name, (neutral, why) in RETIRED.items():
+        section, _, field = name.rpartition(".")
+        values = data.get(section, {}) if section else data
+        if not isinstance(values, dict) or field not in values:
+            continue
+        value = values.pop(field)
+        if value != neutral:
+            raise ValueError(
+                f"{name}={json.dumps(value)} is no longer a setting: {why}. Drop the field (the "
+                "run then starts each sequence from h_0), or resume or repeat that run with "
+                "the rssm-jax that wrote it"
+            )
+    return data
+
+
+def from_dict(data: dict, cls: type | None = None, prefix: str = "") -> Any:
+    """Inverse of ``to_dict``: nested dict -> frozen dataclasses, every value checked against
+    its field's type as the command line's are (``coerce``)."""
+    if cls is None:
+        cls, data = Config, _drop_retired(data)
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'the config'} must be an object of fields")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, typ = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[f.name] = from_dict(value, typ, f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = coerce(f"{prefix}{f.name}", typ, value)
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
+    return cls(**kwargs)
+
+
+def coerce(name: str, typ: Any, value: Any) -> Any:
+    """``value`` as a value of the field ``name`` of type ``typ``, by the same rules from the
+    command line and from a config file: a string is parsed as the command line parses it
+    ('false', '1e4', '2,3,4'); any other JSON value must already be of the type (an int for an
+    int field, or an integral float such as 1e4; a list for a tuple field). ValueError names
+    the field, the value and the type."""
+    if isinstance(value, str) and typ is not str:
+        return _parse_value(name, typ, value)
+    origin = typing.get_origin(typ)
+    if typ is bool and isinstance(value, bool):
+        return value
+    if typ is int and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if typ is str and isinstance(value, str):
+        return value
+    if origin is tuple and isinstance(value, list | tuple):
+        (element, *_) = typing.get_args(typ)
+        return tuple(coerce(f"{name}[{i}]", element, v) for i, v in enumerate(value))
+    kind = {int: "an int", float: "a number", bool: "true or false", str: "a string"}.get(
+        typ, "a list" if origin is tuple else str(typ)
+    )
+    raise ValueError(f"{name}: {json.dumps(value)} is not {kind}")
+
+
+def fields(cls: type, prefix: str = "") -> dict[str, tuple[type, Any]]:
+    """Dotted field name -> (type, default) for every leaf field of a config dataclass."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            out.update(fields(typ, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (typ, f.default)
+    return out
+
+
+def _parse_value(name: str, typ: Any, text: str) -> Any:
+    try:
+        if typ is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if typ is int:
+            try:
+                return int(text)
+            except ValueError:
+                number = float(text)  # '1e4' and '2.0' are ints; '2.5' is not
+                if not number.is_integer():
+                    raise
+                return int(number)
+        if typ is float:
+            return float(text)
+        if typing.get_origin(typ) is tuple:
+            (element, *_) = typing.get_args(typ)
+            return tuple(_parse_value(name, element, t) for t in text.split(",") if t)
+        if typ is str or isinstance(typ, types.UnionType):
+            return text
+    except ValueError:
+        raise ValueError(
+            f"--{name}: cannot parse {text!r} as {getattr(typ, '__name__', typ)}"
+        ) from None
+    return text
+
+
+def replace(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Set dotted fields, e.g. {'model.deter': 512}; unknown names list the valid ones."""
+    valid = fields(Config)
+    for name in overrides:
+        if name not in valid:
+            close = [v for v in valid if v.split(".")[-1] == name.split(".")[-1]]
+            hint = f" Did you mean {close}?" if close else ""
+            raise ValueError(
+                f"unknown config field {name!r}.{hint} Valid fields: {', '.join(sorted(valid))}"
+            )
+    nested: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if "." in name:
+            section, field = name.split(".", 1)
+            nested.setdefault(section, {})[field] = value
+        else:
+            top[name] = value
+    for section, values in nested.items():
+        top[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **top)
+
+
+def diff(cfg: Config, base: Config | None = None) -> dict[str, Any]:
+    """The dotted fields in which ``cfg`` differs from ``base`` (default: ``Config()``)."""
+    base = Config() if base is None else base
+    a, b = _flat(to_dict(cfg)), _flat(to_dict(base))
+    return {k: v for k, v in a.items() if b.get(k) != v}
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def load(path: str | os.PathLike) -> Config:
+    """A config from a JSON file (a run's ``logdir/config.json`` repeats that run)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--config {path}: cannot read a JSON config: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config sections")
+    try:
+        return from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--config {path}: {err}") from None

@@ -1,5 +1,6 @@
-"""Console scripts: ``rssm-train`` (``python -m experiments.train``) and ``rssm-eval``
-(``python -m experiments.evaluate``), installed with ``pip install "rssm-jax[experiments]"``.
+"""Console scripts: ``rssm-train`` (``python -m experiments.train``), ``rssm-eval``
+(``python -m experiments.evaluate``) and ``rssm-plot`` (``python -m experiments.plot``),
+installed with ``pip install "rssm-jax[experiments]"``.
 
 ``rssm-train`` picks the allocator before anything imports JAX, as ``python -m
 experiments.train`` does (``experiments/malloc.py``).
@@ -20,5 +21,11 @@ def train() -> int:
 
 def evaluate() -> int:
     from experiments.evaluate import main
+
+    return main()
+
+
+def plot() -> int:
+    from experiments.plot import main
 
     return main()

@@ -1,5 +1,5 @@
 """The built wheel: the library's dependencies (jax, flax, optax, distrax and the two they
-need), the runner's behind an extra, the console scripts."""
+need), the runner's behind an extra, the console scripts, DreamerV3's curves as package data."""
 
 from __future__ import annotations
 
@@ -40,8 +40,17 @@ def test_wheel_requirements_and_console_scripts(tmp_path):
     assert base == {"jax", "flax", "optax", "distrax", "tfp-nightly", "numpy"}
     runner = {name(r) for r in requires if 'extra == "experiments"' in r}
     assert runner >= {"dm-control", "mujoco", "orbax-checkpoint", "wandb", "gymnasium"}
-    assert {"tensorboardx", "pillow"} <= runner
+    assert {"tensorboardx", "pillow", "matplotlib"} <= runner
     assert "rssm-train = experiments.cli:train" in entry.decode()
     assert "rssm-eval = experiments.cli:evaluate" in entry.decode()
+    assert "rssm-plot = experiments.cli:plot" in entry.decode()
+    # rssm-plot's reference curves, and their license, travel in the wheel.
+    scores = {n.rsplit("/", 1)[1] for n in names if n.startswith("experiments/reference_scores/")}
+    assert scores >= {
+        "dmc_proprio-dreamerv3.json.gz",
+        "dmc_vision-dreamerv3.json.gz",
+        "atari100k-dreamerv3.json.gz",
+        "NOTICE.md",
+    }
     # The library's packages are in the wheel.
     assert {n.split("/")[0] for n in names} >= {"rssm", "agents", "experiments"}

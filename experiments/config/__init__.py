@@ -4,7 +4,8 @@ starts (``validate``).
 
 Every field has a default and a one-line comment. Presets are functions returning a ``Config``;
 the command line overrides any field by its dotted name (``--model.deter 512``), and a few common
-ones have short forms (``--task``, ``--steps``, ``--seed``, ``--envs``, ``--agent``).
+ones have short forms (``--task``, ``--steps``, ``--seed``, ``--envs``, ``--obs``, ``--wandb``).
+``differences(cfg, base)`` names the fields a run changed from the config it started from.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents import registry
-from experiments.config.args import SHORTCUTS, fields_help, parse_args
+from experiments.config.args import SHORTCUTS, parse_args
 from experiments.config.presets import (
     PRESETS,
     RENAMED,
@@ -36,6 +37,7 @@ from experiments.config.schema import (
     canonical,
     coerce,
     diff,
+    differences,
     fields,
     from_dict,
     load,
@@ -61,12 +63,12 @@ __all__ = [
     "compose",
     "debug",
     "diff",
+    "differences",
     "dreamerv3",
     "dreamerv3_2023",
     "dreamerv3_cpu",
     "dreamerv3_vision",
     "fields",
-    "fields_help",
     "from_dict",
     "load",
     "make_agent",

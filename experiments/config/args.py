@@ -1,87 +1,39 @@
 """The command line: ``--preset NAME --logdir DIR [--section.field VALUE ...]`` -> a validated
-``Config``, and ``--help`` listing every field with its default and comment.
+``Config``, with ``--help`` listing every field, its comment and the value the run starts from.
 
-Each field of the config dataclasses carries its comment in the source, either trailing the
-field (``deter: int = 512  # GRU state size``) or on the lines right above it; ``comments(cls)``
-reads them, so ``--help`` lists every field without a second copy of the text that could drift.
+tyro builds the command from the dataclasses (``Command`` below and the ``Config`` it holds):
+the fields' comments are the help, ``--section.field VALUE`` and ``--section.field=VALUE`` set
+a field (``run.batch_length`` or ``run.batch-length``), and ``--tyro-write-completion bash
+FILE`` (zsh, tcsh, fish) writes shell completion. Values are read by the config's own rules
+(``schema._parse_value``), the same as a config file's strings: '1e4' is an int, 'false',
+'off' and '0' are False, '2,3,4' is a tuple.
+
+The run starts from a preset (``--preset``, default ``debug``) or a saved config
+(``--config``); ``parse_args`` returns it as ``args.base``, so ``differences(cfg, args.base)``
+says what the command line changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import os
-import re
+import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import tyro
+from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, PrimitiveTypeInfo
 
 from experiments.config.presets import PRESETS, SIZES, compose
-from experiments.config.schema import Config, _parse_value, fields, load, replace
-from experiments.config.validate import AGENTS, validate
+from experiments.config.schema import Config, _parse_value, load, spell, unknown_field
+from experiments.config.validate import validate
 from experiments.errors import ConfigError
 
-_FIELD = re.compile(r"^\s+(\w+)\s*:\s*[^=#]+?(?:=\s*(.+?))?\s*(?:#\s*(.*))?$")
-
-
-def comments(cls: type) -> dict[str, str]:
-    """Field name -> its comment (trailing, else the comment lines just above), for one
-    dataclass; fields without a comment map to ''."""
-    try:
-        lines = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
-        return {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    out: dict[str, str] = {}
-    above: list[str] = []
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            above.append(stripped.lstrip("#").strip())
-            continue
-        match = _FIELD.match(line)
-        if match and match.group(1) in names and match.group(1) not in out:
-            trailing = (match.group(3) or "").strip()
-            out[match.group(1)] = trailing or " ".join(above)
-        above = []
-    return out
-
-
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted name, default, comment) for every leaf field of a nested config dataclass."""
-    rows = []
-    notes = comments(cls)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        typ = hints[f.name]
-        if dataclasses.is_dataclass(typ):
-            rows.extend(describe(typ, f"{prefix}{f.name}."))
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
-        if isinstance(default, tuple):
-            default = ",".join(str(x) for x in default)
-        rows.append((f"{prefix}{f.name}", str(default), notes.get(f.name, "")))
-    return rows
-
-
-def fields_help() -> str:
-    """Every config field with its default and comment, for ``--help``."""
-    rows = describe(Config)
-    width = max(len(name) + len(default) for name, default, _ in rows) + 6
-    lines = ["config fields (--section.field VALUE; default, then meaning):"]
-    for name, default, note in rows:
-        head = f"  --{name} {default}"
-        lines.append(f"{head:<{width}} {note}")
-    return "\n".join(lines)
-
-
+DEFAULT_PRESET = "debug"
+# The short flags (schema.py gives each in its field's annotation).
 SHORTCUTS = {
     "task": "env.task",
     "steps": "run.steps",
@@ -90,110 +42,190 @@ SHORTCUTS = {
     "obs": "env.obs",
     "wandb": "logging.wandb",
 }
+_PRESET_HELP = (
+    f"the config the run starts from: one of {', '.join(PRESETS)}, or several joined by "
+    "commas, later ones overriding (the sizes "
+    f"{', '.join(SIZES)} set the model widths only: --preset dreamerv3,size12m)"
+)
+
+
+def _default_cache() -> str:
+    return os.environ.get("RSSM_JAX_CACHE", str(Path.home() / ".cache" / "rssm-jax" / "xla"))
+
+
+def _from_env(metavar: str, variable: str) -> Any:
+    """A process option whose default is an environment variable's."""
+    return tyro.conf.arg(metavar=metavar, help_behavior_hint=f"(default: ${variable})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """The command: its own options, then every config field (``cfg``, named without a
+    prefix: ``--model.deter``, ``--agent``)."""
+
+    cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversionOff]
+    logdir: Annotated[str, tyro.conf.arg(metavar="DIR")]  # run directory; reused to resume
+    preset: Annotated[str | None, tyro.conf.arg(help=_PRESET_HELP, metavar="NAME")] = None
+    # start from this JSON config instead of a preset (a run's logdir/config.json repeats that
+    # run); the fields set here still apply
+    config: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
+    # directory of JAX's persistent compilation cache (a second launch of the same command loads
+    # its compiled programs instead of compiling); env RSSM_JAX_CACHE
+    compile_cache: Annotated[str, tyro.conf.arg(metavar="DIR")] = dataclasses.field(
+        default_factory=_default_cache
+    )
+    # compile everything afresh, without the persistent cache
+    no_compile_cache: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
+    # One run over several processes (hosts), each given the same command and its own process
+    # id: host:port of process 0
+    coordinator: Annotated[str | None, _from_env("HOST:PORT", "JAX_COORDINATOR_ADDRESS")] = None
+    # processes in the run
+    num_processes: Annotated[int | None, _from_env("N", "JAX_NUM_PROCESSES")] = None
+    # this process, from 0
+    process_id: Annotated[int | None, _from_env("ID", "JAX_PROCESS_ID")] = None
+    # 'auto': let JAX find the cluster (TPU pods, SLURM, Open MPI)
+    distributed: Literal["auto"] | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace]:
-    """``--preset NAME --logdir DIR [--field value ...]`` -> (validated Config, namespace)."""
-    args, rest = _parser().parse_known_args(argv)
-    if args.config is not None and args.preset is not None:
+    """``--preset NAME --logdir DIR [--section.field VALUE ...]`` -> (validated Config,
+    namespace of the command's options: logdir, preset, config, compile_cache,
+    no_compile_cache, coordinator, num_processes, process_id, distributed; and ``base``, the
+    config the run started from, with ``origin``, the option that chose it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    preset, config = _starting_point(argv)
+    if config is not None:
+        base, origin = load(config), f"--config {config}"
+    else:
+        preset = preset or DEFAULT_PRESET
+        base, origin = compose(preset), f"--preset {preset}"
+    default = Command(cfg=base, logdir=tyro.MISSING, preset=preset, config=config)
+    command, unknown = tyro.cli(
+        Command,
+        prog=_prog(argv),
+        description=_description(origin),
+        args=argv,
+        default=default,
+        return_unknown_args=True,
+        use_underscores=True,
+        registry=_REGISTRY,
+    )
+    if unknown:
+        raise ValueError(_unknown_argument(unknown[0]))
+    for name, value in _leaves(command):
+        if isinstance(value, _Unread):
+            _parse_value(name, value.typ, value.text)  # raises, naming the field
+    if not command.logdir.strip():
+        raise ConfigError("--logdir is empty: name the run's directory, e.g. runs/walker")
+    options = {f.name: getattr(command, f.name) for f in dataclasses.fields(Command)}
+    del options["cfg"]
+    return validate(command.cfg), argparse.Namespace(**options, base=base, origin=origin)
+
+
+def _starting_point(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """(--preset, --config) of ``argv``, read before the rest: they give the defaults that the
+    other options change and that ``--help`` shows. An option without its value is left for
+    tyro to report with the others."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--config", default=None)
+    try:
+        known, _ = parser.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None, None
+    if known.config is not None and known.preset is not None:
         raise ValueError(
             "--config and --preset both give the starting config: use one (overrides apply to "
             "either)"
         )
-    if not args.logdir.strip():
-        raise ConfigError("--logdir is empty: name the run's directory, e.g. runs/walker")
-    base = load(args.config) if args.config is not None else compose(args.preset or "debug")
-    valid = fields(Config)
-    overrides: dict[str, Any] = {}
-    if args.agent is not None:
-        overrides["agent"] = args.agent
-    for short, full in SHORTCUTS.items():
-        value = getattr(args, f"short_{short}")
-        if value is not None:
-            overrides[full] = _parse_value(full, valid[full][0], value)
-    for name, value in _field_values(rest):
-        if name not in valid:
-            replace(Config(), {name: None})  # raises with the list of fields
-        overrides[name] = _parse_value(name, valid[name][0], value)
-    return validate(replace(base, overrides)), args
+    return known.preset, known.config
 
 
-def _field_values(rest: Sequence[str]) -> list[tuple[str, str]]:
-    """``--section.field VALUE`` or ``--section.field=VALUE`` tokens -> (name, text) pairs."""
-    pairs, i = [], 0
-    while i < len(rest):
-        token = rest[i]
-        if not token.startswith("--"):
-            raise ValueError(
-                f"unexpected argument {token!r}; overrides look like --model.deter 512"
-            )
-        name, eq, value = token[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(rest):
-                raise ValueError(f"--{name} needs a value")
-            value = rest[i + 1]
-            i += 1
-        pairs.append((name, value))
-        i += 1
-    return pairs
+def _prog(argv: Sequence[str]) -> str:
+    """The command's name in help; shell completion is always for the console script (one
+    for ``python -m ...`` would take over the completion of ``python`` itself)."""
+    completion = argv[:1] in (["--tyro-write-completion"], ["--tyro-print-completion"])
+    if completion or Path(sys.argv[0]).name == "rssm-train":
+        return "rssm-train"
+    return "python -m experiments.train"
 
 
-def _parser() -> argparse.ArgumentParser:
-    """The command's own options; ``--section.field VALUE`` overrides are left over for
-    ``_field_values``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.train",
-        description="Train a world-model agent on a dm-control or Gymnasium task. Any config "
-        "field can be overridden as --section.field VALUE (e.g. --model.deter 512).",
-        epilog=fields_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _description(origin: str) -> str:
+    return (
+        "Train a world-model agent on a dm-control or Gymnasium task. Every config field is "
+        "an option (--model.deter 512 or --model.deter=512; booleans true/false, lists a,b,c). "
+        f"The defaults below are those of {origin}, the config this command starts from. "
+        "Shell completion: rssm-train --tyro-write-completion bash FILE (or zsh, tcsh, fish)."
     )
-    parser.add_argument(
-        "--preset",
-        default=None,
-        help=f"one of {sorted(PRESETS)}, or several joined by commas, later ones overriding "
-        f"(sizes {', '.join(SIZES)} set the model widths only: --preset dreamerv3,size12m); "
-        "default: debug",
-    )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="start from this JSON config instead of a preset (a run's logdir/config.json "
-        "repeats that run); overrides still apply",
-    )
-    parser.add_argument("--logdir", required=True, help="run directory; reused to resume")
-    parser.add_argument("--agent", default=None, choices=AGENTS)
-    parser.add_argument(
-        "--compile-cache",
-        default=os.environ.get("RSSM_JAX_CACHE", str(Path.home() / ".cache" / "rssm-jax" / "xla")),
-        help="directory of JAX's persistent compilation cache (a second launch of the same "
-        "command loads its compiled programs instead of compiling); env RSSM_JAX_CACHE",
-    )
-    parser.add_argument(
-        "--no-compile-cache",
-        action="store_true",
-        help="compile everything afresh, without the persistent cache",
-    )
-    _add_process_options(parser)
-    for short, full in SHORTCUTS.items():
-        parser.add_argument(
-            f"--{short}", dest=f"short_{short}", default=None, help=f"same as --{full}"
+
+
+def _unknown_argument(token: str) -> str:
+    """The message for the first argument no option took."""
+    if not token.startswith("--"):
+        return (
+            f"unexpected argument {token!r}; a field is set as --section.field VALUE, e.g. "
+            "--model.deter 512"
         )
-    return parser
+    name = token[2:].partition("=")[0].replace("-", "_")
+    own = [f.name for f in dataclasses.fields(Command) if f.name != "cfg"]
+    return unknown_field(name, [*own, *SHORTCUTS])
 
 
-def _add_process_options(parser: argparse.ArgumentParser) -> None:
-    dist = parser.add_argument_group(
-        "several processes (hosts)",
-        "one run over several processes: every process gets the same command with its own "
-        "--process-id (defaults: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)",
+class _Unread:
+    """A value that did not read as its field's type: ``parse_args`` raises the error once it
+    knows the field's name."""
+
+    def __init__(self, typ: Any, text: str) -> None:
+        self.typ, self.text = typ, text
+
+
+def _leaves(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) for every leaf field of ``obj``, a ``Command`` or a section; the
+    command's ``cfg`` adds no prefix, as on the command line."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, "" if f.name == "cfg" else f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value
+
+
+_METAVARS = {int: "INT", float: "FLOAT", bool: "{true,false}"}
+
+
+def _read_as(info: PrimitiveTypeInfo) -> PrimitiveConstructorSpec | None:
+    """How tyro reads an int, float, bool or tuple field: one argument, by the config's rules
+    (``_parse_value``), shown in help as the command line writes it (``spell``)."""
+    typ = info.type
+    origin = typing.get_origin(typ)
+    if typ not in _METAVARS and origin is not tuple:
+        return None
+    if origin is tuple:
+        (element, *_) = typing.get_args(typ)
+        metavar = f"{element.__name__.upper()},..."
+    else:
+        metavar = _METAVARS[typ]
+
+    def read(texts: list[str]) -> Any:
+        try:
+            return _parse_value("", typ, texts[0])
+        except ValueError:
+            return _Unread(typ, texts[0])
+
+    def is_instance(value: Any) -> bool:
+        if typ is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, origin or typ)
+
+    return PrimitiveConstructorSpec(
+        nargs=1,
+        metavar=metavar,
+        instance_from_str=read,
+        is_instance=is_instance,
+        # An empty tuple as '' (tyro quotes an empty default itself).
+        str_from_instance=lambda value: [spell(value) if value != () else ""],
     )
-    dist.add_argument("--coordinator", default=None, help="host:port of process 0")
-    dist.add_argument("--num-processes", type=int, default=None, help="processes in the run")
-    dist.add_argument("--process-id", type=int, default=None, help="this process, from 0")
-    dist.add_argument(
-        "--distributed",
-        choices=("auto",),
-        default=None,
-        help="'auto': let JAX find the cluster (TPU pods, SLURM, Open MPI)",
-    )
+
+
+_REGISTRY = ConstructorRegistry()
+_REGISTRY.primitive_rule(_read_as)

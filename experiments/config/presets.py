@@ -15,6 +15,8 @@ from experiments.config.schema import (
     Config,
     EnvConfig,
     RunConfig,
+    close_matches,
+    did_you_mean,
     diff,
     replace,
 )
@@ -339,10 +341,20 @@ def compose(names: str) -> Config:
         elif name in PRESETS:
             cfg = PRESETS[name]() if cfg is None else replace(cfg, diff(PRESETS[name]()))
         else:
-            raise ValueError(
-                f"unknown --preset {name!r}; expected one of {sorted(PRESETS)} or a size "
-                f"{sorted(SIZES)}, several joined by commas"
-            )
+            raise ValueError(unknown_preset(name))
     if cfg is None:
         raise ValueError("--preset is empty; name one, e.g. --preset dreamerv3")
     return cfg
+
+
+def unknown_preset(name: str) -> str:
+    """The message for a preset ``name`` that does not exist: the closest names (every size,
+    for a size that does not exist)."""
+    if name.startswith("size"):
+        hint = f"; the sizes are {', '.join(SIZES)}"
+    else:
+        hint = did_you_mean(close_matches(name, [*PRESETS, *SIZES]))
+    return (
+        f"unknown --preset {name!r}{hint} (--help lists the presets; several join with commas, "
+        "e.g. --preset dreamerv3,size12m)"
+    )

@@ -3,18 +3,23 @@ conversions (to and from JSON dicts, dotted-name overrides, retired fields).
 
 A ``Config`` holds the runner's sections (``env``, ``run``, ``logging``) and the agents' own
 (``model``, ``dreamer``, ``opt``, ``planet``, ``sac``). Values from a file or the command line go
-through ``coerce``: the same parsing and type checks for both.
+through ``coerce``: the same parsing and type checks for both. The few fields with a short flag
+(``--task`` for ``--env.task``) carry it in their annotation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import types
 import typing
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import tyro
 
 from agents.dreamer import DreamerConfig
 from agents.optim import OptimConfig
@@ -23,12 +28,19 @@ from agents.sac import SacConfig
 from agents.world_model import WorldModelConfig
 
 
+def _short(flag: str) -> Any:
+    """A field's second, short flag: ``Annotated[str, _short("--task")]``."""
+    return tyro.conf.arg(aliases=(flag,))
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    task: str = "cartpole-balance"  # dm-control 'domain-task', or 'gym:<id>' (Gymnasium)
-    obs: str = "proprio"  # 'proprio' (state vector) or 'pixels' (64x64x3 uint8)
+    # dm-control 'domain-task', or 'gym:<id>' (Gymnasium)
+    task: Annotated[str, _short("--task")] = "cartpole-balance"
+    # 'proprio' (state vector) or 'pixels' (64x64x3 uint8)
+    obs: Annotated[str, _short("--obs")] = "proprio"
     action_repeat: int = 0  # 0: the task's default (PlaNet's table, else 2; Gymnasium 1)
-    envs: int = 1  # environments stepped together
+    envs: Annotated[int, _short("--envs")] = 1  # environments stepped together
     parallel: bool = False  # one process per environment
     size: int = 64  # image height and width
     camera: int = -1  # -1: the task's default camera
@@ -41,11 +53,12 @@ class EnvConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    seed: int = 0  # the one seed everything derives from
+    seed: Annotated[int, _short("--seed")] = 0  # the one seed everything derives from
     # Independent agents trained together in this process (vmap over their states); agent k is
     # the run with seed run.seed + k, with its own envs, replay and logs under seed{k}/.
     seeds: int = 1
-    steps: int = 100_000  # environment steps (agent steps x action repeat) to run
+    # environment steps (agent steps x action repeat) to run
+    steps: Annotated[int, _short("--steps")] = 100_000
     prefill: int = 2500  # environment steps of uniform random actions before training
     # Also act at random until replay holds a batch (B x T windows), checked every 100 env
     # transitions: the 2023 code's prefill loop (its train_fill is 0).
@@ -72,14 +85,14 @@ class RunConfig:
     # instead of replicating them (FSDP): less memory per device, one gather per use.
     fsdp: bool = False
     # End every episode at each checkpoint and re-seed the environments from the seed and the
-    # step: a run resumed from a periodic checkpoint is then bit for bit the uninterrupted one
-    # (on one device). Off: a resumed run restarts its episodes from fresh environments.
+    # step: a run resumed from a periodic checkpoint is then bit for bit the uninterrupted one,
+    # on one device. Off: a resumed run restarts its episodes from fresh environments.
     exact_resume: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class LoggingConfig:
-    wandb: str = "disabled"  # 'online', 'offline' or 'disabled'
+    wandb: Annotated[str, _short("--wandb")] = "disabled"  # 'online', 'offline' or 'disabled'
     project: str = "rssm-jax"  # wandb project
     entity: str = ""  # wandb entity ('' = default)
     group: str = ""  # wandb group
@@ -273,16 +286,49 @@ def _parse_value(name: str, typ: Any, text: str) -> Any:
     return text
 
 
+# How much less similar than the closest name (difflib's ratio, 0 to 1) another may be and
+# still be offered: 'model.detr' gets 'model.deter' (0.95), not 'model.depth' (0.86).
+SIMILAR = 0.05
+
+
+def close_matches(name: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``names`` that ``name`` was probably meant to be: those with the same last
+    dotted part ('run.deter' -> 'model.deter'), then the most similar spelling and any about
+    as similar ('model.detr' -> 'model.deter' alone, not 'model.depth')."""
+    names = list(names)
+    leaf = name.rpartition(".")[2]
+    same_leaf = [v for v in names if v.rpartition(".")[2] == leaf and v != name]
+    similar = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    ratio = {v: difflib.SequenceMatcher(None, name, v).ratio() for v in similar}
+    similar = [v for v in similar if ratio[v] >= ratio[similar[0]] - SIMILAR]
+    return list(dict.fromkeys(same_leaf + similar))[:n]
+
+
+def did_you_mean(close: Sequence[str]) -> str:
+    """'; did you mean 'a', 'b' or 'c'?' for a message, '' when nothing is close."""
+    if not close:
+        return ""
+    quoted = [repr(c) for c in close]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f"; did you mean {listed}?"
+
+
+def unknown_field(name: str, others: Iterable[str] = ()) -> str:
+    """The message for a config field ``name`` that does not exist: the closest field names
+    (and ``others``, e.g. the command's own options), or why a retired field went."""
+    if name in RETIRED:
+        return f"unknown config field {name!r}: it is no longer a setting ({RETIRED[name][1]})"
+    close = close_matches(name, [*fields(Config), *others])
+    return f"unknown config field {name!r}{did_you_mean(close)} (--help lists every field)"
+
+
 def replace(cfg: Config, overrides: dict[str, Any]) -> Config:
-    """Set dotted fields, e.g. {'model.deter': 512}; unknown names list the valid ones."""
+    """Set dotted fields, e.g. {'model.deter': 512}; an unknown name is refused with the
+    closest valid ones."""
     valid = fields(Config)
     for name in overrides:
         if name not in valid:
-            close = [v for v in valid if v.split(".")[-1] == name.split(".")[-1]]
-            hint = f" Did you mean {close}?" if close else ""
-            raise ValueError(
-                f"unknown config field {name!r}.{hint} Valid fields: {', '.join(sorted(valid))}"
-            )
+            raise ValueError(unknown_field(name))
     nested: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for name, value in overrides.items():
@@ -301,6 +347,26 @@ def diff(cfg: Config, base: Config | None = None) -> dict[str, Any]:
     base = Config() if base is None else base
     a, b = _flat(to_dict(cfg)), _flat(to_dict(base))
     return {k: v for k, v in a.items() if b.get(k) != v}
+
+
+def differences(cfg: Config, base: Config) -> list[str]:
+    """One line per field in which ``cfg`` differs from ``base``, in the fields' order, as
+    ``'model.deter: 512 -> 1024'`` (dotted name, ``base``'s value, ``cfg``'s value, each as
+    the command line writes it)."""
+    new, old = _flat(to_dict(cfg)), _flat(to_dict(base))
+    return [f"{k}: {spell(old[k])} -> {spell(v)}" for k, v in new.items() if old.get(k) != v]
+
+
+def spell(value: Any) -> str:
+    """A field's value as the command line writes it: true/false, a,b,c for a tuple, '' for
+    an empty string."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, tuple | list):
+        text = ",".join(spell(v) for v in value)
+    else:
+        text = str(value)
+    return text or "''"
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -86,7 +86,8 @@ def _check_env(cfg: Config) -> None:
         envs.check_obs(e.task, e.obs)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    need(e.obs in envs.OBS_MODES, f"env.obs={e.obs!r}; expected one of {envs.OBS_MODES}")
+    modes = " or ".join(repr(m) for m in envs.OBS_MODES)
+    need(e.obs in envs.OBS_MODES, f"env.obs={e.obs!r}; expected {modes}")
     need(e.envs >= 1, f"env.envs={e.envs}; need at least 1 environment")
     need(
         e.action_repeat >= 0,

@@ -23,6 +23,7 @@ Conventions:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import os
@@ -92,7 +93,7 @@ DEFAULT_CAMERA: dict[str, int] = {"quadruped": 2}
 def parse_task(name: str) -> tuple[str, str]:
     """Split ``'domain-task'`` into dm-control's ``(domain, task)``, resolving aliases.
 
-    Raises ValueError, listing every valid name, when ``name`` is not a suite task.
+    Raises ValueError, naming the closest valid names, when ``name`` is not a suite task.
     """
     if not isinstance(name, str):
         raise TypeError(f"task must be a str like 'walker-walk', got {type(name).__name__}")
@@ -100,11 +101,32 @@ def parse_task(name: str) -> tuple[str, str]:
         return TASK_ALIASES[name]
     domain, sep, task = name.partition("-")
     if not sep or (domain, task) not in _suite().ALL_TASKS:
-        raise ValueError(
-            f"unknown dm-control task {name!r}; expected 'domain-task', one of: "
-            f"{', '.join(dmc_tasks())}"
-        )
+        raise ValueError(_unknown_task(name))
     return domain, task
+
+
+def _unknown_task(name: str) -> str:
+    """The message for a name that is no dm-control task: the closest task names, else the
+    tasks of its domain, else the domains."""
+    tasks = dmc_tasks()
+    close = difflib.get_close_matches(name, tasks, n=3, cutoff=0.6)
+    ratio = {t: difflib.SequenceMatcher(None, name, t).ratio() for t in close}
+    close = [t for t in close if ratio[t] >= ratio[close[0]] - 0.05]  # the closest, and ties
+    domain = name.partition("-")[0]
+    of_domain = [t for t in tasks if t.startswith(f"{domain}-")]
+    if close:
+        quoted = [repr(t) for t in close]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        hint = f"did you mean {listed}?"
+    elif of_domain:
+        hint = f"{domain}'s tasks are {', '.join(of_domain)}"
+    else:
+        domains = ", ".join(sorted({d for d, _ in _suite().ALL_TASKS}))
+        hint = f"expected 'domain-task' such as 'walker-walk', with a domain of {domains}"
+    return (
+        f"unknown dm-control task {name!r}; {hint} (experiments.envs.dmc_tasks() lists all "
+        f"{len(tasks)}; a Gymnasium task is 'gym:<id>')"
+    )
 
 
 def default_action_repeat(task: str) -> int:

@@ -23,6 +23,7 @@ dicts as ``DMCEnv``:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 from typing import Any
@@ -58,13 +59,27 @@ def check_gym_task(task: str) -> str:
     try:
         gymnasium.spec(name)
     except Exception as err:  # gymnasium raises its own NameNotFound / VersionNotFound
-        raise ValueError(
-            f"unknown Gymnasium environment {name!r} in task {task!r}: {err}. Use a registered "
-            "id such as 'gym:CartPole-v1' or 'gym:Pendulum-v1' (gymnasium.pprint_registry() "
-            "lists them), or 'gym:<module>:<id>' for an env that a package registers when its "
-            "module is imported."
-        ) from None
+        raise ValueError(_unknown_env(task, name, err, list(gymnasium.registry))) from None
     return env_id
+
+
+def _unknown_env(task: str, name: str, err: Exception, registered: list[str]) -> str:
+    """The message for an id Gymnasium does not know: the closest registered ids (compared
+    without case), else Gymnasium's own reason."""
+    by_lower = {r.lower(): r for r in registered}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+    if close:
+        quoted = [repr(f"{GYM_PREFIX}{by_lower[c]}") for c in close]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        hint = f"did you mean {listed}?"
+    else:
+        reason = str(err).rstrip(". ")
+        hint = f"{reason}; use a registered id such as 'gym:CartPole-v1' or 'gym:Pendulum-v1'"
+    return (
+        f"unknown Gymnasium environment {name!r} in task {task!r}; {hint} "
+        "(gymnasium.pprint_registry() lists every id; 'gym:<module>:<id>' names an env that a "
+        "package registers when its module is imported)"
+    )
 
 
 def _is_image(space: Any) -> bool:

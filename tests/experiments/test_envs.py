@@ -34,11 +34,13 @@ def _rollout(env, actions):
 # Names and defaults
 
 
-def test_unknown_task_is_value_error_listing_valid_names():
-    with pytest.raises(ValueError, match="walker-walk") as info:
+def test_unknown_task_is_value_error_naming_the_closest():
+    with pytest.raises(ValueError, match=r"did you mean 'walker-walk'\?") as info:
         DMCEnv("walker-wlak")
-    assert "cartpole-swingup" in str(info.value)
-    assert "'walker-wlak'" in str(info.value)
+    assert "cartpole-swingup" not in str(info.value)  # the closest, not all 52
+    assert "'walker-wlak'" in str(info.value) and "dmc_tasks() lists all" in str(info.value)
+    with pytest.raises(ValueError, match=r"cheetah's tasks are cheetah-run \("):
+        parse_task("cheetah-backflip_twice")  # nothing close: the domain's tasks
     for bad in ("walker", "walker_walk", "walker-walk-extra", ""):
         with pytest.raises(ValueError, match="walker-walk"):
             parse_task(bad)

@@ -46,7 +46,7 @@ def test_cli_overrides_and_errors():
         config_lib.parse_args(["--logdir", "x", "--model.detr", "3"])
     with pytest.raises(ValueError, match=r"cannot parse .big. as int"):
         config_lib.parse_args(["--logdir", "x", "--model.deter", "big"])
-    with pytest.raises(ValueError, match="cartpole-swingup"):
+    with pytest.raises(ValueError, match="did you mean 'walker-walk'"):
         config_lib.parse_args(["--logdir", "x", "--task", "walker-walkk"])
     with pytest.raises(ValueError, match="batch_length"):
         config_lib.parse_args(["--logdir", "x", "--run.batch_length", "1"])

@@ -10,7 +10,7 @@ lists what the runner uses; ``CompiledAgent`` compiles them, once for every agen
     train(state, batch) -> (state, metrics, context)  one update; donates ``state``
     update(state, batch)                              ``train`` before jit, for callers that
                                                       compile it with their own shardings
-    openloop(state, batch, key) -> {name: [B, T, ...]}  world-model predictions for videos
+    openloop(state, batch, key) -> {name: [B, T, ...]}  open-loop predictions (reports)
                                                       (None for agents without a world model)
     dummy_batch(batch, length) -> {name: [B, T, ...]}  a zero batch as replay samples it
 

@@ -310,9 +310,10 @@ class WorldModel(nn.Module):
     def openloop(self, batch: Batch, key: Array, context: int = 5) -> dict[str, Array]:
         """Observe ``context`` steps, then imagine the rest from the batch's actions.
 
-        Returns {name: [B, T, ...] predicted observation means}, the first ``context`` steps
-        reconstructed from the posterior and the rest predicted open loop from the prior
-        (images in [0, 1]).
+        Returns {name: [B, T, ...] predicted observation modes} (images in [0, 1]), and
+        ``reward`` [B, T] (the reward head's mean, E[r_t]) and ``cont`` [B, T] (the continue
+        head's probability p(c_t = 1)); the first ``context`` steps from the posterior, the rest
+        imagined open loop from the prior given the batch's actions a_{t-1}.
         """
         k1, k2 = jax.random.split(key)
         batch = {k: v for k, v in batch.items() if k != "context"}
@@ -331,4 +332,7 @@ class WorldModel(nn.Module):
         _, imagined = scan(self, last, (actions, keys))
         imagined = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), imagined)
         states = jax.tree.map(lambda a, b: jnp.concatenate([a, b], 1), post, imagined)
-        return {k: d.mode() for k, d in self.decode(rssm.features(states)).items()}
+        feat = rssm.features(states)
+        out = {k: d.mode() for k, d in self.decode(feat).items()}
+        reward, cont = self.heads(feat)
+        return {**out, "reward": reward.mean(), "cont": cont.mean()}

@@ -3,8 +3,9 @@
     python -m experiments.train --preset debug --task cartpole-balance --steps 4000 --logdir runs/x
 
 Re-running with the same ``--logdir`` resumes from the last checkpoint: the training state,
-counters and replay come back exactly, and the wandb run continues under the same id. The loop
-itself is ``experiments/runner.py``.
+counters and replay come back exactly, and the wandb run continues under the same id. The logdir
+may hold placeholders (``runs/{task}-{timestamp}``; experiments/run/identity.py): a sweep's runs
+then share one command line. The loop itself is ``experiments/run/loop.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from experiments.config import parse_args
 from experiments.config.validate import check_memory
 from experiments.errors import ConfigError
 from experiments.replay import ReplayDamaged
+from experiments.run import identity
 from experiments.run.checkpoint import StorageError
 from experiments.run.compat import ConfigMismatch
 from experiments.run.loop import train
@@ -77,8 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.no_compile_cache:
         use_compile_cache(args.compile_cache)
+    preset = args.preset or ("config" if args.config else "debug")
+    cfg = identity.with_wandb_defaults(cfg, preset)
+    run_id = identity.sweep_run_id() or identity.new_run_id()
     try:
-        summary = train(cfg, args.logdir)
+        if jax.process_count() > 1 and identity.uses_placeholders(args.logdir):
+            raise ConfigError(
+                f"--logdir {args.logdir!r}: {{timestamp}} and {{run_id}} differ between "
+                "processes; give every process the same literal logdir"
+            )
+        logdir = identity.expand_logdir(args.logdir, cfg, preset, run_id)
+        if logdir != args.logdir:  # the path to resume with
+            print(f"logdir: {logdir}", file=sys.stderr)
+        summary = train(cfg, logdir, run_id if "{run_id}" in args.logdir else None)
     except (ConfigError, ConfigMismatch, BatchSplit, ReplayDamaged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -42,7 +42,7 @@ def debug() -> Config:
             eval_every=2000,
             log_every=500,
             save_every=1000,
-            video_every=0,
+            report_every=1000,  # every kind of media within the default 4000 steps
         ),
         model=WorldModelConfig(
             deter=32,

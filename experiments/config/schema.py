@@ -78,7 +78,13 @@ class RunConfig:
     gap_particles: int = 0
     gap_sequences: int = 8  # windows of batch_length steps the held-out gap averages over
     log_every: int = 1000  # environment steps between scalar logs
-    video_every: int = 0  # updates between open-loop videos (0: never)
+    # Environment steps between open-loop reports (0: never): the world model observes 5 steps
+    # of a training batch and imagines the rest from its actions; logged as a picture of the
+    # predicted against the true vectors, reward and continue flag, a video of images, and the
+    # squared error by horizon (experiments/run/openloop.py). Costs one forward pass of the
+    # model over a batch, about an update's time without the gradient.
+    report_every: int = 10_000
+    eval_video: bool = True  # record each evaluation's first episode as a video
     save_every: int = 10_000  # environment steps between checkpoints
     keep_checkpoints: int = 3  # checkpoints kept on disk
     # Split parameters of >= 65,536 elements (and their optimizer state) over the devices
@@ -99,6 +105,9 @@ class LoggingConfig:
     name: str = ""  # wandb run name ('' = logdir name)
     tags: tuple[str, ...] = ()  # wandb tags
     tensorboard: bool = False  # also write TensorBoard event files to <logdir>/tb
+    # Upload each checkpoint (the agent's state and counters; replay stays in the logdir) as a
+    # wandb artifact of type 'model', aliased 'step-<env steps>' and 'latest'.
+    artifacts: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +132,8 @@ RESUMABLE_FIELDS = (
     "run.gap_particles",
     "run.gap_sequences",
     "run.log_every",
-    "run.video_every",
+    "run.report_every",
+    "run.eval_video",
     "run.save_every",
     "logging",
     "env.parallel",
@@ -162,12 +172,19 @@ def canonical(data: dict) -> dict:
 
 
 # Fields of earlier versions: the value that meant what the code does now (a saved config that
-# holds it reads as if it did not), and why the field went.
+# holds it reads as if it did not; None: any value, for a field that never changed results), and
+# why the field went.
 RETIRED: dict[str, tuple[Any, str]] = {
+    "run.video_every": (
+        None,
+        "open-loop reports are due every run.report_every environment steps (no longer a count "
+        "of updates) and cover proprio runs too",
+    ),
     "model.carry_state": (
         False,
         "the 2023 code's carried training state never reached its loss (its replay marks every "
-        "window's first step is_first, which resets the state to h_0, as replay here does now)",
+        "window's first step is_first, which resets the state to h_0, as replay here does "
+        "now); without it the run starts each sequence from h_0",
     ),
 }
 
@@ -182,11 +199,10 @@ def _drop_retired(data: dict) -> dict:
         if not isinstance(values, dict) or field not in values:
             continue
         value = values.pop(field)
-        if value != neutral:
+        if neutral is not None and value != neutral:
             raise ValueError(
-                f"{name}={json.dumps(value)} is no longer a setting: {why}. Drop the field (the "
-                "run then starts each sequence from h_0), or resume or repeat that run with "
-                "the rssm-jax that wrote it"
+                f"{name}={json.dumps(value)} is no longer a setting: {why}. Drop the field, or "
+                "resume or repeat that run with the rssm-jax that wrote it"
             )
     return data
 

@@ -133,7 +133,7 @@ def _check_run(cfg: Config) -> None:
     for name in ("log_every", "save_every"):
         value = getattr(r, name)
         need(value > 0, f"run.{name}={value}; must be a positive number of environment steps")
-    for name, unit in (("eval_every", "environment steps"), ("video_every", "updates")):
+    for name, unit in (("eval_every", "environment steps"), ("report_every", "environment steps")):
         value = getattr(r, name)
         need(value >= 0, f"run.{name}={value}; must be >= 0 {unit} (0: never)")
     need(

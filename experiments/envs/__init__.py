@@ -74,11 +74,14 @@ def check_obs(task: str, obs: str) -> None:
         )
 
 
-def make_env(task: str, obs: str = "proprio", seed: int = 0, **kwargs: Any) -> Env:
+def make_env(
+    task: str, obs: str = "proprio", seed: int = 0, render: bool = False, **kwargs: Any
+) -> Env:
     """A dm-control task (``'walker-walk'``; ``kwargs`` are `DMCEnv`'s: ``action_repeat``,
-    ``size``, ``camera``, ``fast_render``, ``time_limit``) or a Gymnasium one
-    (``'gym:CartPole-v1'``, whose observations follow its observation space; it takes
-    ``action_repeat`` and ``time_limit`` and ignores the rendering arguments)."""
+    ``size``, ``camera``, ``fast_render``, ``time_limit``; it always renders on request) or a
+    Gymnasium one (``'gym:CartPole-v1'``, whose observations follow its observation space; it
+    takes ``action_repeat`` and ``time_limit``, ignores the other rendering arguments and with
+    ``render`` is made to render frames)."""
     if is_gym_task(task):
         check_obs(task, obs)
         return gym.make(
@@ -86,6 +89,7 @@ def make_env(task: str, obs: str = "proprio", seed: int = 0, **kwargs: Any) -> E
             seed=seed,
             action_repeat=kwargs.get("action_repeat"),
             time_limit=kwargs.get("time_limit", 0),
+            render=render,
         )
     return DMCEnv(task, obs, seed, **kwargs)
 

@@ -30,7 +30,8 @@ class Env(Protocol):
 
     ``reset()`` and ``step(action [act_dim])`` return the step dict of this module's doc;
     ``discrete`` means the action is one-hot over ``act_dim`` classes; ``max_agent_steps``
-    bounds an episode (None: unbounded).
+    bounds an episode (None: unbounded). An env may also have ``render() -> [H, W, 3] uint8``
+    (or None), the frames of evaluation videos.
     """
 
     obs_spec: Spec

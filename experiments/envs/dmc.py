@@ -272,6 +272,11 @@ class DMCEnv:
         # dm-control returns a flipped view; a contiguous copy is safe to keep and to send.
         return np.ascontiguousarray(frame, dtype=np.uint8)
 
+    def render(self) -> np.ndarray:
+        """The current frame ``[H, W, 3]`` uint8 from the task's camera at ``size`` (what a pixel
+        run observes; a proprio run renders only when asked, e.g. for evaluation videos)."""
+        return self._render()
+
     def _observe(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
         if self.obs_mode == "pixels":
             return {"image": self._render()}

@@ -255,6 +255,14 @@ class GymEnv:
         )
         return out
 
+    def render(self) -> np.ndarray | None:
+        """The env's current frame ``[H, W, 3]`` uint8 where it was made with
+        ``render_mode='rgb_array'`` (``make(..., render=True)``), else None."""
+        if getattr(self._env, "render_mode", None) != "rgb_array":
+            return None
+        frame = self._env.render()
+        return None if frame is None else np.ascontiguousarray(frame, dtype=np.uint8)
+
     def close(self) -> None:
         self._env.close()
 
@@ -272,13 +280,24 @@ def from_gymnasium(
     return GymEnv(env, seed=seed, action_repeat=action_repeat, time_limit=time_limit)
 
 
-def make(task: str, seed: int = 0, action_repeat: int | None = None, time_limit: int = 0) -> GymEnv:
-    """``'gym:<id>'`` -> a wrapped ``gymnasium.make(id)``; action repeat defaults to 1."""
+def make(
+    task: str,
+    seed: int = 0,
+    action_repeat: int | None = None,
+    time_limit: int = 0,
+    render: bool = False,
+) -> GymEnv:
+    """``'gym:<id>'`` -> a wrapped ``gymnasium.make(id)``; action repeat defaults to 1. With
+    ``render`` the env is made with ``render_mode='rgb_array'`` where its metadata offers it
+    (``GymEnv.render``); rendering does not change its steps."""
     import gymnasium
 
     env_id = check_gym_task(task)
     try:
         env = gymnasium.make(env_id)
+        if render and "rgb_array" in env.metadata.get("render_modes", ()):
+            env.close()
+            env = gymnasium.make(env_id, render_mode="rgb_array")
     except gymnasium.error.DependencyNotInstalled as err:
         raise ConfigError(f"task {task!r} cannot be built, a package is missing: {err}") from None
     if not time_limit and getattr(env.spec, "max_episode_steps", None) is None:

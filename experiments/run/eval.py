@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,12 +60,15 @@ def evaluate(
     keys: tuple[str, ...],
     record: bool = False,
     seed: int | None = None,
-) -> tuple[float, dict[str, np.ndarray] | None]:
-    """Mean return of ``cfg.run.eval_episodes`` episodes with the policy's 'eval' mode, and with
+    camera: Camera | None = None,
+) -> tuple[float, dict[str, np.ndarray] | None, np.ndarray | None]:
+    """Mean return of ``cfg.run.eval_episodes`` episodes with the policy's 'eval' mode; with
     ``record`` the first episode's steps as replay stores them (``[T, ...]`` per key, action
-    a_{t-1} at step t), data no update ever trains on. ``seed`` re-seeds the environment before
-    the first episode, so an evaluation does not depend on the ones before it."""
-    returns, steps = [], []
+    a_{t-1} at step t), data no update ever trains on; with a ``camera`` the first episode's
+    frames ``[T, H, W, 3]`` uint8 (None where the env cannot render). ``seed`` re-seeds
+    the environment before the first episode, so an evaluation does not depend on the ones
+    before it."""
+    returns, steps, frames = [], [], []
     for ep in range(cfg.run.eval_episodes):
         carry = agent.init_carry(1)
 
@@ -76,13 +80,47 @@ def evaluate(
             return np.asarray(action)[0]
 
         def keep(obs: dict[str, Any], action: np.ndarray | None) -> None:
-            prev = np.zeros(agent.action_dim) if action is None else action
-            steps.append({**{k: np.asarray(v) for k, v in obs.items()}, "action": prev})
+            if record:
+                prev = np.zeros(agent.action_dim) if action is None else action
+                steps.append({**{k: np.asarray(v) for k, v in obs.items()}, "action": prev})
+            if camera is not None:
+                frames.append(camera.frame(obs))
 
-        watch = keep if record and ep == 0 else None
+        watch = keep if (record or camera is not None) and ep == 0 else None
         returns.append(run_episode(env, act, seed if ep == 0 else None, watch))
     episode = {k: np.stack([step[k] for step in steps]) for k in steps[0]} if steps else None
-    return float(np.mean(returns)), episode
+    video = np.stack(frames) if frames and all(f is not None for f in frames) else None
+    return float(np.mean(returns)), episode, video
+
+
+class Camera:
+    """The frames of an evaluation video: the observed image where the agent sees pixels, else
+    the environment's ``render()`` (dm-control: the task's camera at env.size; Gymnasium: its
+    ``rgb_array`` rendering). An env that cannot render gives None, with one warning."""
+
+    def __init__(self, env: Env):
+        self.env = env
+        self.render = getattr(env, "render", None)
+
+    def frame(self, obs: dict[str, Any]) -> np.ndarray | None:
+        if "image" in obs:
+            return np.asarray(obs["image"], np.uint8)
+        if self.render is None:
+            return None
+        try:
+            frame = self.render()
+        except Exception as err:  # a missing renderer (pygame, OpenGL) costs the video only
+            print(
+                f"warning: {getattr(self.env, 'task', 'the environment')} cannot render "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); evaluation videos "
+                "are off for this run",
+                file=sys.stderr,
+            )
+            self.render = None
+            return None
+        if frame is None:  # a Gymnasium env made without render_mode='rgb_array'
+            self.render = None
+        return None if frame is None else np.asarray(frame, np.uint8)
 
 
 def heldout_windows(

@@ -27,7 +27,7 @@ from experiments.errors import ConfigError
 
 LOCK = ".lock"
 # What a run writes into its logdir that a fresh start in the same logdir would write again.
-RUN_LOGS = ("metrics.jsonl", "config.json", "tb", "videos")
+RUN_LOGS = ("metrics.jsonl", "config.json", "tb", "videos", "images")
 EARLIER = "earlier"
 
 

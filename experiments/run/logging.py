@@ -1,20 +1,22 @@
-"""Metrics and videos: console and ``metrics.jsonl`` always, Weights & Biases and TensorBoard
-optionally.
+"""Metrics, images and videos: console and ``metrics.jsonl`` always, Weights & Biases and
+TensorBoard optionally.
 
 ``Logger`` writes every scalar up to four ways: one JSON line per call to
-``<logdir>/metrics.jsonl`` (the record tools and tests read), one compact console line, wandb
-when enabled, and TensorBoard event files under ``<logdir>/tb`` with ``tensorboard=True``
-(``tensorboard --logdir <logdir>/tb``). wandb runs in ``online``, ``offline`` (files under
-``<logdir>/wandb``, upload later with ``wandb sync``) or ``disabled`` mode (wandb is not touched
-at all). ``WANDB_SILENT=true`` silences wandb's own messages; the console line is this module's
-and always printed.
+``<logdir>/metrics.jsonl`` (the record tools and tests read), a short console line (returns,
+losses and throughput: ``console_line``), wandb when enabled, and TensorBoard event files under
+``<logdir>/tb`` with ``tensorboard=True`` (``tensorboard --logdir <logdir>/tb``). wandb runs in
+``online``, ``offline`` (files under ``<logdir>/wandb``, upload later with ``wandb sync``) or
+``disabled`` mode (wandb is not touched at all). ``WANDB_SILENT=true`` silences wandb's own
+messages; the console line is this module's and always printed.
 
 The x axis is the run's step (environment steps in the runner). wandb gets it as the metric
 ``env_steps``, declared the step metric of every other one, and never as wandb's own ``step=``:
 a run resumed from a checkpoint logs steps below the last ones its killed predecessor sent,
 which wandb would drop as non-monotonic; as a metric they are kept and drawn at their place.
 
-Videos are animated GIFs written with pillow, so wandb needs no moviepy to show them.
+Videos are animated GIFs and images PNGs written with pillow (wandb needs no moviepy to show
+them) under ``<logdir>/videos`` and ``<logdir>/images``; wandb and TensorBoard get the same
+files (TensorBoard shows a GIF as an animated image).
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import secrets
-import string
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,25 +32,19 @@ from typing import Any
 import numpy as np
 
 from experiments.envs.contract import check_int
+from experiments.run.identity import new_run_id
 from experiments.run.wandb_file import wait_for_exit_record
 
-__all__ = ["Logger", "drop_rows_after", "openloop_grid", "read_jsonl"]
+__all__ = ["Logger", "drop_rows_after", "read_jsonl", "write_gif", "write_png"]
 
 _WANDB_MODES = ("online", "offline", "disabled")
 STEP_METRIC = "env_steps"  # wandb's x axis (see the module doc)
+SUMMARY_MAX_LAST = ("eval/return", "episode/return")  # summarized as their max and last value
 _FLUSH_TIMEOUT_S = 60.0
-_RUN_ID_CHARS = string.ascii_lowercase + string.digits
-
-
-def _new_run_id() -> str:
-    # wandb's own format (8 lowercase letters and digits); wandb 0.31 no longer exports
-    # wandb.util.generate_id. Run ids must differ between runs, so they come from the OS, not
-    # from the experiment seed.
-    return "".join(secrets.choice(_RUN_ID_CHARS) for _ in range(8))
 
 
 class Logger:
-    """Writes scalars and videos of one run to the console, ``metrics.jsonl`` and wandb.
+    """Writes scalars, images and videos of one run to the console, ``metrics.jsonl`` and wandb.
 
     Args:
       logdir: the run directory; ``metrics.jsonl``, ``videos/`` and ``wandb/`` go inside it.
@@ -59,7 +53,8 @@ class Logger:
       project, entity, group, name, tags: passed to ``wandb.init``.
       run_id: the wandb run id to resume (``wandb.init(id=run_id, resume='allow')``); a new
         one is generated when None. Either way it is ``self.run_id``, for the checkpoint.
-      tensorboard: also write TensorBoard event files to ``<logdir>/tb`` (scalars only).
+      tensorboard: also write TensorBoard event files to ``<logdir>/tb`` (scalars, images and
+        videos).
     """
 
     run_id: str
@@ -87,7 +82,7 @@ class Logger:
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.wandb_mode = wandb_mode
-        self.run_id = run_id if run_id is not None else _new_run_id()
+        self.run_id = run_id if run_id is not None else new_run_id()
         self._closed = False
         # Appending keeps the earlier lines of a resumed run.
         self._jsonl = open(self.logdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
@@ -115,6 +110,9 @@ class Logger:
     def _start_wandb(self, **kwargs: Any) -> None:
         """``wandb.init`` (resuming ``self.run_id``); online without a login or a network, the
         run goes on offline with a warning."""
+        # wandb suggests its LLM tracer (Weave) when a module named like an LLM library is
+        # imported, and this project's package is called `agents`: the banner means nothing here.
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         import wandb
 
         self._wandb = wandb
@@ -135,7 +133,7 @@ class Logger:
             # never starting for want of a connection.
             self.wandb_mode = "offline"
             # A new id: wandb's service may still hold the one that failed.
-            self.run_id = _new_run_id()
+            self.run_id = new_run_id()
             self._run = init(mode="offline", id=self.run_id)
             print(
                 f"warning: wandb online failed ({type(err).__name__}: "
@@ -147,6 +145,9 @@ class Logger:
         self._run_file = Path(self._run.settings.sync_file).resolve()
         self._run.define_metric(STEP_METRIC)
         self._run.define_metric("*", step_metric=STEP_METRIC)
+        # The run table shows the best and the final evaluation, not only the last.
+        for name in SUMMARY_MAX_LAST:
+            self._run.define_metric(name, step_metric=STEP_METRIC, summary="max,last")
 
     def __enter__(self) -> Logger:
         return self
@@ -184,7 +185,9 @@ class Logger:
             values[key] = float(array)
         self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self._jsonl.flush()
-        print(_console_line(step, values), flush=True)
+        line = console_line(step, values)
+        if line is not None:
+            print(line, flush=True)
         if self._run is not None:
             self._run.log({**values, STEP_METRIC: step})
         if self._tb is not None:
@@ -212,7 +215,51 @@ class Logger:
         if self._run is not None:
             video = self._wandb.Video(str(path), format="gif")
             self._run.log({name: video, STEP_METRIC: int(step)})
+        if self._tb is not None:
+            # TensorBoard's image dashboard plays an animated GIF: the encoded file as it is.
+            self._tb_encoded(name, step, path, frames.shape[1:3], frames.shape[-1])
         return str(path)
+
+    def image(self, step: int, name: str, image: np.ndarray) -> str:
+        """Writes ``image`` ``[H, W, 3]`` (uint8, or floats in [0, 1]) as a PNG and logs it to
+        wandb and TensorBoard; returns the path ``<logdir>/images/{name}_{step:09d}.png``."""
+        self._check_open()
+        image = _to_uint8(np.asarray(image), "image")
+        if image.ndim != 3 or image.shape[-1] not in (1, 3):
+            raise ValueError(f"image must have shape [H, W, 3], got {image.shape}")
+        path = self.logdir / "images" / f"{name.replace('/', '_')}_{int(step):09d}.png"
+        write_png(path, image)
+        if self._run is not None:
+            self._run.log({name: self._wandb.Image(str(path)), STEP_METRIC: int(step)})
+        if self._tb is not None:
+            self._tb_encoded(name, step, path, image.shape[:2], image.shape[-1])
+        return str(path)
+
+    def _tb_encoded(self, name: str, step: int, path: Path, size: tuple, channels: int) -> None:
+        """An encoded image file (PNG, or GIF for a video) as a TensorBoard image summary."""
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        picture = Summary.Image(
+            height=int(size[0]),
+            width=int(size[1]),
+            colorspace=int(channels),
+            encoded_image_string=path.read_bytes(),
+        )
+        summary = Summary(value=[Summary.Value(tag=name, image=picture)])
+        self._tb.file_writer.add_summary(summary, int(step))
+        self._tb.flush()
+
+    def artifact(self, directory: str | os.PathLike, step: int) -> None:
+        """Uploads a checkpoint ``directory`` as the wandb artifact ``checkpoint-<run id>`` (type
+        'model'), aliased ``step-<step>`` and ``latest``; nothing when wandb is disabled."""
+        self._check_open()
+        if self._run is None:
+            return
+        art = self._wandb.Artifact(
+            f"checkpoint-{self.run_id}", type="model", metadata={STEP_METRIC: int(step)}
+        )
+        art.add_dir(str(directory))
+        self._run.log_artifact(art, aliases=[f"step-{int(step)}", "latest"])
 
     def close(self) -> None:
         """Finishes the wandb run and closes ``metrics.jsonl``; safe to call twice.
@@ -256,8 +303,42 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: int = 10) -> Pat
     return path
 
 
-def _console_line(step: int, values: Mapping[str, float]) -> str:
-    return f"[step {step}] " + " | ".join(f"{key} {value:.4g}" for key, value in values.items())
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Writes ``image [H, W, 3 or 1]`` uint8 as a PNG (creating its folder)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.asarray(image)
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+    return path
+
+
+# What the console shows of a row, in this order, with its label; metrics.jsonl has them all.
+CONSOLE_RETURNS = {"episode/return": "return", "eval/return": "eval return"}
+CONSOLE_RATES = {"run/env_steps_per_s": "env steps/s", "run/updates_per_s": "updates/s"}
+
+
+def console_line(step: int, values: Mapping[str, float]) -> str | None:
+    """The console's short form of a row: returns, then every loss (a name whose last part is
+    ``loss`` or ends in ``_loss``), then throughput; None for a row without any of them.
+
+    ``[step 4000] return 202.4 | wm/loss 2.14  actor/actor_loss 0.708 | 157 env steps/s``
+    """
+    parts = [
+        f"{label} {values[key]:.4g}" for key, label in CONSOLE_RETURNS.items() if key in values
+    ]
+    losses = [
+        f"{key} {value:.3g}"
+        for key, value in values.items()
+        if key.rsplit("/", 1)[-1] == "loss" or key.endswith("_loss")
+    ]
+    if losses:
+        parts.append("  ".join(losses))
+    rates = [f"{values[key]:.3g} {label}" for key, label in CONSOLE_RATES.items() if key in values]
+    if rates:
+        parts.append(", ".join(rates))
+    return f"[step {step}] " + " | ".join(parts) if parts else None
 
 
 def _to_uint8(x: np.ndarray, what: str) -> np.ndarray:
@@ -267,39 +348,6 @@ def _to_uint8(x: np.ndarray, what: str) -> np.ndarray:
     if np.issubdtype(x.dtype, np.floating):
         return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
     raise TypeError(f"{what} must be uint8 or floats in [0, 1], got dtype {x.dtype}")
-
-
-def _to_unit_float(x: np.ndarray, what: str) -> np.ndarray:
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
-    if np.issubdtype(x.dtype, np.floating):
-        return np.clip(x.astype(np.float32), 0.0, 1.0)
-    raise TypeError(f"{what} must be uint8 or floats in [0, 1], got dtype {x.dtype}")
-
-
-def openloop_grid(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Tiles open-loop predictions into video frames: truth | prediction | error per row.
-
-    Args:
-      truth: ``[B, T, H, W, C]`` observed frames, floats in [0, 1] or uint8.
-      pred: ``[B, T, H, W, C]`` model frames (posterior reconstructions, then prior imagination).
-
-    Returns:
-      ``[T, B*H, 3*W, C]`` uint8 frames; row ``b`` is ``[truth_b, pred_b, err_b]`` with
-      ``err = |pred - truth|`` on the [0, 1] scale, shown as ``round(255 * err)``.
-    """
-    truth, pred = np.asarray(truth), np.asarray(pred)
-    if truth.ndim != 5 or truth.shape != pred.shape:
-        raise ValueError(
-            f"truth and pred must both be [B, T, H, W, C] of one shape, got {truth.shape} and "
-            f"{pred.shape}"
-        )
-    t = _to_unit_float(truth, "truth")
-    p = _to_unit_float(pred, "pred")
-    grid = np.concatenate([t, p, np.abs(p - t)], axis=3)  # [B, T, H, 3W, C]
-    b, steps, h, w3, c = grid.shape
-    grid = grid.transpose(1, 0, 2, 3, 4).reshape(steps, b * h, w3, c)
-    return np.round(grid * 255.0).astype(np.uint8)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -57,7 +57,7 @@ COUNTERS = (
     "next_log",
     "next_eval",
     "next_save",
-    "next_video",
+    "next_report",
 )
 
 
@@ -100,8 +100,8 @@ class ContextWriteBack:
 class Runner(RunSetup, Reports):
     """One training run in ``logdir`` (built by ``RunSetup``), stepped by ``run()``."""
 
-    def __init__(self, cfg: Any, logdir: str | Path):
-        super().__init__(cfg, logdir, COUNTERS)
+    def __init__(self, cfg: Any, logdir: str | Path, run_id: str | None = None):
+        super().__init__(cfg, logdir, COUNTERS, run_id)
         run = cfg.run
         self.writeback = ContextWriteBack(self.replay, self.topo)
         self.means = MetricMeans(self.topo, self.n_seeds)
@@ -128,6 +128,7 @@ class Runner(RunSetup, Reports):
         self.last_log: tuple[float, int, int] | None = None  # (time, env steps, updates)
         self.first_update: float | None = None
         self.eval_envs: dict[int, Any] = {}
+        self.cameras: dict[int, Any] = {}  # each seed's evaluation camera (run.eval_video)
         self.progress = Progress(run.steps, self.env_steps, self.counters["updates"], not self.lead)
 
     @property
@@ -258,9 +259,11 @@ class Runner(RunSetup, Reports):
         while self.counters["credit"] >= 1.0:
             batch = self.update()
             self.counters["credit"] -= 1.0
-            if run.video_every and self.counters["updates"] >= self.counters["next_video"]:
-                self.counters["next_video"] += run.video_every
-                self.log_video(batch, (t + self.n * self.procs) * self.repeat)
+            env_steps = (t + self.n * self.procs) * self.repeat
+            if run.report_every and env_steps >= self.counters["next_report"]:
+                while self.counters["next_report"] <= env_steps:  # one report, however late
+                    self.counters["next_report"] += run.report_every
+                self.log_openloop(batch, env_steps)
 
     def update(self) -> dict[str, np.ndarray]:
         """One update on a fresh batch; returns this process's share of the batch."""
@@ -359,6 +362,9 @@ class Runner(RunSetup, Reports):
             "state_layout": STATE_LAYOUT,
         }
         self.ckpt.save(self.env_steps, self.state, meta)
+        if self.cfg.logging.artifacts and self.lead:
+            self.ckpt.wait()  # the artifact holds the committed files
+            self.logger.artifact(Path(self.ckpt.directory) / str(self.env_steps), self.env_steps)
 
     def cut_seeds(self, env_steps: int) -> list[int]:
         """The seeds environments restart from after a cut at ``env_steps``: environment i of
@@ -379,7 +385,8 @@ class Runner(RunSetup, Reports):
         self.ep_return[:], self.ep_length[:] = 0.0, 0
 
 
-def train(cfg: Any, logdir: str | Path) -> dict[str, Any]:
-    """Run (or resume) an experiment in ``logdir``; returns the final counters and returns."""
-    with contextlib.closing(Runner(cfg, logdir)) as runner:
+def train(cfg: Any, logdir: str | Path, run_id: str | None = None) -> dict[str, Any]:
+    """Run (or resume) an experiment in ``logdir``; returns the final counters and returns.
+    ``run_id``: the wandb id of a new run (a resumed one keeps its own)."""
+    with contextlib.closing(Runner(cfg, logdir, run_id)) as runner:
         return runner.run()

@@ -1,5 +1,6 @@
-"""What a run reports: its metrics and episodes, evaluations, open-loop videos, the pre-flight
-line before the first step and the summary after the last (``Reports``, a part of ``Runner``
+"""What a run reports: its metrics and episodes, evaluations (with a video of the agent), the
+world model's open-loop reports, the pre-flight line before the first step and the summary
+after the last (``Reports``, a part of ``Runner``
 over the state ``RunSetup`` builds)."""
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import numpy as np
 
 from experiments import envs as envs_lib
 from experiments.config.validate import first_update_iteration, replay_bytes
+from experiments.run import openloop as openloop_lib
 from experiments.run import seeds as seeds_lib
-from experiments.run.eval import EVAL_SEED_OFFSET, evaluate, heldout_gap
-from experiments.run.logging import openloop_grid
+from experiments.run.eval import EVAL_SEED_OFFSET, Camera, evaluate, heldout_gap
 from experiments.run.metrics import params_digest
 
 # Open-loop videos show the first VIDEO_ROWS sequences of a batch (one GIF row each).
 VIDEO_ROWS = 4
+# Evaluation videos play at EVAL_FPS agent steps per second.
+EVAL_FPS = 20
 
 
 def format_bytes(n: int) -> str:
@@ -76,10 +79,12 @@ class Reports:
         for k in range(self.n_seeds):
             if k not in self.eval_envs:
                 self.eval_envs[k] = self.stack.enter_context(self.make_eval_env(k))
+                if run.eval_video:
+                    self.cameras[k] = Camera(self.eval_envs[k])
             one = self.seed_slice(k)
             to_seed = {} if self.n_seeds == 1 else {"seed": k}
             state_k = one(self.acting)
-            ret, episode = evaluate(
+            ret, episode, frames = evaluate(
                 self.single,
                 state_k,
                 self.cfg,
@@ -89,8 +94,11 @@ class Reports:
                 record=run.gap_particles > 0,
                 # Its own seed per evaluation: the returns do not depend on a resume.
                 seed=envs_lib.env_seed(run.seed + k + EVAL_SEED_OFFSET, 0, env_steps),
+                camera=self.cameras.get(k),
             )
             self.logger.scalars(env_steps, {"eval/return": ret}, **to_seed)
+            if frames is not None:
+                self.logger.video(env_steps, "eval/video", frames, EVAL_FPS, **to_seed)
             if episode is not None:
                 gap_key = jax.random.fold_in(one(self.gap_key), env_steps)
                 gap = heldout_gap(self.single, state_k, episode, run, gap_key, self.heldout_fn)
@@ -102,16 +110,25 @@ class Reports:
             return lambda x: x
         return functools.partial(seeds_lib.take, k=k)
 
-    def log_video(self, batch: dict[str, np.ndarray], step: int) -> None:
-        """Open-loop predictions against the truth on this process's share of a batch."""
+    def log_openloop(self, batch: dict[str, np.ndarray], step: int) -> None:
+        """The open-loop report (experiments/run/openloop.py) of every seed's world model on
+        this process's share of a training batch: errors by horizon, the curves' picture and,
+        for images, the video."""
         view = self.topo.local_view(self.state)  # on every process: it may gather (FSDP)
-        if not self.lead or "image" not in self.obs_keys:
+        if not self.lead or self.single.openloop is None:
             return
-        sub = {k: v[:VIDEO_ROWS] for k, v in self.seed_slice(0)(batch).items() if k != "context"}
         key = jax.random.fold_in(self.video_key, self.counters["updates"])
-        pred = self.agent.openloop(view, sub, key)["image"]  # in [0, 1], the decoder's target
-        truth = sub["image"].astype(np.float32) / 255.0
-        self.logger.video(step, "openloop", openloop_grid(truth, np.clip(np.asarray(pred), 0, 1)))
+        for k in range(self.n_seeds):
+            one, to_seed = self.seed_slice(k), ({} if self.n_seeds == 1 else {"seed": k})
+            sub = {name: v for name, v in one(batch).items() if name != "context"}
+            pred = jax.device_get(self.single.openloop(one(view), sub, one(key)))
+            truth = openloop_lib.targets(sub, getattr(self.single.wm, "cont_target", 1.0))
+            self.logger.scalars(step, openloop_lib.openloop_errors(truth, pred), **to_seed)
+            self.logger.image(step, "openloop/curves", openloop_lib.openloop_figure(truth, pred))
+            if "image" in truth:
+                rows = slice(0, VIDEO_ROWS)
+                frames = openloop_lib.openloop_grid(truth["image"][rows], pred["image"][rows])
+                self.logger.video(step, "openloop/video", frames, **to_seed)
 
     def preflight(self) -> None:
         """One line before the first step: sizes, counts and the planned number of updates."""

@@ -170,8 +170,17 @@ class LoggerSet:
             }
             logger.scalars(step, row)
 
-    def video(self, step: int, name: str, frames: np.ndarray, fps: int = 10) -> str:
-        return self.loggers[0].video(step, name, frames, fps)
+    def video(self, step: int, name: str, frames: np.ndarray, fps: int = 10, seed: int = 0) -> str:
+        """A video in seed ``seed``'s logs."""
+        return self.loggers[seed].video(step, name, frames, fps)
+
+    def artifact(self, directory: Any, step: int) -> None:
+        """The checkpoint (all seeds' states in one) goes with seed 0's run."""
+        self.loggers[0].artifact(directory, step)
+
+    def image(self, step: int, name: str, image: np.ndarray, seed: int = 0) -> str:
+        """An image in seed ``seed``'s logs."""
+        return self.loggers[seed].image(step, name, image)
 
     def close(self) -> None:
         for logger in self.loggers:

@@ -37,6 +37,7 @@ from experiments.config.validate import check_logdir, check_memory, validate
 from experiments.envs import vec
 from experiments.errors import ConfigError
 from experiments.replay import Replay, discard_replay_files
+from experiments.run import identity
 from experiments.run import seeds as seeds_lib
 from experiments.run.checkpoint import Checkpointer, TargetMismatch
 from experiments.run.compat import ConfigMismatch, check_config, check_layout, restore_state
@@ -64,7 +65,13 @@ class NullLogger:
     def scalars(self, step: int, metrics: Any, seed: int | None = None) -> None:
         pass
 
-    def video(self, step: int, name: str, frames: Any, fps: int = 10) -> None:
+    def video(self, step: int, name: str, frames: Any, fps: int = 10, seed: int = 0) -> None:
+        pass
+
+    def image(self, step: int, name: str, image: Any, seed: int = 0) -> None:
+        pass
+
+    def artifact(self, directory: Any, step: int) -> None:
         pass
 
     def close(self) -> None:
@@ -74,11 +81,18 @@ class NullLogger:
 class RunSetup:
     """The parts of a run (see the module doc); ``Runner`` steps them."""
 
-    def __init__(self, cfg: Config, logdir: str | Path, counter_names: tuple[str, ...]):
+    def __init__(
+        self,
+        cfg: Config,
+        logdir: str | Path,
+        counter_names: tuple[str, ...],
+        run_id: str | None = None,
+    ):
         if not str(logdir).strip():
             # Path("") is the current directory: a run would fill (and clean up in) it.
             raise ConfigError("--logdir is empty: name the run's directory, e.g. runs/walker")
         self.cfg, self.logdir = cfg, Path(logdir)
+        self.given_run_id = run_id  # a new run's wandb id (the logdir's {run_id}), else None
         self.stack = contextlib.ExitStack()
         # Installed first: a signal while building stops the run before its first step.
         self.stop = self.stack.enter_context(stop_on_signals())
@@ -127,9 +141,10 @@ class RunSetup:
             next_log=run.log_every,
             next_eval=run.eval_every,
             next_save=run.save_every,
-            next_video=run.video_every,
+            next_report=run.report_every,
         )
         self._init_state()
+        self._choose_run_id()
         self._make_logger()
 
     def _check_resume(self) -> dict[str, Any]:
@@ -250,7 +265,8 @@ class RunSetup:
         """Seed k's evaluation environment (its own seed, apart from the training ones)."""
         cfg = self.cfg
         seed = cfg.run.seed + k + EVAL_SEED_OFFSET
-        return envs_lib.make_env(cfg.env.task, cfg.env.obs, seed, **envs_lib.env_kwargs(cfg.env))
+        kwargs = envs_lib.env_kwargs(cfg.env)
+        return envs_lib.make_env(cfg.env.task, cfg.env.obs, seed, cfg.run.eval_video, **kwargs)
 
     def _make_agent(self) -> None:
         """One seed's agent (``single``), the agent over all seeds, its compiled update and
@@ -348,9 +364,24 @@ class RunSetup:
             for path in [self.logdir / "metrics.jsonl", *self.logdir.glob("seed*/metrics.jsonl")]:
                 drop_rows_after(path, resumed_at)
 
+    def _choose_run_id(self) -> None:
+        """The wandb run id(s) to continue: the checkpoint's, else those a run killed before its
+        first checkpoint wrote to ``wandb.json``, else the one given (``{run_id}``) or a sweep
+        agent's; None: a new id."""
+        if self.run_id is None:
+            self.run_id = identity.read_run_id(self.logdir)
+        if self.run_id is None:
+            self.run_id = self.given_run_id or identity.sweep_run_id()
+        if self.n_seeds > 1 and isinstance(self.run_id, str):  # the given id is seed 0's
+            self.run_id = [self.run_id] + [None] * (self.n_seeds - 1)
+        elif self.n_seeds == 1 and isinstance(self.run_id, list):
+            self.run_id = self.run_id[0]
+
     def _make_logger(self) -> None:
         """jsonl (+ wandb, TensorBoard) on process 0: one per seed with many seeds, grouped."""
         lg, logdir = self.cfg.logging, self.logdir
+        git = identity.git_state() if self.lead else None
+        config = self.cfg_dict if git is None else {**self.cfg_dict, "git": git}
         make_logger = functools.partial(
             Logger,
             wandb_mode=lg.wandb,
@@ -364,7 +395,7 @@ class RunSetup:
         elif self.n_seeds == 1:
             self.logger = make_logger(
                 logdir,
-                self.cfg_dict,
+                config,
                 group=lg.group or None,
                 name=lg.name or logdir.name,
                 run_id=self.run_id,
@@ -372,7 +403,7 @@ class RunSetup:
         else:
             self.logger = seeds_lib.LoggerSet(
                 logdir,
-                self.cfg_dict,
+                config,
                 self.n_seeds,
                 self.cfg.run.seed,
                 self.run_id,
@@ -381,3 +412,6 @@ class RunSetup:
                 lg.group or logdir.name,
             )
         self.stack.callback(self.logger.close)
+        if self.lead:
+            identity.write_run_id(logdir, self.logger.run_id)
+            identity.record_git_state(logdir, self.counters["agent_steps"] * self.repeat, git)

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 from wandb_reader import read_offline_run
 
-from experiments.run.logging import Logger, openloop_grid, read_jsonl
+import agents  # noqa: F401  (imported, as in every run: wandb must not read it as an LLM library)
+from experiments.run.logging import Logger, console_line, read_jsonl
+from experiments.run.openloop import openloop_grid
 
 CONFIG = {
     "model": {"deter": 64, "latent": {"classes": 8}, "acts": ["silu", "elu"]},
@@ -28,8 +30,8 @@ def test_scalars_go_to_jsonl_and_console(tmp_path: Path, capsys: pytest.CaptureF
         with pytest.raises(TypeError, match=r"'vec' has shape \(2,\)"):
             logger.scalars(11, {"vec": np.zeros(2)})
     out = capsys.readouterr().out
-    assert "[step 0] loss 0.5 | kl 1.25 | updates 3\n" in out
-    assert "[step 10] loss nan | ret -inf\n" in out
+    assert "[step 0] loss 0.5\n" in out  # the console shows losses, returns and rates only
+    assert "[step 10] loss nan\n" in out
 
     # A second logger on the same logdir (a resumed run) appends.
     with Logger(tmp_path, CONFIG) as logger:
@@ -47,6 +49,24 @@ def test_scalars_go_to_jsonl_and_console(tmp_path: Path, capsys: pytest.CaptureF
         logger.scalars(30, {"loss": 1.0})
     with pytest.raises(ValueError, match="wandb_mode must be one of"):
         Logger(tmp_path, CONFIG, wandb_mode="offlne")
+
+
+def test_console_line_shows_returns_losses_and_rates() -> None:
+    row = {
+        "wm/loss": 2.14159,
+        "wm/kl": 0.9,
+        "actor/actor_loss": 0.70784,
+        "run/updates_per_s": 19.668,
+        "episode/return": 202.44,
+        "run/env_steps_per_s": 157.35,
+        "eval/return": 226.2,
+        "replay/steps": 500.0,
+    }
+    assert console_line(4000, row) == (
+        "[step 4000] return 202.4 | eval return 226.2 | wm/loss 2.14  actor/actor_loss 0.708 | "
+        "157 env steps/s, 19.7 updates/s"
+    )
+    assert console_line(500, {"replay/steps": 63.0, "openloop/vector_mse_h1": 1.0}) is None
 
 
 def test_openloop_grid_layout_and_error_panel() -> None:
@@ -105,7 +125,10 @@ def _run_dirs(logdir: Path, run_id: str) -> list[Path]:
     return sorted((logdir / "wandb").glob(f"offline-run-*-{run_id}*"))
 
 
-def test_wandb_offline_run_reads_back(tmp_path: Path) -> None:
+def test_wandb_offline_run_reads_back(
+    tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "false")  # wandb's messages shown, as in a real run
     # A config value larger than two 32 KiB blocks forces FIRST/MIDDLE/LAST fragments, and
     # many steps make records straddle block boundaries.
     config = {**CONFIG, "notes": "x" * 70_000}
@@ -120,6 +143,8 @@ def test_wandb_offline_run_reads_back(tmp_path: Path) -> None:
         logger.scalars(400, {"loss": float("nan")})
         run_id = logger.run_id
 
+    # wandb's "Detected [agents] in use ... Weave" banner does not appear.
+    assert "Weave" not in "".join(capfd.readouterr())
     (run_dir,) = _run_dirs(tmp_path, run_id)
     run_file = next(run_dir.glob("run-*.wandb"))
     assert run_file.name == f"run-{run_id}.wandb"

@@ -15,6 +15,7 @@ from experiments.config.validate import first_update_iteration
 from experiments.replay import Replay
 from experiments.run.checkpoint import Checkpointer
 from experiments.run.compat import ConfigMismatch
+from experiments.run.identity import with_wandb_defaults
 from experiments.run.logging import read_jsonl
 from experiments.run.loop import train
 
@@ -130,14 +131,45 @@ def test_train_in_process_wandb_offline_and_resume_same_run(tmp_path):
             "400",
             "--logging.tensorboard",
             "true",
+            "--logging.artifacts",
+            "true",
         ]
     )
+    cfg = with_wandb_defaults(cfg, "debug")
     summary = train(cfg, tmp_path)
     assert summary["env_steps"] == 1600
-    assert any(b"wm/loss" in p.read_bytes() for p in (tmp_path / "tb").glob("events.out.*"))
+    events = b"".join(p.read_bytes() for p in (tmp_path / "tb").glob("events.out.*"))
+    assert b"wm/loss" in events
+    # The media, also in TensorBoard: the report's PNG and the evaluation's GIF, as encoded.
+    png = (tmp_path / "images" / "openloop_curves_000001000.png").read_bytes()
+    gif = (tmp_path / "videos" / "eval_video_000000800.gif").read_bytes()
+    assert png in events and gif in events
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     record = read_offline_run(runs[0])
+    # The debug preset's default run shows every kind of media of a proprio run: the open-loop
+    # picture (at its report_every, 1000) and an evaluation video at each evaluation.
+    media = {
+        (k, row["env_steps"]): row[k]["_type"]
+        for row in record["history"]
+        for k in row
+        if isinstance(row[k], dict)
+    }
+    assert media == {
+        ("openloop/curves", 1000): "image-file",
+        ("eval/video", 800): "video-file",
+        ("eval/video", 1600): "video-file",
+    }
+    assert "openloop/vector_mse_h5" in {k for row in record["history"] for k in row}
+    assert record["metrics"]["eval/return"] == ["max", "last"]
+    assert record["group"] == "debug-cartpole-balance"
+    assert record["tags"] == ["dreamer", "debug", "cartpole-balance"]
+    # --logging.artifacts: each checkpoint (1000, then the final 1600) as an artifact.
+    assert [sorted(a["aliases"]) for a in record["artifacts"]] == [
+        ["latest", "step-1000"],
+        ["latest", "step-1600"],
+    ]
+    assert {a["type"] for a in record["artifacts"]} == {"model"}
     assert record["config"]["run"]["steps"] == 1600
     assert record["config"]["model"]["deter"] == 32
     logged = {k for row in record["history"] for k in row}
@@ -211,22 +243,38 @@ def test_pixels_run_writes_openloop_video(tmp_path):
             "560",
             "--run.prefill",
             "400",
-            "--run.video_every",
-            "20",
+            "--run.report_every",
+            "480",
             "--run.eval_every",
-            "0",
+            "560",
             "--run.batch_length",
             "8",
+            "--wandb",
+            "offline",
         ]
     )
     summary = train(cfg, tmp_path)
     assert summary["counters"]["updates"] > 20
-    videos = sorted((tmp_path / "videos").glob("openloop_*.gif"))
-    assert videos
     from PIL import Image
 
-    with Image.open(videos[0]) as im:
+    # Reports at the first update from env step 480: a video of the images, the curves' picture
+    # (reward and continue), errors by horizon; and the evaluation's video at 560.
+    with Image.open(tmp_path / "videos" / "openloop_video_000000480.gif") as im:
         assert im.size == (3 * 64, 4 * 64)  # truth | prediction | error, 4 sequences
+        assert im.n_frames > 1
+    with Image.open(tmp_path / "videos" / "eval_video_000000560.gif") as im:
+        assert im.size == (64, 64)  # what the agent observed
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    history = read_offline_run(run)["history"]
+    media = {(k, row["env_steps"]) for row in history for k in row if isinstance(row[k], dict)}
+    assert media == {
+        ("openloop/video", 480),
+        ("openloop/curves", 480),
+        ("eval/video", 560),
+    }
+    errors = {k for row in history for k in row if k.startswith("openloop/image_mse")}
+    # batch_length 8 = 5 observed + 3 imagined steps: horizons 1 and 5 do not both fit.
+    assert errors == {"openloop/image_mse_context", "openloop/image_mse_h1"}
 
 
 @pytest.mark.slow

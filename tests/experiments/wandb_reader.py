@@ -33,8 +33,10 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict:
       run_dir: an ``offline-run-*`` directory (holding ``run-<id>.wandb``) or that file.
 
     Returns:
-      ``{"run_id": str, "config": dict, "history": [{"step": int, name: value, ...}, ...]}``;
-      one history row per committed step, wandb's internal ``_``-prefixed fields left out.
+      ``{"run_id": str, "config": dict, "history": [{"step": int, name: value, ...}, ...],
+      "metrics": {name: [summary ops]}, "artifacts": [{"name", "type", "aliases"}], "tags":
+      [str], "group": str}``; one history row per committed step, wandb's internal
+      ``_``-prefixed fields left out.
       Values are as wandb stored them in JSON (a float 2.0 may come back as the int 2); media
       values are wandb's descriptions (``{"_type": "video-file", "path": ..., ...}``, the path
       relative to the run's ``files/`` directory).
@@ -50,12 +52,24 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict:
     run_id: str | None = None
     config: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
+    metrics: dict[str, list[str]] = {}
+    artifacts: list[dict[str, Any]] = []
+    tags: list[str] = []
+    group = ""
     for payload in read_records(path.read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run_id = record.run.run_id
+        if kind == "metric" and record.metric.name:
+            summary = record.metric.summary
+            metrics[record.metric.name] = [
+                f.name for f in summary.DESCRIPTOR.fields if getattr(summary, f.name) is True
+            ]
+        elif kind == "artifact":
+            art = record.artifact
+            artifacts.append({"name": art.name, "type": art.type, "aliases": list(art.aliases)})
+        elif kind == "run":
+            run_id, tags, group = record.run.run_id, list(record.run.tags), record.run.run_group
             for item in record.run.config.update:
                 config[_item_name(item)] = json.loads(item.value_json)
         elif kind == "config":
@@ -81,4 +95,12 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict:
     if run_id is None:
         raise ValueError(f"{path} holds no run record; is it a complete wandb run file?")
     config.pop("_wandb", None)
-    return {"run_id": run_id, "config": config, "history": history}
+    return {
+        "run_id": run_id,
+        "config": config,
+        "history": history,
+        "metrics": metrics,
+        "artifacts": artifacts,
+        "tags": tags,
+        "group": group,
+    }

@@ -5,10 +5,12 @@
 Open-loop report (``Reports.log_openloop``), per preset and observation kind, on a batch of the
 preset's B x T: the compiled ``openloop`` call (first call = compile + run, then the median
 of ``--repeats`` runs), the errors by horizon, the curves' picture (matplotlib), and for images
-the video grid and its GIF. Evaluation video: rendering a dm-control proprio task's camera per
-agent step at 64x64 and writing the GIF of a 1000-step episode. A report is due every
-``run.report_every`` environment steps, an evaluation video with every evaluation, so each cost
-is paid once per interval, not per step.
+the video grid and its GIF; and one update on the same batch, so that ``report_over_update``
+says what a report costs in updates (a ratio that holds across machines better than seconds).
+Evaluation video: rendering a dm-control proprio task's camera per agent step at 64x64 and
+writing the GIF of a 1000-step episode. A report is due every ``run.report_every`` environment
+steps, an evaluation video with every evaluation, so each cost is paid once per interval, not
+per step.
 """
 
 from __future__ import annotations
@@ -75,10 +77,24 @@ def openloop_cost(preset: str, obs: str, repeats: int) -> dict[str, Any]:
         if obs == "pixels":
             grid = ol.openloop_grid(truth["image"][:4], pred["image"][:4])
             out["video_gif_s"] = _median_s(lambda: write_gif(Path(tmp) / "v.gif", grid), repeats)
-    out["total_s"] = sum(
-        v for k, v in out.items() if k.endswith("_s") and k != "openloop_first_call_s"
-    )
+    parts = ("openloop_s", "errors_s", "curves_picture_s", "curves_png_s", "video_gif_s")
+    out["report_s"] = sum(out.get(k, 0.0) for k in parts)
+    out["update_s"] = update_seconds(agent, b, t, repeats)
+    out["report_over_update"] = out["report_s"] / out["update_s"]
     return out
+
+
+def update_seconds(agent: Any, b: int, t: int, repeats: int) -> float:
+    """Median seconds of one compiled update on a B x T batch of zeros (after a warm-up)."""
+    full = agent.dummy_batch(b, t)
+    box = [agent.init(jax.random.key(0))]
+
+    def one() -> None:
+        box[0], metrics, _ = agent.train(box[0], full)
+        jax.block_until_ready(metrics)
+
+    one()
+    return _median_s(one, repeats)
 
 
 def eval_video_cost(steps: int = 1000) -> dict[str, Any]:
@@ -90,14 +106,15 @@ def eval_video_cost(steps: int = 1000) -> dict[str, Any]:
     frames = []
     start = time.perf_counter()
     for _ in range(steps):
-        env.step(np.zeros(env.act_dim))
-        frames.append(env.render())
-        if len(frames) % 500 == 0:
+        if env.step(np.zeros(env.act_dim))["is_last"]:
             env.reset()
+        frames.append(env.render())
     step_and_render = time.perf_counter() - start
+    env.reset()
     start = time.perf_counter()
     for _ in range(steps):
-        env.step(np.zeros(env.act_dim))
+        if env.step(np.zeros(env.act_dim))["is_last"]:
+            env.reset()
     step_only = time.perf_counter() - start
     env.close()
     with tempfile.TemporaryDirectory() as tmp:

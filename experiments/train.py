@@ -23,7 +23,7 @@ from pathlib import Path
 
 import jax
 
-from experiments.config import parse_args
+from experiments.config import differences, parse_args
 from experiments.config.validate import check_memory
 from experiments.errors import ConfigError
 from experiments.replay import ReplayDamaged
@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.no_compile_cache:
         use_compile_cache(args.compile_cache)
+    if jax.process_index() == 0:  # what this command changes; config.json holds it all
+        lines = differences(cfg, args.base)
+        print(f"config: {args.origin}" + ("" if lines else ", unchanged"), file=sys.stderr)
+        print("".join(f"  {line}\n" for line in lines), end="", file=sys.stderr)
     preset = args.preset or ("config" if args.config else "debug")
     cfg = identity.with_wandb_defaults(cfg, preset)
     run_id = identity.sweep_run_id() or identity.new_run_id()

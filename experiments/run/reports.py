@@ -117,14 +117,15 @@ class Reports:
         view = self.topo.local_view(self.state)  # on every process: it may gather (FSDP)
         if not self.lead or self.single.openloop is None:
             return
-        key = jax.random.fold_in(self.video_key, self.counters["updates"])
+        key = seeds_lib.fold_in(self.video_key, self.counters["updates"])
         for k in range(self.n_seeds):
             one, to_seed = self.seed_slice(k), ({} if self.n_seeds == 1 else {"seed": k})
             sub = {name: v for name, v in one(batch).items() if name != "context"}
             pred = jax.device_get(self.single.openloop(one(view), sub, one(key)))
             truth = openloop_lib.targets(sub, getattr(self.single.wm, "cont_target", 1.0))
             self.logger.scalars(step, openloop_lib.openloop_errors(truth, pred), **to_seed)
-            self.logger.image(step, "openloop/curves", openloop_lib.openloop_figure(truth, pred))
+            picture = openloop_lib.openloop_figure(truth, pred)
+            self.logger.image(step, "openloop/curves", picture, **to_seed)
             if "image" in truth:
                 rows = slice(0, VIDEO_ROWS)
                 frames = openloop_lib.openloop_grid(truth["image"][rows], pred["image"][rows])

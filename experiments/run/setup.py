@@ -134,7 +134,6 @@ class RunSetup:
             if self.meta is None:
                 set_aside_earlier_logs(self.logdir)
             (self.logdir / "config.json").write_text(json.dumps(self.cfg_dict, indent=2))
-            print(json.dumps(self.cfg_dict, indent=2), file=sys.stderr)
         self._make_replay()
         self.counters: dict[str, Any] = dict.fromkeys(counter_names, 0)
         self.counters.update(

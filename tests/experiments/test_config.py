@@ -111,3 +111,13 @@ def test_a_saved_dm_control_time_limit_of_1000_resumes_as_the_tasks_own(cartpole
         else:
             with pytest.raises(ValueError, match=r"env\.time_limit: saved 1000, current 0"):
                 check_config(config_lib.canonical(saved), config_lib.canonical(now))
+
+
+def test_a_saved_video_every_reads_as_retired() -> None:
+    # Written before open-loop reports were counted in env steps (run.report_every): any value
+    # of the old cadence in updates is dropped, so such a run resumes.
+    data = config_lib.to_dict(config_lib.compose("debug"))
+    del data["run"]["report_every"]
+    data["run"]["video_every"] = 50
+    cfg = config_lib.from_dict(data)
+    assert cfg.run.report_every == config_lib.RunConfig().report_every

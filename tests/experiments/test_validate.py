@@ -38,7 +38,11 @@ BAD = [
     (["--run.batch_size", "0"], ConfigError, "need >= 1 and >= 2"),
     (["--run.log_every", "0"], ConfigError, "run.log_every=0; must be a positive"),
     (["--run.save_every", "-5"], ConfigError, "run.save_every=-5; must be a positive"),
-    (["--run.video_every", "-1"], ConfigError, "run.video_every=-1; must be >= 0 updates"),
+    (
+        ["--run.report_every", "-1"],
+        ConfigError,
+        "run.report_every=-1; must be >= 0 environment steps",
+    ),
     (["--run.keep_checkpoints", "0"], ConfigError, "run.keep_checkpoints=0"),
     (["--run.gap_particles", "-1"], ConfigError, "run.gap_particles=-1"),
     (["--run.context_dtype", "bfloat16"], ConfigError, "run.context_dtype='bfloat16'"),

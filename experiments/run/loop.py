@@ -35,6 +35,7 @@ from experiments.config.validate import PREFILL_CHUNK
 from experiments.run import pause
 from experiments.run import seeds as seeds_lib
 from experiments.run.checkpoint import STORAGE_ERRNOS, StorageError
+from experiments.run.episodes import EpisodeLogs, without_logs
 from experiments.run.eval import policy_obs
 from experiments.run.metrics import MetricMeans, NonFiniteLoss, finite
 from experiments.run.progress import Progress, process_start
@@ -62,8 +63,9 @@ COUNTERS = (
 
 
 def record(obs: dict[str, np.ndarray], action: np.ndarray) -> dict[str, np.ndarray]:
-    """What replay stores per env step: o_t, a_{t-1} (zeros at a reset), r_t and the flags."""
-    rec = {k: v for k, v in obs.items() if k not in ("reward",)}
+    """What replay stores per env step: o_t, a_{t-1} (zeros at a reset), r_t and the flags (not
+    the env's ``log_*`` keys, which only the episode rows read)."""
+    rec = {k: v for k, v in without_logs(obs).items() if k != "reward"}
     first = obs["is_first"].astype(bool)
     rec["action"] = np.where(first[:, None], 0.0, action).astype(np.float32)
     rec["reward"] = obs["reward"].astype(np.float32)
@@ -119,6 +121,7 @@ class Runner(RunSetup, Reports):
         self.prev_action = np.zeros((self.vec.num_envs, self.vec.act_dim), np.float32)
         self.ep_return = np.zeros(self.vec.num_envs)
         self.ep_length = np.zeros(self.vec.num_envs, np.int64)
+        self.ep_logs = EpisodeLogs(self.vec.num_envs, self.n_seeds, self.counters)
         if self.n_seeds > 1:
             self.counters.setdefault("seed_episodes", [0] * self.n_seeds)
         self.acting = self.topo.local_view(self.state)  # the policy's replica; None: stale
@@ -232,6 +235,7 @@ class Runner(RunSetup, Reports):
         self.ep_length += 1
         for i in np.flatnonzero(self.obs["is_first"]):
             self.ep_return[i], self.ep_length[i] = 0.0, 0  # auto-reset: a new episode began
+        self.ep_logs.add(self.obs)  # the sums of the env's log_* keys
         self.log_episodes(np.flatnonzero(self.obs["is_last"]))
 
     def prefilling(self, t: int) -> bool:
@@ -383,6 +387,7 @@ class Runner(RunSetup, Reports):
         self.obs = self.vec.reset(self.cut_seeds(self.env_steps))
         self.prev_action = np.zeros_like(self.prev_action)
         self.ep_return[:], self.ep_length[:] = 0.0, 0
+        self.ep_logs.clear()
 
 
 def train(cfg: Any, logdir: str | Path, run_id: str | None = None) -> dict[str, Any]:

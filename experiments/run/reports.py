@@ -54,7 +54,8 @@ class Reports:
         self.logged_at = env_steps
 
     def log_episodes(self, ended: np.ndarray) -> None:
-        """Mean return and length of the episodes that just ended, per seed."""
+        """Mean return and length of the episodes that just ended, per seed, and the fields of
+        the env's ``log_*`` keys (``EpisodeLogs.fields``: episode/<name>, achievements/<name>)."""
         for k in range(self.n_seeds):
             mine = ended[ended // self.n == k]
             if not len(mine):
@@ -69,6 +70,7 @@ class Reports:
                 "episode/return": float(np.mean(self.ep_return[mine])),
                 "episode/length": float(np.mean(self.ep_length[mine])) * self.repeat,
                 "episode/count": count,
+                **self.ep_logs.fields(mine, k),
             }
             self.logger.scalars(self.env_steps, row, **({"seed": k} if self.n_seeds > 1 else {}))
 

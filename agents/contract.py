@@ -53,7 +53,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 Batch = dict[str, Any]
-# ((name, shape), ...) of the observations: 'vector' ([D]) and/or 'image' ([64, 64, 3]).
+# ((name, shape), ...) of the observations: 'vector' ([D]) and/or 'image' ([H, W, C], C 3 or 1).
 ObsShapes = tuple[tuple[str, tuple[int, ...]], ...]
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import rssm
 from agents.contract import ObsShapes
 from agents.wm_config import WorldModelConfig
+from rssm.conv import image_grid
 from rssm.state import STATE_KEYS
 
 Array = jax.Array
@@ -43,6 +44,30 @@ DENSITY_DISTS = ("normal", "binary")
 # ``loss`` folds this into its key for the dequantization noise: a stream apart from the
 # posterior samples'.
 DEQUANTIZATION_STREAM = 1
+# Channels an image observation may have: 3 (colour) or 1 (gray).
+IMAGE_CHANNELS = (1, 3)
+
+
+def check_image_shape(shape: tuple[int, ...], stages: int = 4) -> tuple[int, int, int]:
+    """``shape`` as ``(H, W, C)`` when the image networks take it: C in ``IMAGE_CHANNELS`` and
+    H, W sizes that ``stages`` halvings reach (``rssm.conv.image_grid``: 48, 64, 80, ...,
+    256 a side with the default four, e.g. 64 x 64, 96 x 96 or 64 x 96). ValueError naming
+    the sizes that work and the fix (``--env.size``, ``--env.gray``) otherwise."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or shape[-1] not in IMAGE_CHANNELS:
+        raise ValueError(
+            f"observation 'image' has shape {shape}; the world model takes [H, W, C] images "
+            "with C = 3 (colour) or 1 (gray): set --env.gray true for gray frames, or keep "
+            "one image per observation"
+        )
+    try:
+        image_grid(shape[:2], stages)
+    except ValueError as err:
+        raise ValueError(
+            f"observation 'image' has shape {shape}: {err}; set --env.size to such a size, "
+            "e.g. --env.size 64,64 or --env.size 96,96"
+        ) from None
+    return shape[0], shape[1], shape[2]
 
 
 def preprocess(name: str, x: Array, bits: int = 8) -> Array:
@@ -50,7 +75,7 @@ def preprocess(name: str, x: Array, bits: int = 8) -> Array:
     each level's bin); vectors -> float32."""
     if name == "image":
         if x.dtype != jnp.uint8:
-            raise ValueError(f"observation 'image' must be uint8 [.., 64, 64, 3], got {x.dtype}")
+            raise ValueError(f"observation 'image' must be uint8 [.., H, W, C], got {x.dtype}")
         if bits < 8:
             return (quantize(x, bits) + 0.5) / 2**bits - 0.5
         return x.astype(jnp.float32) / 255.0 - 0.5
@@ -86,7 +111,8 @@ def zero_carry(wm: WorldModel, num_envs: int) -> dict[str, Any]:
 class WorldModel(nn.Module):
     """Encoders, RSSM and heads for observations given by ``obs_shapes``.
 
-    ``obs_shapes``: ((name, shape), ...) with names 'vector' ([D]) and/or 'image' ([64, 64, 3]).
+    ``obs_shapes``: ((name, shape), ...) with names 'vector' ([D]) and/or 'image' ([H, W, C]:
+    C 3 or 1, H and W as ``check_image_shape`` takes for ``len(cfg.mults)`` stages).
     ``cont_target``: the continue target of a non-terminal step. DreamerV3 (2024) trains the
     continue head on (1 - terminal) (1 - 1 / horizon), folding the discount into it.
     """
@@ -102,10 +128,16 @@ class WorldModel(nn.Module):
         enc, dec = {}, {}
         for name, shape in self.obs_shapes:
             if name == "image":
+                height, width, channels = check_image_shape(shape, len(c.mults))
                 cnn = dict(depth=c.depth, mults=c.mults, kernel=c.kernel, kind=c.cnn, **common)
                 enc[name] = rssm.ConvEncoder(**cnn)
                 dec[name] = rssm.ConvDecoder(
-                    channels=shape[-1], deter=c.deter, units=c.units, blocks=c.blocks, **cnn
+                    channels=channels,
+                    size=(height, width),
+                    deter=c.deter,
+                    units=c.units,
+                    blocks=c.blocks,
+                    **cnn,
                 )
             elif name == "vector":
                 enc[name] = rssm.MLP(c.layers, c.units, symlog_inputs=True, **common)

@@ -99,7 +99,12 @@ class BenchWorldModel(nn.Module):
         elif self.obs_kind == "image":
             self.encoder = rssm.ConvEncoder(depth, dtype=dt)
             self.decoder = rssm.ConvDecoder(
-                depth, channels=IMAGE_SHAPE[-1], deter=self.rssm.deter, units=units, dtype=dt
+                depth,
+                channels=IMAGE_SHAPE[-1],
+                size=IMAGE_SHAPE[:2],
+                deter=self.rssm.deter,
+                units=units,
+                dtype=dt,
             )
         else:
             raise ValueError(f"obs_kind={self.obs_kind!r}; expected one of {OBS_KINDS}")

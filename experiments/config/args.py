@@ -5,8 +5,10 @@ tyro builds the command from the dataclasses (``Command`` below and the ``Config
 the fields' comments are the help, ``--section.field VALUE`` and ``--section.field=VALUE`` set
 a field (``run.batch_length`` or ``run.batch-length``), and ``--tyro-write-completion bash
 FILE`` (zsh, tcsh, fish) writes shell completion. Values are read by the config's own rules
-(``schema._parse_value``), the same as a config file's strings: '1e4' is an int, 'false',
-'off' and '0' are False, '2,3,4' is a tuple.
+(``values.parse_value``), the same as a config file's strings: '1e4' is an int, 'false',
+'off' and '0' are False, '2,3,4' is a tuple. A tuple of fixed length also takes its values as
+separate arguments, or one value for all: ``--env.size 96,96``, ``--env.size 96 96`` and
+``--env.size 96`` are the same.
 
 The run starts from a preset (``--preset``, default ``debug``) or a saved config
 (``--config``); ``parse_args`` returns it as ``args.base``, so ``differences(cfg, args.base)``
@@ -28,8 +30,9 @@ import tyro
 from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, PrimitiveTypeInfo
 
 from experiments.config.presets import PRESETS, SIZES, compose
-from experiments.config.schema import Config, _parse_value, load, spell, unknown_field
+from experiments.config.schema import Config, load, spell, unknown_field
 from experiments.config.validate import validate
+from experiments.config.values import parse_value, tuple_elements
 from experiments.errors import ConfigError
 
 DEFAULT_PRESET = "debug"
@@ -114,7 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         raise ValueError(_unknown_argument(unknown[0]))
     for name, value in _leaves(command):
         if isinstance(value, _Unread):
-            _parse_value(name, value.typ, value.text)  # raises, naming the field
+            parse_value(name, value.typ, value.text)  # raises, naming the field
     if not command.logdir.strip():
         raise ConfigError("--logdir is empty: name the run's directory, e.g. runs/walker")
     options = {f.name: getattr(command, f.name) for f in dataclasses.fields(Command)}
@@ -194,23 +197,27 @@ _METAVARS = {int: "INT", float: "FLOAT", bool: "{true,false}"}
 
 
 def _read_as(info: PrimitiveTypeInfo) -> PrimitiveConstructorSpec | None:
-    """How tyro reads an int, float, bool or tuple field: one argument, by the config's rules
-    (``_parse_value``), shown in help as the command line writes it (``spell``)."""
+    """How tyro reads an int, float, bool or tuple field: one argument (a tuple of fixed length
+    n: 1 or n), by the config's rules (``parse_value``), shown in help as the command line
+    writes it (``spell``)."""
     typ = info.type
     origin = typing.get_origin(typ)
     if typ not in _METAVARS and origin is not tuple:
         return None
+    nargs: int | tuple[int, ...] = 1
     if origin is tuple:
-        (element, *_) = typing.get_args(typ)
-        metavar = f"{element.__name__.upper()},..."
+        element, length = tuple_elements(typ)
+        metavar = f"{element.__name__.upper()},..."  # the field's comment gives a length
+        nargs = 1 if length in (None, 1) else (1, length)
     else:
         metavar = _METAVARS[typ]
 
     def read(texts: list[str]) -> Any:
+        text = ",".join(texts)
         try:
-            return _parse_value("", typ, texts[0])
+            return parse_value("", typ, text)
         except ValueError:
-            return _Unread(typ, texts[0])
+            return _Unread(typ, text)
 
     def is_instance(value: Any) -> bool:
         if typ is int:
@@ -218,7 +225,7 @@ def _read_as(info: PrimitiveTypeInfo) -> PrimitiveConstructorSpec | None:
         return isinstance(value, origin or typ)
 
     return PrimitiveConstructorSpec(
-        nargs=1,
+        nargs=nargs,
         metavar=metavar,
         instance_from_str=read,
         is_instance=is_instance,

@@ -3,8 +3,8 @@ conversions (to and from JSON dicts, dotted-name overrides, retired fields).
 
 A ``Config`` holds the runner's sections (``env``, ``run``, ``logging``) and the agents' own
 (``model``, ``dreamer``, ``opt``, ``planet``, ``sac``). Values from a file or the command line go
-through ``coerce``: the same parsing and type checks for both. The few fields with a short flag
-(``--task`` for ``--env.task``) carry it in their annotation.
+through ``coerce`` (``values.py``): the same parsing and type checks for both. The few fields
+with a short flag (``--task`` for ``--env.task``) carry it in their annotation.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import json
 import os
-import types
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from agents.optim import OptimConfig
 from agents.planet import PlanetConfig
 from agents.sac import SacConfig
 from agents.world_model import WorldModelConfig
+from experiments.config.values import coerce
 
 
 def _short(flag: str) -> Any:
@@ -37,14 +37,17 @@ def _short(flag: str) -> Any:
 class EnvConfig:
     # dm-control 'domain-task', or 'gym:<id>' (Gymnasium)
     task: Annotated[str, _short("--task")] = "cartpole-balance"
-    # 'proprio' (state vector) or 'pixels' (64x64x3 uint8)
+    # 'proprio' (state vector) or 'pixels' (env.size images, uint8: RGB, or gray with env.gray)
     obs: Annotated[str, _short("--obs")] = "proprio"
     action_repeat: int = 0  # 0: the task's default (PlaNet's table, else 2; Gymnasium 1)
     envs: Annotated[int, _short("--envs")] = 1  # environments stepped together
     parallel: bool = False  # one process per environment
-    size: int = 64  # image height and width
+    # Image (height, width): dm-control renders at it, Gymnasium images are resized to it.
+    # Each side a multiple of 2**len(model.mults) (48, 64, 80, ..., 256 for 4 stages).
+    size: tuple[int, int] = (64, 64)
+    gray: bool = False  # images as one gray channel (ITU-R 601 luma) instead of RGB
     camera: int = -1  # -1: the task's default camera
-    fast_render: bool = False  # 64x64 buffer, no shadows or MSAA (faster, different pixels)
+    fast_render: bool = False  # env.size buffer, no shadows or MSAA (faster, different pixels)
     # Episode length in environment steps; 0: the task's own (dm-control: 1000, the suite's
     # convention; Gymnasium: the limit the env is registered with, e.g. BipedalWalker's 1600,
     # or 1000 where it has none). A positive limit only shortens a Gymnasium env's own.
@@ -152,9 +155,13 @@ def canonical(data: dict) -> dict:
     """A config dict with equal settings spelled one way, for comparing a saved config with the
     current one. env.time_limit 1000 (the default before 0 meant 'the task's own') becomes 0
     where both give the same episodes: a dm-control task (its own limit is 1000) and a
-    Gymnasium env registered with a limit of at most 1000 steps."""
+    Gymnasium env registered with a limit of at most 1000 steps. env.size n (one int, before
+    it was (height, width)) becomes [n, n]."""
     out = json.loads(json.dumps(data))
     env = out.get("env", {})
+    size = env.get("size")
+    if isinstance(size, int) and not isinstance(size, bool):
+        env["size"] = [size, size]
     task = str(env.get("task", ""))
     if env.get("time_limit") == 1000:
         if not task.startswith("gym:"):
@@ -230,35 +237,6 @@ def from_dict(data: dict, cls: type | None = None, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def coerce(name: str, typ: Any, value: Any) -> Any:
-    """``value`` as a value of the field ``name`` of type ``typ``, by the same rules from the
-    command line and from a config file: a string is parsed as the command line parses it
-    ('false', '1e4', '2,3,4'); any other JSON value must already be of the type (an int for an
-    int field, or an integral float such as 1e4; a list for a tuple field). ValueError names
-    the field, the value and the type."""
-    if isinstance(value, str) and typ is not str:
-        return _parse_value(name, typ, value)
-    origin = typing.get_origin(typ)
-    if typ is bool and isinstance(value, bool):
-        return value
-    if typ is int and not isinstance(value, bool):
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if typ is str and isinstance(value, str):
-        return value
-    if origin is tuple and isinstance(value, list | tuple):
-        (element, *_) = typing.get_args(typ)
-        return tuple(coerce(f"{name}[{i}]", element, v) for i, v in enumerate(value))
-    kind = {int: "an int", float: "a number", bool: "true or false", str: "a string"}.get(
-        typ, "a list" if origin is tuple else str(typ)
-    )
-    raise ValueError(f"{name}: {json.dumps(value)} is not {kind}")
-
-
 def fields(cls: type, prefix: str = "") -> dict[str, tuple[type, Any]]:
     """Dotted field name -> (type, default) for every leaf field of a config dataclass."""
     out = {}
@@ -270,36 +248,6 @@ def fields(cls: type, prefix: str = "") -> dict[str, tuple[type, Any]]:
         else:
             out[f"{prefix}{f.name}"] = (typ, f.default)
     return out
-
-
-def _parse_value(name: str, typ: Any, text: str) -> Any:
-    try:
-        if typ is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if typ is int:
-            try:
-                return int(text)
-            except ValueError:
-                number = float(text)  # '1e4' and '2.0' are ints; '2.5' is not
-                if not number.is_integer():
-                    raise
-                return int(number)
-        if typ is float:
-            return float(text)
-        if typing.get_origin(typ) is tuple:
-            (element, *_) = typing.get_args(typ)
-            return tuple(_parse_value(name, element, t) for t in text.split(",") if t)
-        if typ is str or isinstance(typ, types.UnionType):
-            return text
-    except ValueError:
-        raise ValueError(
-            f"--{name}: cannot parse {text!r} as {getattr(typ, '__name__', typ)}"
-        ) from None
-    return text
 
 
 # How much less similar than the closest name (difflib's ratio, 0 to 1) another may be and

@@ -19,6 +19,7 @@ from experiments import envs
 from experiments.config.schema import Config
 from experiments.errors import ConfigError
 from experiments.replay import step_bytes
+from rssm.conv import image_grid
 
 AGENTS = ("dreamer", "planet", "random", "sac")
 # The share of the machine's memory replay may fill at capacity before a run is refused.
@@ -93,16 +94,34 @@ def _check_env(cfg: Config) -> None:
         e.action_repeat >= 0,
         f"env.action_repeat={e.action_repeat}; use 0 for the task default or a positive repeat",
     )
-    need(
-        e.obs != "pixels" or e.size == 64,
-        f"env.size={e.size}; the convolutional encoder expects 64x64 images: --env.size 64",
-    )
+    _check_size(cfg)
     need(
         e.time_limit >= 0,
         f"env.time_limit={e.time_limit}; use 0 for the task's own limit or a positive number of "
         "environment steps",
     )
     need(e.camera >= -1, f"env.camera={e.camera}; use -1 for the task's default camera")
+
+
+def _check_size(cfg: Config) -> None:
+    """env.size is (height, width), positive; with pixels, one the image networks take for
+    len(model.mults) stages (``rssm.conv.image_grid``). A Gymnasium task's images are checked
+    once its env exists (they are resized to env.size)."""
+    e = cfg.env
+    size = ",".join(map(str, e.size))
+    need(
+        len(e.size) == 2 and all(s >= 1 for s in e.size),
+        f"env.size={size}; expected a positive height and width, e.g. --env.size 64,64",
+    )
+    if e.obs != "pixels":
+        return
+    try:
+        image_grid(e.size, len(cfg.model.mults))
+    except ValueError as err:
+        raise ConfigError(
+            f"env.size={size}: {err} (model.mults has {len(cfg.model.mults)} stages); set "
+            "--env.size to one of them, e.g. --env.size 64,64 or --env.size 96,96"
+        ) from None
 
 
 def _check_run(cfg: Config) -> None:
@@ -283,9 +302,8 @@ def replay_bytes(
     Gymnasium task's observations are known only once its env exists)."""
     if obs_spec is None:
         e = cfg.env
-        shape, dtype = (
-            ((e.size, e.size, 3), "uint8") if e.obs == "pixels" else ((PROPRIO_FLOATS,), "float32")
-        )
+        image = (*e.size, 1 if e.gray else 3)  # uint8 pixels, one byte per channel
+        shape, dtype = (image, "uint8") if e.obs == "pixels" else ((PROPRIO_FLOATS,), "float32")
         obs_spec = {"obs": (shape, dtype)}
     spec = {
         **obs_spec,

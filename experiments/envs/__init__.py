@@ -78,9 +78,10 @@ def make_env(
     task: str, obs: str = "proprio", seed: int = 0, render: bool = False, **kwargs: Any
 ) -> Env:
     """A dm-control task (``'walker-walk'``; ``kwargs`` are `DMCEnv`'s: ``action_repeat``,
-    ``size``, ``camera``, ``fast_render``, ``time_limit``; it always renders on request) or a
-    Gymnasium one (``'gym:CartPole-v1'``, whose observations follow its observation space; it
-    takes ``action_repeat`` and ``time_limit``, ignores the other rendering arguments and with
+    ``size``, ``camera``, ``fast_render``, ``time_limit``, ``gray``; it always renders on
+    request) or a Gymnasium one (``'gym:CartPole-v1'``, whose observations follow its
+    observation space, an image resized to ``size`` and made gray with ``gray``; it takes
+    ``action_repeat`` and ``time_limit``, ignores the other rendering arguments and with
     ``render`` is made to render frames)."""
     if is_gym_task(task):
         check_obs(task, obs)
@@ -90,17 +91,21 @@ def make_env(
             action_repeat=kwargs.get("action_repeat"),
             time_limit=kwargs.get("time_limit", 0),
             render=render,
+            size=kwargs.get("size"),
+            gray=kwargs.get("gray", False),
         )
     return DMCEnv(task, obs, seed, **kwargs)
 
 
 def env_kwargs(env_cfg: Any) -> dict[str, Any]:
     """``make_env``'s (and ``vec.make_envs``'s) keyword arguments from a config's env section
-    (``cfg.env``): action repeat, image size, camera, rendering, episode length."""
+    (``cfg.env``): action repeat, image size (height, width) and colour, camera, rendering,
+    episode length."""
     e = env_cfg
     return dict(
         action_repeat=e.action_repeat or None,
-        size=(e.size, e.size),
+        size=tuple(e.size),
+        gray=e.gray,
         camera=None if e.camera < 0 else e.camera,
         fast_render=e.fast_render,
         time_limit=e.time_limit,

@@ -2,7 +2,8 @@
 
 An environment returns a dict per step::
 
-    {'vector': [D] float32}  and/or  {'image': [H, W, 3] uint8}   the observation
+    {'vector': [D] float32}  and/or  {'image': [H, W, C] uint8}   the observation, C 3
+                            (RGB) or 1 (gray: env.gray); H, W = env.size
     'reward': float32       summed over the action repeat (0.0 on reset)
     'is_first': bool        True only on the observation returned by reset
     'is_last': bool         the episode ended (time limit or termination)
@@ -31,7 +32,7 @@ class Env(Protocol):
     ``reset()`` and ``step(action [act_dim])`` return the step dict of this module's doc;
     ``discrete`` means the action is one-hot over ``act_dim`` classes; ``max_agent_steps``
     bounds an episode (None: unbounded). An env may also have ``render() -> [H, W, 3] uint8``
-    (or None), the frames of evaluation videos.
+    (or None), the frames of evaluation videos of an env without images.
     """
 
     obs_spec: Spec

@@ -36,6 +36,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 
 from experiments.envs.contract import DEFAULT_TIME_LIMIT, OBS_MODES, Spec, check_int, to_box
+from experiments.envs.images import to_gray
 
 _PACKAGES_HELP = (
     "Headless rendering needs an OpenGL backend. For EGL (MUJOCO_GL=egl, the default) install "
@@ -162,7 +163,7 @@ class DMCEnv:
     Args:
         task: ``'domain-task'`` name, e.g. ``'walker-walk'`` (see `dmc_tasks`).
         obs: ``'proprio'`` -> ``{'vector': [D] float32}``; ``'pixels'`` -> ``{'image': [H, W, 3]
-            uint8}``.
+            uint8}`` (``[H, W, 1]`` with ``gray``).
         seed: seeds dm-control's task (``task_kwargs={'random': seed}``): the same seed gives
             the same initial states and, for the same actions, identical trajectories.
         action_repeat: environment steps per agent step; None means `default_action_repeat`.
@@ -175,6 +176,8 @@ class DMCEnv:
             comparable with published pixel results; the default keeps dm-control's look.
         time_limit: episode length in environment steps (the agent sees
             ``ceil(time_limit / action_repeat)`` steps); 0 means the suite's 1000.
+        gray: pixels as one gray channel, ``images.to_gray`` of the frame rendered at ``size``
+            (``render()`` stays in colour).
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class DMCEnv:
         camera: int | None = None,
         fast_render: bool = False,
         time_limit: int = DEFAULT_TIME_LIMIT,
+        gray: bool = False,
     ) -> None:
         domain, task_name = parse_task(task)
         if obs not in OBS_MODES:
@@ -208,6 +212,7 @@ class DMCEnv:
         self.seed = seed
         self.size = (height, width)
         self.fast_render = bool(fast_render)
+        self.gray = bool(gray)
         # dm-control's limit is off: this class ends episodes after `time_limit` steps.
         self._env = _suite().load(
             domain, task_name, task_kwargs={"random": seed, "time_limit": float("inf")}
@@ -224,7 +229,8 @@ class DMCEnv:
         if obs == "proprio":
             self.obs_spec: Spec = {"vector": ((start,), np.dtype(np.float32))}
         else:
-            self.obs_spec = {"image": ((height, width, 3), np.dtype(np.uint8))}
+            channels = 1 if self.gray else 3
+            self.obs_spec = {"image": ((height, width, channels), np.dtype(np.uint8))}
             self._configure_rendering()
 
         self._env_steps = 0
@@ -283,7 +289,8 @@ class DMCEnv:
 
     def _observe(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
         if self.obs_mode == "pixels":
-            return {"image": self._render()}
+            frame = self._render()
+            return {"image": to_gray(frame) if self.gray else frame}
         parts = [np.asarray(observation[key], np.float64).ravel() for key in self.vector_layout]
         return {"vector": np.concatenate(parts).astype(np.float32)}
 

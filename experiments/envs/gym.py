@@ -4,11 +4,13 @@
 ``gym:Pendulum-v1``) make one from Gymnasium's registry. The wrapper returns the same step
 dicts as ``DMCEnv``:
 
-- observations: a ``Box`` of ``uint8`` shaped ``[H, W, 3]`` becomes ``image``; any other ``Box``
-  becomes ``vector`` (flattened, float32); a ``Discrete(n)`` observation becomes a one-hot
-  ``vector``; a ``Dict`` maps by key: its one image-like entry becomes ``image``, every other
-  entry is flattened into ``vector`` in the Dict's key order (``vector_layout`` names the
-  slices).
+- observations: a ``Box`` of ``uint8`` shaped ``[H, W, 3]`` (or ``[H, W, 1]``) becomes
+  ``image``, resized to ``size`` where given (Pillow, bilinear: ``images.resize``, as DreamerV3
+  does) and made gray with ``gray`` (``images.to_gray``): ``[*size, 1 if gray else C]``; any
+  other ``Box`` becomes ``vector`` (flattened, float32); a ``Discrete(n)`` observation becomes
+  a one-hot ``vector``; a ``Dict`` maps by key: its one image-like entry becomes ``image``,
+  every other entry is flattened into ``vector`` in the Dict's key order (``vector_layout``
+  names the slices).
 - actions: the agent acts in [-1, 1]^A for a ``Box`` (rescaled linearly onto the box's bounds
   where they are finite, clipped to them) and with a one-hot vector over n classes for
   ``Discrete(n)`` (``discrete`` is then True and ``act_dim`` is n; the class is its argmax).
@@ -37,6 +39,7 @@ from experiments.envs.contract import (
     check_int,
     to_box,
 )
+from experiments.envs.images import resize, to_gray
 from experiments.errors import ConfigError
 
 
@@ -86,8 +89,18 @@ def _is_image(space: Any) -> bool:
     return (
         getattr(space, "dtype", None) == np.uint8
         and len(getattr(space, "shape", ()) or ()) == 3
-        and space.shape[-1] == 3
+        and space.shape[-1] in (1, 3)
     )
+
+
+def _check_size(size: Any) -> tuple[int, int] | None:
+    """``size`` as (height, width) of positive ints (None stays None: images keep theirs)."""
+    if size is None:
+        return None
+    if len(tuple(size)) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}")
+    height, width = (check_int("size", s, 1) for s in size)
+    return height, width
 
 
 def _observation_layout(space: Any, task: str):
@@ -139,6 +152,8 @@ class GymEnv:
         action_repeat: int = 1,
         time_limit: int | None = None,
         name: str | None = None,
+        size: tuple[int, int] | None = None,
+        gray: bool = False,
     ) -> None:
         self._env = env
         self.task = name or f"{GYM_PREFIX}{getattr(env.spec, 'id', type(env).__name__)}"
@@ -151,9 +166,14 @@ class GymEnv:
         self._needs_reset = True
         self._steps = 0
 
+        self.size, self.gray = _check_size(size), bool(gray)
         self.obs_spec, self.vector_layout, self._images, self._one_hot = _observation_layout(
             env.observation_space, self.task
         )
+        if "image" in self.obs_spec:  # what _image delivers
+            (height, width, channels), dtype = self.obs_spec["image"]
+            height, width = self.size or (height, width)
+            self.obs_spec["image"] = ((height, width, 1 if self.gray else channels), dtype)
         self._set_actions(env.action_space)
 
     def _set_actions(self, act: Any) -> None:
@@ -203,8 +223,18 @@ class GymEnv:
                     chunks.append(np.asarray(parts[k], np.float32).ravel())
             out["vector"] = np.concatenate(chunks).astype(np.float32)
         for k in self._images:
-            out["image"] = np.ascontiguousarray(parts[k], dtype=np.uint8)
+            out["image"] = self._image(parts[k])
         return out
+
+    def _image(self, frame: Any) -> np.ndarray:
+        """``[H, W, C]`` uint8 -> ``[*size, C]`` (bilinear, Pillow), then ``[*size, 1]`` gray
+        where asked (``images.to_gray``), in the order of DreamerV3's Atari wrapper."""
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if self.size is not None:
+            frame = resize(frame, self.size)
+        if self.gray and frame.shape[-1] == 3:
+            frame = to_gray(frame)
+        return frame
 
     def _env_action(self, action: np.ndarray) -> Any:
         if self.discrete:
@@ -274,10 +304,23 @@ class GymEnv:
 
 
 def from_gymnasium(
-    env: Any, seed: int = 0, action_repeat: int = 1, time_limit: int | None = None
+    env: Any,
+    seed: int = 0,
+    action_repeat: int = 1,
+    time_limit: int | None = None,
+    size: tuple[int, int] | None = None,
+    gray: bool = False,
 ) -> GymEnv:
-    """Wrap a ``gymnasium.Env`` instance for the runner (see the module doc)."""
-    return GymEnv(env, seed=seed, action_repeat=action_repeat, time_limit=time_limit)
+    """Wrap a ``gymnasium.Env`` instance for the runner (see the module doc): its image
+    observation, if any, resized to ``size`` (None: kept) and made gray with ``gray``."""
+    return GymEnv(
+        env,
+        seed=seed,
+        action_repeat=action_repeat,
+        time_limit=time_limit,
+        size=size,
+        gray=gray,
+    )
 
 
 def make(
@@ -286,10 +329,13 @@ def make(
     action_repeat: int | None = None,
     time_limit: int = 0,
     render: bool = False,
+    size: tuple[int, int] | None = None,
+    gray: bool = False,
 ) -> GymEnv:
     """``'gym:<id>'`` -> a wrapped ``gymnasium.make(id)``; action repeat defaults to 1. With
     ``render`` the env is made with ``render_mode='rgb_array'`` where its metadata offers it
-    (``GymEnv.render``); rendering does not change its steps."""
+    (``GymEnv.render``); rendering does not change its steps. An image observation is
+    delivered at ``size`` (None: its own) and gray with ``gray``, as ``GymEnv`` does."""
     import gymnasium
 
     env_id = check_gym_task(task)
@@ -308,4 +354,6 @@ def make(
         action_repeat=action_repeat or 1,
         time_limit=time_limit or None,
         name=task,
+        size=size,
+        gray=gray,
     )

@@ -293,11 +293,13 @@ def make_envs(
     fast_render: bool = False,
     time_limit: int = 0,
     seeds: Sequence[int] | None = None,
+    gray: bool = False,
 ) -> VecEnv:
     """Build ``num_envs`` copies of a task as one `VecEnv`; environment i is seeded ``seed + i``
     (or ``seeds[i]`` when given: one seed per environment).
 
-    Arguments other than ``num_envs`` and ``parallel`` are those of `envs.make_env`.
+    Arguments other than ``num_envs`` and ``parallel`` are those of `envs.make_env`: images
+    of ``size`` (height, width), one gray channel with ``gray``.
     ``parallel=True`` gives each environment its own process (started with 'spawn': forking a
     process that holds an OpenGL context is unsafe). Scripts that use it need an
     ``if __name__ == '__main__':`` guard, as for any spawned multiprocessing.
@@ -321,6 +323,7 @@ def make_envs(
             camera=camera,
             fast_render=fast_render,
             time_limit=time_limit,
+            gray=gray,
         )
         for i in range(num_envs)
     ]

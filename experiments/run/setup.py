@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.world_model import WorldModel
+from agents.world_model import WorldModel, check_image_shape
 from experiments import envs as envs_lib
 from experiments.config import (
     RESUMABLE_FIELDS,
@@ -47,8 +47,6 @@ from experiments.run.logging import Logger, drop_rows_after
 from experiments.run.scale import Topology
 from experiments.run.signals import stop_on_signals
 
-# The images the world model's encoder takes (rssm.conv.ConvEncoder).
-IMAGE_SHAPE = (64, 64, 3)
 # The held-out gap's keys are fold_in(run key, GAP_KEY): a stream apart from the policy's,
 # evaluation's and video's (split from the same key).
 GAP_KEY = 1 << 30
@@ -251,13 +249,11 @@ class RunSetup:
         self.repeat = self.vec.action_repeat
         self.obs_keys = tuple(self.vec.obs_spec)
         image = self.vec.obs_spec.get("image")
-        if image is not None and tuple(image[0]) != IMAGE_SHAPE:
-            raise ConfigError(
-                f"{cfg.env.task} observes images of shape {tuple(image[0])}; the world model's "
-                f"encoder takes {IMAGE_SHAPE}: resize them in the env (e.g. "
-                "gymnasium.wrappers.ResizeObservation(env, (64, 64)) passed through "
-                "experiments.envs.gym.from_gymnasium) or pick a task with 64x64 RGB images"
-            )
+        if image is not None:  # [H, W, C] from env.size and env.gray; C 1 or 3 for the nets
+            try:
+                check_image_shape(image[0], len(cfg.model.mults))
+            except ValueError as err:
+                raise ConfigError(f"{cfg.env.task}: {err}") from None
         check_memory(cfg, self.vec.obs_spec)  # exact now that the observations are known
 
     def make_eval_env(self, k: int) -> Any:

@@ -5,11 +5,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import rssm
 from agents.contract import dummy_batch
 from agents.wm_config import WorldModelConfig
-from agents.world_model import WorldModel
+from agents.world_model import WorldModel, check_image_shape
 
 SMALL = WorldModelConfig(
     deter=16, hidden=8, blocks=2, groups=2, classes=3, units=8, layers=1, reward_bins=15
@@ -141,3 +142,39 @@ def test_planet_preset_trains_a_bound_over_images_and_rewards():
     assert float(metrics["loglik/image"]) <= d * (-0.5 * np.log(2 * np.pi) + np.log(32))
     bits = -float(metrics["loglik/image"]) / (d * np.log(2))
     np.testing.assert_allclose(float(metrics["bits_per_dim/image"]), bits, rtol=1e-6)
+
+
+def test_gray_images_of_another_size_give_bits_per_dim_over_their_pixels():
+    cfg = dataclasses.replace(
+        SMALL, depth=2, image_dist="discretized_normal", image_std=0.2, reward_dist="normal"
+    )
+    obs = (("image", (48, 64, 1)),)
+    wm = WorldModel(cfg, obs, 2, cont_target=1.0)
+    batch = dict(dummy_batch(obs, 2, batch=2, length=3))
+    rng = np.random.default_rng(4)
+    batch["image"] = jnp.asarray(rng.integers(0, 256, (2, 3, 48, 64, 1)), jnp.uint8)
+    batch["is_first"] = jnp.zeros((2, 3), bool).at[:, 0].set(True)
+    params, (_, (metrics, _)) = _loss(wm, batch)
+    # The decoder predicts [48, 64, 1]; a grid of 3 x 4 cells (4 stages) feeds it.
+    mean = wm.apply(params, jnp.zeros((1, 16 + 6)), method=lambda m, f: m.decoders["image"](f))
+    assert mean.shape == (1, 48, 64, 1)
+    bits = -float(metrics["loglik/image"]) / (48 * 64 * 1 * np.log(2))
+    np.testing.assert_allclose(float(metrics["bits_per_dim/image"]), bits, rtol=1e-6)
+    assert bits >= 8.0 - 1e-3  # uniform random pixels cost at least 8 bits under any model
+
+
+def test_image_shapes_the_networks_take_and_the_fix_for_others():
+    assert check_image_shape((64, 64, 3)) == (64, 64, 3)
+    assert check_image_shape((96, 96, 1)) == (96, 96, 1)
+    assert check_image_shape([64, 96, 3]) == (64, 96, 3)
+    assert check_image_shape((24, 24, 3), stages=3) == (24, 24, 3)
+    for shape in ((100, 100, 3), (40, 40, 1)):
+        with pytest.raises(ValueError, match=r"one of 48, 64, .*--env\.size 64,64"):
+            check_image_shape(shape)
+    for shape in ((64, 64, 4), (64, 64), (64, 64, 3, 1)):
+        with pytest.raises(ValueError, match=r"C = 3 \(colour\) or 1 \(gray\).*--env\.gray"):
+            check_image_shape(shape)
+    with pytest.raises(ValueError, match="image size 100x100"):
+        WorldModel(SMALL, (("image", (100, 100, 3)),), 2).init(
+            jax.random.key(0), 1, method=WorldModel.initial_state
+        )

@@ -121,3 +121,32 @@ def test_a_saved_video_every_reads_as_retired() -> None:
     data["run"]["video_every"] = 50
     cfg = config_lib.from_dict(data)
     assert cfg.run.report_every == config_lib.RunConfig().report_every
+
+
+def test_image_size_and_gray_from_the_command_line_and_old_config_files(tmp_path):
+    for flags in (["--env.size", "96,96"], ["--env.size", "96", "96"], ["--env.size=96"]):
+        cfg, _ = config_lib.parse_args(["--logdir", "x", *flags, "--env.gray", "true"])
+        assert cfg.env.size == (96, 96) and cfg.env.gray is True
+    cfg, _ = config_lib.parse_args(["--logdir", "x", "--env.size", "64,96"])
+    assert cfg.env.size == (64, 96) and cfg.env.gray is False  # height 64, width 96
+    with pytest.raises(ValueError, match=r"--env\.size: 3 values \[96, 96, 3\]; expected 2"):
+        config_lib.parse_args(["--logdir", "x", "--env.size", "96,96,3"])
+    # Configs written when env.size was one int (a run's config.json) load as (n, n), and a run
+    # saved so resumes against the current spelling.
+    data = config_lib.to_dict(config_lib.dreamerv3_vision())
+    data["env"]["size"] = 64
+    del data["env"]["gray"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    cfg, _ = config_lib.parse_args(["--logdir", "x", "--config", str(path)])
+    assert cfg.env.size == (64, 64) and cfg.env.gray is False
+    assert cfg == config_lib.dreamerv3_vision()
+    assert config_lib.from_dict({"env": {"size": "80"}}).env.size == (80, 80)
+    from experiments.run.compat import check_config
+
+    now = config_lib.canonical(config_lib.to_dict(config_lib.dreamerv3_vision()))
+    # As RunSetup compares them: the saved config read back, then canonical.
+    check_config(config_lib.canonical(config_lib.to_dict(config_lib.from_dict(data))), now)
+    assert config_lib.canonical(data)["env"]["size"] == [64, 64] == now["env"]["size"]
+    with pytest.raises(ValueError, match=r"env\.size: 3 values"):
+        config_lib.from_dict({"env": {"size": [64, 64, 3]}})

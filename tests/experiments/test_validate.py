@@ -53,6 +53,18 @@ BAD = [
     (["--env.obs", "depth"], ConfigError, "env.obs='depth'; expected 'proprio' or 'pixels'"),
     (["--env.time_limit", "-1"], ConfigError, "env.time_limit=-1"),
     (["--obs", "pixels", "--env.size", "32"], ConfigError, "env.size=32"),
+    (
+        ["--obs", "pixels", "--env.size", "100,100"],
+        ConfigError,
+        "env.size=100,100: image size 100x100 does not fit 4 stages",
+    ),
+    (["--obs", "pixels", "--env.size", "40,64"], ConfigError, "set --env.size to one of them"),
+    (
+        ["--obs", "pixels", "--env.size", "96,96", "--model.mults", "1,2"],
+        ConfigError,
+        "(model.mults has 2 stages)",
+    ),
+    (["--env.size", "0,64"], ConfigError, "env.size=0,64; expected a positive height and width"),
     (["--task", "gym:CartPole-v1", "--obs", "pixels"], ConfigError, "leave env.obs at"),
     (["--logging.wandb", "sometimes"], ConfigError, "logging.wandb='sometimes'"),
     (["--wandb", "offline", "--logging.project", ""], ConfigError, "logging.project is empty"),
@@ -163,7 +175,7 @@ import numpy as np
 
 
 class Images32(gymnasium.Env):
-    """32x32 RGB frames, which the world model's encoder does not take."""
+    """32x32 RGB frames, which the world model's encoder takes only resized."""
 
     observation_space = gymnasium.spaces.Box(0, 255, (32, 32, 3), np.uint8)
     action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -188,7 +200,11 @@ REFUSED_AT_START = [
     (["--steps", "800"], "ends before the first update, at env step 800"),
     (["--task", "gym:CarRacing-v3"], 'pip install "gymnasium[box2d]"'),
     (["--task", "gym:rssm_no_such_module:Foo-v0"], "module 'rssm_no_such_module'"),
-    (["--task", "gym:rssm_test_images:Images32-v0"], "encoder takes (64, 64, 3): resize"),
+    # Gymnasium images are resized to env.size, checked once the env exists.
+    (
+        ["--task", "gym:rssm_test_images:Images32-v0", "--env.size", "40,40"],
+        "observation 'image' has shape (40, 40, 3): image size 40x40 does not fit",
+    ),
     (
         ["--agent", "sac", "--task", "gym:CartPole-v1", "--model.replay_context", "0"],
         "sac on gym:CartPole-v1: agent sac has a tanh-Gaussian policy",
@@ -236,3 +252,14 @@ def test_an_eta_past_a_day_counts_days():
     assert format_duration(59) == "00:00:59"
     assert format_duration(3 * 86_400 + 4 * 3600 + 5 * 60 + 6) == "3d 04:05:06"
     assert format_duration(float("inf")) == "?" and "d " in format_duration(1e20)  # no OSError
+
+
+def test_replay_bytes_count_the_channels_a_run_stores():
+    # Before the env exists, pixels are env.size x (3, or 1 with env.gray) uint8 bytes a step.
+    base = config_lib.replace(config_lib.debug(), {"env.obs": "pixels"})
+    sizes = {}
+    for size, gray in (((64, 64), False), ((96, 96), False), ((96, 96), True)):
+        cfg = config_lib.replace(base, {"env.size": size, "env.gray": gray})
+        sizes[size, gray] = replay_bytes(cfg)[0]
+    assert sizes[(96, 96), False] - sizes[(64, 64), False] == (96 * 96 - 64 * 64) * 3
+    assert sizes[(96, 96), False] - sizes[(96, 96), True] == 96 * 96 * 2

@@ -10,7 +10,7 @@ import pytest
 
 import rssm
 from rssm.blocks import BlockDense
-from rssm.conv import depth_to_space
+from rssm.conv import depth_to_space, image_grid
 from rssm.dists import symlog_bins, twohot
 from rssm.reference import reference_impl
 
@@ -140,16 +140,54 @@ def test_conv_encoder_decoder_shapes(kind, dtype):
         assert leaf.dtype == jnp.float32  # parameters stay float32 under bfloat16 compute
 
 
+@pytest.mark.parametrize("kind", ["dreamerv3", "strided"])
+@pytest.mark.parametrize("shape", [(64, 64, 3), (96, 96, 1), (64, 96, 3)])
+def test_conv_round_trip_of_any_size_and_channels(kind, shape):
+    # Four stages: 64 -> 4, 96 -> 6; the embedding is the last grid x 16 channels (depth 4 x 4).
+    h, w, c = shape
+    enc = rssm.ConvEncoder(depth=4, kind=kind)
+    dec = rssm.ConvDecoder(depth=4, kind=kind, channels=c, size=(h, w), deter=40, units=8, blocks=4)
+    img = jax.random.uniform(jax.random.key(0), (2, 3, h, w, c)) - 0.5
+    pe = enc.init(jax.random.key(1), img)
+    emb = enc.apply(pe, img)
+    assert emb.shape == (2, 3, (h // 16) * (w // 16) * 16)
+    pd = dec.init(jax.random.key(2), emb)
+    assert dec.apply(pd, emb).shape == (2, 3, h, w, c)
+    # The first layer sees c channels; the decoder's first grid is (h/16, w/16) wide.
+    assert pe["params"]["Conv_0"]["kernel"].shape == (5, 5, c, 8)
+    first = "BlockDense_0" if kind == "dreamerv3" else "Dense_0"
+    assert pd["params"][first]["bias"].shape == ((h // 16) * (w // 16) * 16,)
+
+
+def test_image_grid_takes_the_sizes_dreamerv3_takes():
+    assert image_grid((64, 64), 4) == (4, 4)
+    assert image_grid((96, 96), 4) == (6, 6)
+    assert image_grid((64, 96), 4) == (4, 6)
+    assert image_grid((48, 256), 4) == (3, 16)  # the bounds DreamerV3 asserts: 3 to 16
+    assert image_grid((96, 96), 3) == (12, 12)
+    # 100 is no multiple of 16; 40 is not either; 32 -> 2 and 272 -> 17 leave the bounds.
+    for size in ((100, 100), (40, 40), (32, 32), (272, 272), (64, 100)):
+        with pytest.raises(ValueError, match=r"one of 48, 64, 80, 96, 112, .*, 256"):
+            image_grid(size, 4)
+    enc = rssm.ConvEncoder(depth=4)
+    with pytest.raises(ValueError, match=r"image size 100x100 .* one of 48, 64, 80, 96"):
+        enc.init(jax.random.key(0), jnp.zeros((1, 100, 100, 3)))
+    dec = rssm.ConvDecoder(depth=4, size=(40, 40), deter=8, units=8, blocks=4)
+    with pytest.raises(ValueError, match="image size 40x40"):
+        dec.init(jax.random.key(0), jnp.zeros((1, 16)))
+
+
 def test_encoder_max_pools_and_decoder_blocks_are_block_diagonal():
     # The 'dreamerv3' encoder's first stage is conv (stride 1) then a 2x2 max: a single bright
     # pixel moves the stage output only inside its 2x2 pooling window's neighbourhood.
+    # One stage on 32 x 32 images: a 16 x 16 grid, the largest DreamerV3 takes.
     enc = rssm.ConvEncoder(depth=1, mults=(1,), kernel=1, kind="dreamerv3", norm="none")
-    img = jnp.zeros((1, 64, 64, 3))
+    img = jnp.zeros((1, 32, 32, 3))
     params = enc.init(jax.random.key(0), img)
-    base = enc.apply(params, img).reshape(32, 32)
+    base = enc.apply(params, img).reshape(16, 16)
     changed = set()
     for value in (1.0, -1.0):  # one sign raises the conv output above the window's others
-        lit = enc.apply(params, img.at[0, 10, 13].set(value)).reshape(32, 32)
+        lit = enc.apply(params, img.at[0, 10, 13].set(value)).reshape(16, 16)
         changed |= {tuple(i) for i in np.argwhere(np.abs(np.asarray(lit - base)) > 0).tolist()}
     assert changed == {(5, 6)}
     # BlockDense: the g-th slice of the input reaches only the g-th slice of the output.

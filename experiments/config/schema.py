@@ -35,7 +35,7 @@ def _short(flag: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    # dm-control 'domain-task', or 'gym:<id>' (Gymnasium)
+    # dm-control 'domain-task', 'gym:<id>' (Gymnasium), 'atari:<game>' or 'crafter:reward'
     task: Annotated[str, _short("--task")] = "cartpole-balance"
     # 'proprio' (state vector) or 'pixels' (env.size images, uint8: RGB, or gray with env.gray)
     obs: Annotated[str, _short("--obs")] = "proprio"
@@ -50,8 +50,19 @@ class EnvConfig:
     fast_render: bool = False  # env.size buffer, no shadows or MSAA (faster, different pixels)
     # Episode length in environment steps; 0: the task's own (dm-control: 1000, the suite's
     # convention; Gymnasium: the limit the env is registered with, e.g. BipedalWalker's 1600,
-    # or 1000 where it has none). A positive limit only shortens a Gymnasium env's own.
+    # or 1000 where it has none; Atari: 108,000 frames; Crafter: 10,000). A positive limit only
+    # shortens a Gymnasium env's own.
     time_limit: int = 0
+    # Atari ('atari:<game>'; DreamerV3's env.atari defaults, configs.yaml f8817c4): sticky
+    # actions (each frame repeats the previous action with probability 0.25), the action set
+    # ('needed': the game's minimal set; 'all': 18), what a lost life does ('unused': nothing;
+    # 'discount': a terminal step, the episode goes on; 'reset': the episode ends), up to this
+    # many no-op actions after a reset, and rewards clipped to their sign (scores unclipped).
+    atari_sticky: bool = True
+    atari_actions: str = "all"
+    atari_lives: str = "unused"
+    atari_noops: int = 30
+    atari_clip_reward: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from experiments import envs
 from experiments.config.schema import Config
+from experiments.envs import atari
 from experiments.errors import ConfigError
 from experiments.replay import step_bytes
 from rssm.conv import image_grid
@@ -78,7 +79,7 @@ def action_repeat(cfg: Config) -> int:
     """The action repeat a run will use: env.action_repeat, else the task's default."""
     if cfg.env.action_repeat:
         return cfg.env.action_repeat
-    return 1 if envs.is_gym_task(cfg.env.task) else envs.default_action_repeat(cfg.env.task)
+    return envs.task_action_repeat(cfg.env.task)
 
 
 def _check_env(cfg: Config) -> None:
@@ -101,6 +102,24 @@ def _check_env(cfg: Config) -> None:
         "environment steps",
     )
     need(e.camera >= -1, f"env.camera={e.camera}; use -1 for the task's default camera")
+    _check_atari(e)
+
+
+def _check_atari(e: Any) -> None:
+    """The Atari options (checked whatever the task, so a typo never waits for an Atari run),
+    and Crafter's single action repeat."""
+    for name, value, valid in (
+        ("atari_actions", e.atari_actions, atari.ACTIONS),
+        ("atari_lives", e.atari_lives, atari.LIVES),
+    ):
+        listed = " or ".join(repr(v) for v in valid)
+        need(value in valid, f"env.{name}={value!r}; expected {listed}")
+    need(e.atari_noops >= 0, f"env.atari_noops={e.atari_noops}; use 0 (no no-ops) or more")
+    need(
+        not e.task.startswith(envs.CRAFTER_PREFIX) or e.action_repeat in (0, 1),
+        f"env.action_repeat={e.action_repeat} with {e.task}: Crafter steps once per action; "
+        "use 0 or 1",
+    )
 
 
 def _check_size(cfg: Config) -> None:
@@ -335,11 +354,14 @@ def check_memory(cfg: Config, obs_spec: Mapping[str, Any] | None = None) -> None
     if total is None:
         return
     r = cfg.run
-    per_step, need_bytes = replay_bytes(cfg, obs_spec)
+    per_step, _ = replay_bytes(cfg, obs_spec)
+    # Replay never holds more than the run stores: one step per agent step of every env.
+    held = min(r.replay_capacity, math.ceil(r.steps / action_repeat(cfg)))
+    need_bytes = held * r.seeds * per_step
     need(
         need_bytes <= MEMORY_SHARE * total,
-        f"run.replay_capacity={r.replay_capacity:,} steps x {r.seeds} seed(s) x about "
-        f"{per_step:,} B = {need_bytes / 2**30:.1f} GiB of replay at capacity, "
+        f"run.replay_capacity={r.replay_capacity:,} steps (of which the run fills {held:,}) x "
+        f"{r.seeds} seed(s) x about {per_step:,} B = {need_bytes / 2**30:.1f} GiB of replay, "
         f"more than {MEMORY_SHARE:.0%} of this machine's {total / 2**30:.1f} GiB: lower "
         "--run.replay_capacity",
     )

@@ -294,12 +294,13 @@ def make_envs(
     time_limit: int = 0,
     seeds: Sequence[int] | None = None,
     gray: bool = False,
+    atari: dict[str, Any] | None = None,
 ) -> VecEnv:
     """Build ``num_envs`` copies of a task as one `VecEnv`; environment i is seeded ``seed + i``
     (or ``seeds[i]`` when given: one seed per environment).
 
     Arguments other than ``num_envs`` and ``parallel`` are those of `envs.make_env`: images
-    of ``size`` (height, width), one gray channel with ``gray``.
+    of ``size`` (height, width), one gray channel with ``gray``, the Atari options ``atari``.
     ``parallel=True`` gives each environment its own process (started with 'spawn': forking a
     process that holds an OpenGL context is unsafe). Scripts that use it need an
     ``if __name__ == '__main__':`` guard, as for any spawned multiprocessing.
@@ -324,6 +325,7 @@ def make_envs(
             fast_render=fast_render,
             time_limit=time_limit,
             gray=gray,
+            atari=atari,
         )
         for i in range(num_envs)
     ]

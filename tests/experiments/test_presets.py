@@ -3,7 +3,9 @@ the networks' parameter counts against the reference networks' counts, module by
 
 Sources (danijar/dreamerv3):
   V3   2024 release, commit f8817c4: dreamerv3/configs.yaml (``defaults``, ``size1m``,
-       ``size12m``, ``dmc_proprio``, ``dmc_vision``), dreamerv3/agent.py (losses, optimizer),
+       ``size12m``, ``dmc_proprio``, ``dmc_vision``, ``atari``, ``atari100k``, ``crafter``,
+       ``env.atari``, ``env.atari100k``, ``env.crafter``), embodied/envs/atari.py, crafter.py,
+       dreamerv3/agent.py (losses, optimizer),
        dreamerv3/rssm.py (RSSM, encoder, decoder), embodied/jax/heads.py, embodied/envs/dmc.py.
   V3a  arXiv v1 code (2023), commit 8fa35f8 (configs.yaml as at ec526b9 / 323ea96):
        dreamerv3/configs.yaml (``defaults``, ``dmc_proprio``), dreamerv3/nets.py,
@@ -230,8 +232,59 @@ PLANET = {
     "planet.explore_noise": (0.3, "P configs.py exploration_noises [0.3]"),
 }
 
+_ATARI_OVERRIDES = ("env.obs", "env.action_repeat", "env.envs", "run.train_ratio", "run.steps")
+_VISION_BASE = {k: v for k, v in DREAMERV3_VISION.items() if not k.startswith(_ATARI_OVERRIDES)}
+# Atari's env settings, shared by both Atari presets except where they override them.
+_ATARI_ENV = {
+    "env.obs": ("pixels", "V3 embodied/envs/atari.py obs_space: image only"),
+    "env.action_repeat": (4, "V3 configs.yaml env.atari.repeat / env.atari100k.repeat"),
+    "env.atari_lives": ("unused", "V3 configs.yaml env.atari(100k).lives"),
+    "env.atari_noops": (30, "V3 configs.yaml env.atari(100k).noops"),
+    "env.atari_clip_reward": (False, "V3 configs.yaml env.atari(100k).clip_reward"),
+    "env.time_limit": (0, "V3 embodied/envs/atari.py length=108000 (frames), the default"),
+}
+DREAMERV3_ATARI100K = {
+    **_VISION_BASE,
+    **_ATARI_ENV,
+    "env.task": ("atari:pong", "V3 configs.yaml atari100k task: atari_pong"),
+    "env.envs": (1, "V3 configs.yaml atari100k run.envs"),
+    "env.size": ((64, 64), "V3 configs.yaml env.atari100k.size"),
+    "env.gray": (False, "V3 configs.yaml env.atari100k.gray"),
+    "env.atari_sticky": (False, "V3 configs.yaml env.atari100k.sticky"),
+    "env.atari_actions": ("needed", "V3 configs.yaml env.atari100k.actions"),
+    "run.train_ratio": (256.0, "V3 configs.yaml atari100k run.train_ratio"),
+    # 1.1e5 agent steps x repeat 4: run.steps counts environment steps (frames).
+    "run.steps": (440_000, "V3 configs.yaml atari100k run.steps 1.1e5"),
+}
+DREAMERV3_ATARI = {
+    **_VISION_BASE,
+    **_ATARI_ENV,
+    "env.task": ("atari:pong", "V3 configs.yaml atari task: atari_pong"),
+    "env.envs": (16, "V3 configs.yaml run.envs"),
+    "env.size": ((96, 96), "V3 configs.yaml env.atari.size"),
+    "env.gray": (True, "V3 configs.yaml env.atari.gray"),
+    "env.atari_sticky": (True, "V3 configs.yaml env.atari.sticky"),
+    "env.atari_actions": ("all", "V3 configs.yaml env.atari.actions"),
+    "run.train_ratio": (32.0, "V3 configs.yaml atari run.train_ratio"),
+    "run.steps": (204_000_000, "V3 configs.yaml atari run.steps 5.1e7 (x repeat 4)"),
+}
+DREAMERV3_CRAFTER = {
+    **_VISION_BASE,
+    "env.task": ("crafter:reward", "V3 configs.yaml crafter task: crafter_reward"),
+    "env.obs": ("pixels", "V3 embodied/envs/crafter.py obs_space: image only"),
+    "env.action_repeat": (1, "V3 embodied/envs/crafter.py: one step per action"),
+    "env.envs": (1, "V3 configs.yaml crafter run.envs"),
+    "env.size": ((64, 64), "V3 configs.yaml env.crafter.size"),
+    "env.gray": (False, "V3 embodied/envs/crafter.py: RGB"),
+    "run.train_ratio": (512.0, "V3 configs.yaml crafter run.train_ratio"),
+    "run.steps": (1_100_000, "V3 configs.yaml crafter run.steps"),
+}
+
 TABLES = {
     "planet": PLANET,
+    "dreamerv3-atari100k": DREAMERV3_ATARI100K,
+    "dreamerv3-atari": DREAMERV3_ATARI,
+    "dreamerv3-crafter": DREAMERV3_CRAFTER,
     "dreamerv3": DREAMERV3,
     "dreamerv3-vision": DREAMERV3_VISION,
     "dreamerv3-2023": DREAMERV3_2023,
@@ -272,6 +325,18 @@ def test_cpu_preset_differs_from_the_reference_only_in_its_named_budget():
         "run.steps",
         "run.train_ratio",
     }
+
+
+@pytest.mark.parametrize("size", ["size1m", "size200m"])
+def test_size_presets_compose_with_the_benchmark_presets(size):
+    cfg = config_lib.compose(f"dreamerv3-atari100k,{size}")
+    sized = config_lib.compose(f"dreamerv3,{size}")
+    assert cfg.env == config_lib.compose("dreamerv3-atari100k").env  # the benchmark's env
+    assert (cfg.model.deter, cfg.model.depth, cfg.dreamer.units) == (
+        sized.model.deter,
+        sized.model.depth,
+        sized.dreamer.units,
+    )
 
 
 def test_old_preset_names_point_to_the_new_ones():

@@ -1,8 +1,10 @@
 """Environment throughput: agent and environment steps per second, printed as one JSON object.
 
-    python benchmarks/envs.py [--steps 2000] [--pixel-steps 200] [--envs 2] [--only proprio,pixels]
+    python benchmarks/envs.py [--steps 2000] [--pixel-steps 200] [--suite-steps 500] [--envs 2]
+        [--only proprio,pixels,atari_crafter,replay]
 
-An agent step applies one action for `action_repeat` environment (physics control) steps, so
+An agent step applies one action for `action_repeat` environment (physics control, or Atari
+frame) steps, so
 env steps/s = agent steps/s x action_repeat. Rates count steps summed over all environments of a
 batch; the auto-reset steps (which run no physics) are excluded from both counts. Process start-up
 is reported separately (`startup_s`) and excluded from the rates, as are a few warm-up steps
@@ -33,9 +35,15 @@ WARMUP_STEPS = 10
 
 def machine_info() -> dict[str, Any]:
     """CPU count, platform and library versions, with the load average (machines are shared)."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     import mujoco
+
+    def maybe_version(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     return {
         "cpu_count": os.cpu_count(),
@@ -46,6 +54,8 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "mujoco": mujoco.__version__,
         "dm_control": version("dm-control"),
+        "ale_py": maybe_version("ale-py"),
+        "crafter": maybe_version("crafter"),
         "mujoco_gl": os.environ.get("MUJOCO_GL"),
         "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
@@ -59,20 +69,26 @@ def measure_env_throughput(
     steps: int,
     fast_render: bool = False,
     seed: int = 0,
+    kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Step ``num_envs`` environments ``steps`` times with uniform random actions [steps, N, A].
+    """Step ``num_envs`` environments ``steps`` times with uniform random actions [steps, N, A]
+    (discrete envs take their argmax). ``kwargs``: further `make_envs` keyword arguments (image
+    size, gray, action_repeat, time_limit, atari options), reported under "kwargs".
 
     agent_steps = number of non-reset transitions over all environments;
     env_steps = agent_steps x action_repeat; rates are these divided by the timed seconds.
     """
+    kwargs = dict(kwargs or {})
     start = time.perf_counter()
-    envs = make_envs(task, obs, num_envs, seed, parallel, fast_render=fast_render)
+    envs = make_envs(task, obs, num_envs, seed, parallel, fast_render=fast_render, **kwargs)
     with envs:
         startup = time.perf_counter() - start
         rng = np.random.default_rng(seed)
         shape = (WARMUP_STEPS + steps, num_envs, envs.act_dim)
         actions = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+        start = time.perf_counter()
         envs.reset()
+        first_reset = time.perf_counter() - start
         for action in actions[:WARMUP_STEPS]:
             envs.step(action)
         transitions = 0
@@ -90,11 +106,14 @@ def measure_env_throughput(
         "fast_render": fast_render,
         "action_repeat": repeat,
         "agent_steps": transitions,
+        "timed_resets": steps * num_envs - transitions,
         "env_steps": transitions * repeat,
         "seconds": round(seconds, 3),
         "agent_steps_per_s": round(transitions / seconds, 1),
         "env_steps_per_s": round(transitions * repeat / seconds, 1),
         "startup_s": round(startup, 3),
+        "first_reset_s": round(first_reset, 3),
+        **({"kwargs": kwargs} if kwargs else {}),
     }
 
 
@@ -122,6 +141,53 @@ def pixel_throughput(args: argparse.Namespace) -> dict[str, Any]:
         for label, n, parallel in _configs(args.envs):
             results[f"walker-walk/{look}/{label}"] = measure_env_throughput(
                 "walker-walk", "pixels", n, parallel, steps, fast_render=fast, seed=args.seed
+            )
+    return results
+
+
+# Benchmark suites: the settings of experiments.config's Atari 100k, full Atari and Crafter runs.
+_ATARI_OPTIONS = dict(lives="unused", noops=30, clip_reward=False)
+SUITE_SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    # DreamerV3's atari100k: 64x64 colour, no sticky actions, the game's minimal action set.
+    "atari100k/pong": (
+        "atari:pong",
+        dict(
+            action_repeat=4,
+            size=(64, 64),
+            gray=False,
+            time_limit=0,
+            atari=dict(sticky=False, actions="needed", **_ATARI_OPTIONS),
+        ),
+    ),
+    # Full Atari (Machado et al. 2018): 96x96 gray, sticky actions, all 18 actions.
+    "atari_full/pong": (
+        "atari:pong",
+        dict(
+            action_repeat=4,
+            size=(96, 96),
+            gray=True,
+            time_limit=0,
+            atari=dict(sticky=True, actions="all", **_ATARI_OPTIONS),
+        ),
+    ),
+    # Crafter: 64x64 colour, one step per action, 10,000-step episodes.
+    "crafter/reward": ("crafter:reward", dict(size=(64, 64), gray=False, time_limit=0)),
+}
+
+
+def suite_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """Atari (pong, Atari 100k and full settings) and Crafter (reward) 64x64 / 96x96 images.
+
+    Timed over ``--suite-steps`` agent steps. A Crafter reset generates a world (~1 s): the first
+    is reported as ``first_reset_s`` beside ``startup_s``; episodes last up to 10,000 steps but
+    a random agent dies sooner, and the auto-resets inside the timed steps (``timed_resets``)
+    are timed, so they weigh on Crafter's rates.
+    """
+    results = {}
+    for name, (task, kwargs) in SUITE_SETTINGS.items():
+        for label, n, parallel in _configs(args.envs):
+            results[f"{name}/{label}"] = measure_env_throughput(
+                task, "pixels", n, parallel, args.suite_steps, seed=args.seed, kwargs=kwargs
             )
     return results
 
@@ -182,6 +248,7 @@ def replay_throughput(args: argparse.Namespace) -> dict[str, Any] | None:
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any] | None]] = {
     "proprio": proprio_throughput,
     "pixels": pixel_throughput,
+    "atari_crafter": suite_throughput,
     "replay": replay_throughput,
 }
 
@@ -197,6 +264,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="timed agent steps per environment for pixel sections (default: steps // 10)",
     )
+    parser.add_argument(
+        "--suite-steps",
+        type=int,
+        default=500,
+        help="timed agent steps per environment for the Atari and Crafter section",
+    )
     parser.add_argument("--envs", type=int, default=2, help="environments in the parallel runs")
     parser.add_argument("--seed", type=int, default=0, help="environment and action seed")
     parser.add_argument(
@@ -205,8 +278,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated sections to run, from: {', '.join(SECTIONS)}",
     )
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.envs < 1 or (args.pixel_steps is not None and args.pixel_steps < 1):
-        parser.error("--steps, --pixel-steps and --envs must be >= 1")
+    if (
+        args.steps < 1
+        or args.envs < 1
+        or args.suite_steps < 1
+        or (args.pixel_steps is not None and args.pixel_steps < 1)
+    ):
+        parser.error("--steps, --pixel-steps, --suite-steps and --envs must be >= 1")
     unknown = set(args.only.split(",")) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")

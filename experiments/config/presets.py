@@ -104,7 +104,9 @@ def dreamerv3_atari100k() -> Config:
     minimal action set, up to 30 no-ops, lives unused, unclipped rewards; 1 env, train ratio
     256, 110k agent steps (440,000 frames: the benchmark's 400k and 10% more, as the
     reference runs). At size12m, as ``dreamerv3-vision``; the reference runs its default
-    size200m (``--preset dreamerv3-atari100k,size200m``).
+    size200m (``--preset dreamerv3-atari100k,size200m``). Replay holds the 110k steps the run
+    stores (the reference allocates 5e6, never filled: the same FIFO in 1.4 GiB; a longer
+    ``--steps`` needs a larger ``--run.replay_capacity`` to match the reference).
 
     Sticky actions really are off here: the reference sets ALE's ``repeat_action_probability``
     after loading the ROM, where it has no effect, so its own atari100k runs were sticky
@@ -121,6 +123,9 @@ def dreamerv3_atari100k() -> Config:
             "env.atari_actions": "needed",
             "run.steps": 440_000,
             "run.train_ratio": 256.0,
+            # The reference's 5e6 steps, capped at the 110k steps the run stores: the same
+            # FIFO (it never fills), allocated at 1.4 GiB instead of 63 GiB.
+            "run.replay_capacity": 110_000,
         },
     )
 
@@ -129,7 +134,9 @@ def dreamerv3_atari() -> Config:
     """DreamerV3, 2024 release, on Atari with sticky actions (configs.yaml ``atari`` and
     ``env.atari``): 96x96 gray frames, action repeat 4, sticky actions (0.25), all 18 actions,
     up to 30 no-ops, lives unused, unclipped rewards; 16 envs, train ratio 32, 51M agent steps
-    (204M frames: the 200M-frame benchmark). At size12m; the reference runs size200m."""
+    (204M frames: the 200M-frame benchmark). At size12m; the reference runs size200m. Its replay
+    of 5e6 96x96 gray steps takes about 46 GiB: the pre-flight check refuses it on a smaller
+    machine, naming ``--run.replay_capacity``."""
     return replace(
         dreamerv3_vision(),
         {
@@ -146,7 +153,8 @@ def dreamerv3_atari() -> Config:
 def dreamerv3_crafter() -> Config:
     """DreamerV3, 2024 release, on Crafter (configs.yaml ``crafter`` and ``env.crafter``):
     64x64 colour frames of ``crafter:reward``, 1 env, train ratio 512, 1.1M steps (the
-    benchmark's 1M and 10%). At size12m; the reference runs size200m."""
+    benchmark's 1M and 10%). At size12m; the reference runs size200m. Replay holds the 1.1M
+    steps the run stores (the reference's 5e6 is never filled: the same FIFO in 14 GiB)."""
     return replace(
         dreamerv3_vision(),
         {
@@ -155,6 +163,8 @@ def dreamerv3_crafter() -> Config:
             "env.envs": 1,
             "run.steps": 1_100_000,
             "run.train_ratio": 512.0,
+            # The reference's 5e6 steps, capped at the 1.1M steps the run stores (never full).
+            "run.replay_capacity": 1_100_000,
         },
     )
 

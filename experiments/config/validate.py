@@ -354,14 +354,11 @@ def check_memory(cfg: Config, obs_spec: Mapping[str, Any] | None = None) -> None
     if total is None:
         return
     r = cfg.run
-    per_step, _ = replay_bytes(cfg, obs_spec)
-    # Replay never holds more than the run stores: one step per agent step of every env.
-    held = min(r.replay_capacity, math.ceil(r.steps / action_repeat(cfg)))
-    need_bytes = held * r.seeds * per_step
+    per_step, need_bytes = replay_bytes(cfg, obs_spec)
     need(
         need_bytes <= MEMORY_SHARE * total,
-        f"run.replay_capacity={r.replay_capacity:,} steps (of which the run fills {held:,}) x "
-        f"{r.seeds} seed(s) x about {per_step:,} B = {need_bytes / 2**30:.1f} GiB of replay, "
+        f"run.replay_capacity={r.replay_capacity:,} steps x {r.seeds} seed(s) x about "
+        f"{per_step:,} B = {need_bytes / 2**30:.1f} GiB of replay at capacity, "
         f"more than {MEMORY_SHARE:.0%} of this machine's {total / 2**30:.1f} GiB: lower "
         "--run.replay_capacity",
     )

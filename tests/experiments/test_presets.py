@@ -232,7 +232,14 @@ PLANET = {
     "planet.explore_noise": (0.3, "P configs.py exploration_noises [0.3]"),
 }
 
-_ATARI_OVERRIDES = ("env.obs", "env.action_repeat", "env.envs", "run.train_ratio", "run.steps")
+_ATARI_OVERRIDES = (
+    "env.obs",
+    "env.action_repeat",
+    "env.envs",
+    "run.train_ratio",
+    "run.steps",
+    "run.replay_capacity",
+)
 _VISION_BASE = {k: v for k, v in DREAMERV3_VISION.items() if not k.startswith(_ATARI_OVERRIDES)}
 # Atari's env settings, shared by both Atari presets except where they override them.
 _ATARI_ENV = {
@@ -255,6 +262,8 @@ DREAMERV3_ATARI100K = {
     "run.train_ratio": (256.0, "V3 configs.yaml atari100k run.train_ratio"),
     # 1.1e5 agent steps x repeat 4: run.steps counts environment steps (frames).
     "run.steps": (440_000, "V3 configs.yaml atari100k run.steps 1.1e5"),
+    # replay.size 5e6 is never filled by 1.1e5 stored steps: capped to them, the same FIFO.
+    "run.replay_capacity": (110_000, "V3 configs.yaml replay.size 5e6, capped at run.steps"),
 }
 DREAMERV3_ATARI = {
     **_VISION_BASE,
@@ -267,6 +276,7 @@ DREAMERV3_ATARI = {
     "env.atari_actions": ("all", "V3 configs.yaml env.atari.actions"),
     "run.train_ratio": (32.0, "V3 configs.yaml atari run.train_ratio"),
     "run.steps": (204_000_000, "V3 configs.yaml atari run.steps 5.1e7 (x repeat 4)"),
+    "run.replay_capacity": (5_000_000, "V3 configs.yaml replay.size"),
 }
 DREAMERV3_CRAFTER = {
     **_VISION_BASE,
@@ -278,6 +288,7 @@ DREAMERV3_CRAFTER = {
     "env.gray": (False, "V3 embodied/envs/crafter.py: RGB"),
     "run.train_ratio": (512.0, "V3 configs.yaml crafter run.train_ratio"),
     "run.steps": (1_100_000, "V3 configs.yaml crafter run.steps"),
+    "run.replay_capacity": (1_100_000, "V3 configs.yaml replay.size 5e6, capped at run.steps"),
 }
 
 TABLES = {

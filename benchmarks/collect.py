@@ -1,7 +1,7 @@
 """Environment steps per second while training, with and without overlap, as JSON.
 
     python benchmarks/collect.py [--preset dreamerv3] [--task walker-walk] [--steps 6000]
-        [--rounds 2] [--set field=value ...]
+        [--rounds 2] [--overlap both|true|false] [--set field=value ...]
 
     e.g. (benchmarks/results/collect_cpu_*.json): --steps 3000 --rounds 1 --set env.envs=1
         --set env.action_repeat=2 --set run.train_ratio=512
@@ -61,16 +61,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument(
+        "--overlap",
+        choices=("both", "true", "false"),
+        default="both",
+        help="run.overlap settings to time (one setting: no speedup figure)",
+    )
     args = parser.parse_args()
     argv = ["--preset", args.preset, "--task", args.task, "--steps", str(args.steps)]
     argv += ["--run.eval_every", "0", "--run.log_every", str(max(200, args.steps // 20))]
     for item in args.set:
         name, _, value = item.partition("=")
         argv += [f"--{name}", value]
-    results: dict[str, list] = {"overlap": [], "sequential": []}
+    settings = [("sequential", "false"), ("overlap", "true")]
+    settings = [(n, f) for n, f in settings if args.overlap in ("both", f)]
+    results: dict[str, list] = {name: [] for name, _ in settings}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for name, flag in (("sequential", "false"), ("overlap", "true")):
+            for name, flag in settings:
                 out = run([*argv, "--run.overlap", flag], Path(tmp) / f"{name}{r}")
                 results[name].append(out)
     summary = {
@@ -81,22 +89,11 @@ def main() -> None:
         }
         for name, rows in results.items()
     }
-    print(
-        json.dumps(
-            {
-                "benchmark": "collect",
-                "device": device_info(),
-                "args": argv,
-                **summary,
-                "speedup": round(
-                    summary["overlap"]["env_steps_per_s"]
-                    / summary["sequential"]["env_steps_per_s"],
-                    3,
-                ),
-            },
-            indent=2,
-        )
-    )
+    report = {"benchmark": "collect", "device": device_info(), "args": argv, **summary}
+    if len(summary) == 2:
+        ratio = summary["overlap"]["env_steps_per_s"] / summary["sequential"]["env_steps_per_s"]
+        report["speedup"] = round(ratio, 3)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

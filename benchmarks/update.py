@@ -96,6 +96,7 @@ def make_case(case: str, batch_size: int | None, length: int | None, sets: tuple
     """(agent, batch) for a case, from the runner's own construction."""
     from experiments import config as config_lib
     from experiments.config import make_agent
+    from experiments.config.values import parse_value
 
     names, obs = CASES[case]
     name = next(n for n in names if n in config_lib.PRESETS)
@@ -109,7 +110,7 @@ def make_case(case: str, batch_size: int | None, length: int | None, sets: tuple
     types = config_lib.fields(config_lib.Config)
     for item in sets:
         field, _, value = item.partition("=")
-        overrides[field] = config_lib._parse_value(field, types[field][0], value)
+        overrides[field] = parse_value(field, types[field][0], value)
     cfg = config_lib.replace(cfg, overrides)
     shape = (VECTOR_DIM,) if obs == "vector" else (64, 64, 3)
     agent = make_agent(cfg, ((obs, shape),), ACTION_DIM)

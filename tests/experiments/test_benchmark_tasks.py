@@ -90,3 +90,35 @@ def test_crafter_run_logs_achievements_and_the_score(tmp_path):
     assert np.allclose(rates * episodes / 100, np.round(rates * episodes / 100))
     expected = np.exp(np.mean(np.log(1 + rates))) - 1
     assert last["achievements/crafter_score"] == pytest.approx(expected)
+
+
+def test_learning_benchmark_recovers_window_rates_from_running_rates():
+    """benchmarks/learning.py's Crafter summary: the rows carry rates over every episode so
+    far; the last quarter's rates come from the counts those imply. Hand-computed: 2 episodes
+    by step 100 unlocked a once, b never; 6 by step 800 unlocked a 3 times and b 3 times, so
+    the 4 episodes after step 750 unlocked a twice (50%) and b three times (75%)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("learning_bench", bench / "learning.py")
+        learning = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(learning)
+    finally:
+        sys.path.remove(str(bench))
+    rows = [
+        {"step": 50, "wm/loss": 1.0},
+        {"step": 100, "episode/count": 2, "achievements/a": 50.0, "achievements/b": 0.0,
+         "achievements/crafter_score": 6.14},
+        {"step": 800, "episode/count": 6, "achievements/a": 50.0, "achievements/b": 50.0,
+         "achievements/crafter_score": 50.0},
+    ]  # fmt: skip
+    out = learning.achievement_summary(rows, steps=1000)
+    assert out["episodes"] == 6 and out["tail_episodes"] == 4
+    assert out["achievement_rates"] == {"a": 50.0, "b": 50.0}
+    assert out["tail_achievement_rates"] == {"a": 50.0, "b": 75.0}
+    assert out["tail_crafter_score"] == pytest.approx(np.sqrt(51 * 76) - 1, abs=1e-3)
+    assert learning.achievement_summary([{"step": 1, "episode/return": 3.0}], 10) == {}

@@ -3,9 +3,10 @@ Gymnasium (``gym``), Atari (``atari``), Crafter (``crafter``) and batches of the
 
 ``make_env(task, ...)`` builds one by task name: ``'walker-walk'`` (dm-control),
 ``'gym:<id>'`` / ``'gym:<module>:<id>'`` (Gymnasium), ``'atari:<game>'`` (``'atari:pong'``,
-ale-py's ROM ids) or ``'crafter:reward'`` / ``'crafter:noreward'``; ``check_task`` refuses an
-unknown name with the valid ones; ``env_kwargs(cfg.env)`` turns a run's env section into
-``make_env``'s keyword arguments.
+ale-py's ROM ids), ``'crafter:reward'`` / ``'crafter:noreward'``, or a JAX environment
+(``jax_envs``: ``'mjx:cartpole-swingup'``, MuJoCo Playground; ``'gymnax:CartPole-v1'``);
+``check_task`` refuses an unknown name with the valid ones; ``env_kwargs(cfg.env)`` turns a
+run's env section into ``make_env``'s keyword arguments.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ __all__ = [
     "CRAFTER_PREFIX",
     "DEFAULT_ACTION_REPEAT",
     "DEFAULT_TIME_LIMIT",
+    "GYMNAX_PREFIX",
     "GYM_PREFIX",
+    "MJX_PREFIX",
     "OBS_MODES",
     "DMCEnv",
     "Env",
@@ -52,6 +55,7 @@ __all__ = [
     "env_seed",
     "env_seeds",
     "is_gym_task",
+    "is_jax_task",
     "make_env",
     "parse_task",
     "spec_bytes",
@@ -73,9 +77,20 @@ def _image_suite(task: str) -> str | None:
     return None
 
 
+MJX_PREFIX = "mjx:"  # 'mjx:cartpole-swingup': MuJoCo Playground's dm-control suite (jax_envs)
+GYMNAX_PREFIX = "gymnax:"  # 'gymnax:CartPole-v1' (jax_envs)
+
+
+def is_jax_task(task: str) -> bool:
+    """Tasks whose environment is written in JAX (`jax_envs`): ``mjx:`` and ``gymnax:``."""
+    return isinstance(task, str) and task.startswith((MJX_PREFIX, GYMNAX_PREFIX))
+
+
 def task_action_repeat(task: str) -> int:
-    """The action repeat of ``task`` when env.action_repeat is 0: Atari 4, Crafter and
-    Gymnasium 1, dm-control PlaNet's table (else 2)."""
+    """The action repeat of ``task`` when env.action_repeat is 0: Atari 4, Crafter, Gymnasium
+    and gymnax 1, dm-control (and its ``mjx:`` port) PlaNet's table (else 2)."""
+    if is_jax_task(task):
+        return 1 if task.startswith(GYMNAX_PREFIX) else default_action_repeat(task[4:])
     suite = _image_suite(task)
     if suite == "atari":
         return ATARI_REPEAT
@@ -88,6 +103,11 @@ def check_task(name: str) -> None:
     """Raises ValueError naming the fix when ``name`` is neither a dm-control task, a
     registered Gymnasium id written ``'gym:<id>'`` (or ``'gym:<module>:<id>'``), an Atari game
     ale-py has a ROM for (``'atari:pong'``) nor a Crafter task."""
+    if is_jax_task(name):
+        from experiments.envs import jax_envs
+
+        jax_envs.check_jax_task(name)
+        return
     suite = _image_suite(name)
     if suite == "atari":
         atari.parse_game(name[len(ATARI_PREFIX) :])
@@ -106,6 +126,11 @@ def check_obs(task: str, obs: str) -> None:
     """A Gymnasium task observes what its observation space holds (images become 'image'):
     ``obs`` must stay 'proprio' for it. Atari and Crafter tasks observe images only: ``obs``
     must be 'pixels'."""
+    if is_jax_task(task) and obs != "proprio":
+        raise ValueError(
+            f"env.obs={obs!r} with {task}: JAX tasks observe their state vector only (no "
+            "renderer runs inside the compiled step); leave env.obs at 'proprio'"
+        )
     if is_gym_task(task) and obs != "proprio":
         raise ValueError(
             f"env.obs={obs!r} with {task}: a Gymnasium task observes what its observation "
@@ -161,6 +186,12 @@ def make_env(
     if _image_suite(task) is not None:
         return _make_image_task(task, obs, seed, kwargs)
     kwargs.pop("atari", None)
+    if is_jax_task(task):
+        from experiments.envs import jax_envs
+
+        check_obs(task, obs)
+        env = jax_envs.make_jax_env(task, kwargs.get("action_repeat"), kwargs.get("time_limit", 0))
+        return jax_envs.HostJaxEnv(env, seed)
     if is_gym_task(task):
         check_obs(task, obs)
         return gym.make(

@@ -67,7 +67,13 @@ def check_jax_task(task: str) -> None:
     if not is_jax_task(task):
         raise ValueError(f"{task!r} is no JAX task: expected {MJX_PREFIX}... or {GYMNAX_PREFIX}...")
     prefix = MJX_PREFIX if task.startswith(MJX_PREFIX) else GYMNAX_PREFIX
-    valid = jax_tasks(prefix)
+    try:
+        valid = jax_tasks(prefix)
+    except ImportError as err:
+        package = "playground" if prefix == MJX_PREFIX else "gymnax"
+        raise ValueError(
+            f"{task}: {err}; install the {package} package (pip install -e '.[experiments]')"
+        ) from None
     if task not in valid:
         raise ValueError(f"unknown task {task!r}; expected one of {valid}")
 

@@ -1,0 +1,96 @@
+"""The compiled collect-and-train chunk (experiments/run/device_program.py) on gymnax's
+CartPole with the debug agent: the updates fall where the host runner's counting puts them,
+replay holds exactly the transitions the environments produced under the stored actions, and
+the episode outputs are the stored rewards' sums."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("gymnax")
+
+from experiments import config as config_lib
+from experiments.envs import jax_envs
+from experiments.replay import device as replay_lib
+from experiments.run import device_program as dp
+
+N, STEPS, PREFILL = 2, 60, 40
+
+
+@pytest.fixture(scope="module")
+def run():
+    cfg = config_lib.parse_args(
+        ["--preset", "debug", "--task", "gymnax:CartPole-v1", "--logdir", "x"]
+    )[0]
+    env = jax_envs.make_jax_env("gymnax:CartPole-v1", 1, 0)
+    agent = config_lib.make_agent(cfg, (("vector", (4,)),), env.act_dim, env.discrete)
+    # B x T = 4 x 16 at ratio 32: per_update = 2 agent steps, so 2 environments owe 1 update
+    # per iteration once prefill is over and replay holds 64 windows of 17 steps.
+    settings = dp.Settings(N, 4, 16, 32.0, PREFILL, 1, 1, 0)
+    keys = tuple(jax.random.split(jax.random.key(0), 3))
+    env_keys = jnp.stack([jax_envs.seed_key(i) for i in range(N)])
+    carry = dp.init_carry(agent, env, settings, 1000, keys, env_keys)
+    first_obs = carry.obs
+    carry, out = jax.jit(dp.make_chunk(agent, env, settings, STEPS))(carry)
+    return env, env_keys, first_obs, jax.device_get(carry), jax.device_get(out)
+
+
+@pytest.mark.slow
+def test_updates_fall_where_the_host_counting_puts_them(run):
+    _, _, _, carry, _ = run
+    # Iteration i (0-based) has agent_steps = 2 i before it: prefill is over from i = 20; 64
+    # windows of 17 steps over 2 streams need 48 stored steps each, stored after i = 47.
+    # Iterations 47..59 owe one update each.
+    assert int(carry.agent_steps) == N * STEPS and int(carry.replay.count) == STEPS
+    assert int(carry.updates) == int(carry.metric_count) == STEPS - 47
+    assert float(carry.credit) == 0.0
+    assert int(carry.state.updates) == STEPS - 47
+    assert all(np.isfinite(v) for v in carry.metric_sums.values())
+
+
+@pytest.mark.slow
+def test_replay_holds_the_environments_transitions_under_the_stored_actions(run):
+    env, env_keys, first_obs, carry, out = run
+    data = carry.replay.data
+    step = jax.jit(env.step)
+    for i in range(N):
+        state, obs = env.init(env_keys[i])
+        np.testing.assert_array_equal(first_obs["vector"][i], obs["vector"])
+        for t in range(STEPS):
+            np.testing.assert_array_equal(data["vector"][i, t], obs["vector"])
+            assert bool(data["is_first"][i, t]) == bool(obs["is_first"])
+            assert float(data["reward"][i, t]) == float(obs["reward"])
+            if t + 1 < STEPS:  # the action stored with step t + 1 is the one taken at t
+                action = data["action"][i, t + 1]
+                if obs["is_last"]:
+                    assert not action.any()  # a reset step stores a zero previous action
+                    action = np.eye(2, dtype=np.float32)[0]
+                else:
+                    assert action.sum() == 1.0  # one-hot
+                state, obs = step(state, action)
+    assert out["is_last"].shape == (STEPS, N)
+    # Each ended episode's return is the sum of its stored rewards (1 per step for CartPole).
+    ended = np.argwhere(out["is_last"])
+    assert len(ended)
+    for t, i in ended:
+        assert out["return"][t, i] == out["length"][t, i] > 0
+
+
+def test_replay_spec_and_record_keep_the_host_layout():
+    env = jax_envs.make_jax_env("gymnax:CartPole-v1", 1, 0)
+    spec = dp.replay_spec(env, 2)
+    assert set(spec) == {"vector", "action", "reward", "is_first", "is_last", "is_terminal"}
+    obs = {
+        "vector": jnp.ones((2, 4)),
+        "reward": jnp.array([1.0, 0.0]),
+        "is_first": jnp.array([False, True]),
+        "is_last": jnp.array([True, False]),
+        "is_terminal": jnp.array([False, False]),
+    }
+    rec = dp.record(obs, jnp.array([[0.0, 1.0], [1.0, 0.0]]), ("vector",))
+    np.testing.assert_array_equal(rec["action"], [[0.0, 1.0], [0.0, 0.0]])  # zero at a reset
+    assert rec["reward"].dtype == jnp.float32 and rec["is_last"].tolist() == [True, False]
+    assert replay_lib.nbytes(spec, 10) == 10 * (16 + 8 + 4 + 3)

@@ -84,6 +84,9 @@ class RunConfig:
     replay_chunk: int = 1024  # steps per replay file on disk
     context_dtype: str = "float16"  # float type replay stores each step's RSSM state in
     replay_online: bool = False  # train on each fresh window once, before uniform draws
+    # 'numpy': a seeded generator draws sample positions; 'keyed': the device loop's draws,
+    # randint(fold_in(sample key, update), [B]), so both loops sample the same windows.
+    replay_sampler: str = "numpy"
     overlap: bool = True  # dispatch updates before stepping the envs (same results, faster)
     eval_every: int = 10_000  # environment steps between evaluations (0: never)
     eval_episodes: int = 1  # episodes per evaluation (policy mode 'eval')

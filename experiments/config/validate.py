@@ -290,6 +290,10 @@ def _check_replay(cfg: Config, repeat: int) -> None:
         f"and each must hold one training sequence; raise --run.replay_capacity to >= {n * window}",
     )
     need(
+        r.replay_sampler in ("numpy", "keyed"),
+        f"run.replay_sampler={r.replay_sampler!r}; expected 'numpy' or 'keyed'",
+    )
+    need(
         r.replay_chunk >= 1,
         f"run.replay_chunk={r.replay_chunk}; must be >= 1 step per replay file",
     )

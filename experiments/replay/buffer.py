@@ -122,6 +122,9 @@ class Buffer:
         self.online = check_int("online", online, 0, fix="a window length, or 0 for off")
         self._queue: collections.deque[tuple[int, int]] = collections.deque()  # (worker, start)
         self._deferred: list[tuple[int, ChunkFile]] = []  # evicted files a kept state still needs
+        # draw(count, total) -> [count] ints in [0, total): the uniform draws of one sample, in
+        # place of the seeded generator's (the runner's run.replay_sampler='keyed').
+        self.draw: Any = None
 
         self._foreign = 0
         if self.directory is not None:
@@ -344,7 +347,7 @@ class Buffer:
     def _sample_rows(self, batch_size: int, length: int) -> np.ndarray:
         batch_size = check_int("batch_size", batch_size, 1, fix="sample at least one sequence")
         length = check_int("length", length, 1, fix="a sequence has at least one step")
-        return uniform_windows(self._rng, self._sorted, batch_size, length)
+        return uniform_windows(self._rng, self._sorted, batch_size, length, self.draw)
 
     # ------------------------------------------------------------------ disk
 

@@ -78,10 +78,15 @@ class Stream:
 
 
 def uniform_windows(
-    rng: np.random.Generator, streams: list[Stream], batch_size: int, length: int
+    rng: np.random.Generator,
+    streams: list[Stream],
+    batch_size: int,
+    length: int,
+    draw: Any = None,
 ) -> np.ndarray:
     """Ring rows ``[B, length]`` of B windows drawn uniformly over every valid (stream, start):
-    P(s, p) = 1 / sum_s' max(0, L_s' - length + 1). ``streams`` in a fixed order (by worker)."""
+    P(s, p) = 1 / sum_s' max(0, L_s' - length + 1). ``streams`` in a fixed order (by worker).
+    ``draw(B, total)``, if given, makes the B uniform draws in [0, total) instead of ``rng``."""
     sizes = np.fromiter((s.size for s in streams), dtype=np.int64, count=len(streams))
     starts = np.maximum(sizes - length + 1, 0)
     total = int(starts.sum())
@@ -92,7 +97,10 @@ def uniform_windows(
             f"steps and its longest stream has {longest}, but a sequence needs {length} "
             "consecutive steps of one stream; add more steps or sample a shorter length"
         )
-    draws = rng.integers(0, total, size=batch_size)
+    if draw is None:
+        draws = rng.integers(0, total, size=batch_size)
+    else:
+        draws = np.asarray(draw(batch_size, total), np.int64)
     cumulative = np.cumsum(starts)
     which = np.searchsorted(cumulative, draws, side="right")
     offsets = draws - (cumulative[which] - starts[which])

@@ -50,6 +50,7 @@ from experiments.run.signals import stop_on_signals
 # The held-out gap's keys are fold_in(run key, GAP_KEY): a stream apart from the policy's,
 # evaluation's and video's (split from the same key).
 GAP_KEY = 1 << 30
+SAMPLE_KEY = (1 << 30) + 1  # the keyed replay sampler's stream: fold_in(run key, SAMPLE_KEY)
 # Replay k of process p samples with seed run.seed + k + p * REPLAY_SEEDS_PER_PROCESS: distinct
 # for up to 2^20 seeds per process.
 REPLAY_SEEDS_PER_PROCESS = 1 << 20
@@ -230,6 +231,10 @@ class RunSetup:
         if self.proc:  # each process explores with its own noise
             self.policy_key = seeds_lib.fold_in(self.policy_key, self.proc)
         self.gap_key = seeds_lib.fold_in(key, GAP_KEY)
+        # Replay's sample draws with run.replay_sampler='keyed' (and the device loop's).
+        self.sample_key = seeds_lib.fold_in(key, SAMPLE_KEY)
+        if self.proc:
+            self.sample_key = seeds_lib.fold_in(self.sample_key, self.proc)
 
     def _make_envs(self) -> None:
         """``n x seeds`` environments (seed-major). Environment i of process p is seeded
@@ -314,7 +319,23 @@ class RunSetup:
             )
             for k in range(self.n_seeds)
         ]
+        if run.replay_sampler == "keyed":
+            for k, replay in enumerate(replays):
+                replay.draw = self._keyed_draw(k)
         self.replay = replays[0] if self.n_seeds == 1 else seeds_lib.ReplaySet(replays)
+
+    def _keyed_draw(self, k: int) -> Any:
+        """Seed k's replay draws as the device loop makes them: B = this process's batch
+        integers randint(fold_in(sample key, updates so far), [B], 0, total), of which a
+        sample that the online queue partly served uses the last ``count``."""
+        key = self.sample_key if self.n_seeds == 1 else self.sample_key[k]
+        size = self.local_batch
+
+        def draw(count: int, total: int) -> np.ndarray:
+            step_key = jax.random.fold_in(key, self.counters["updates"])
+            return np.asarray(jax.random.randint(step_key, (size,), 0, total))[size - count :]
+
+        return draw
 
     def _init_state(self) -> None:
         """A fresh state, or the checkpoint's restored into this run's shardings (whatever

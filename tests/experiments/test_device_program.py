@@ -94,3 +94,41 @@ def test_replay_spec_and_record_keep_the_host_layout():
     np.testing.assert_array_equal(rec["action"], [[0.0, 1.0], [0.0, 0.0]])  # zero at a reset
     assert rec["reward"].dtype == jnp.float32 and rec["is_last"].tolist() == [True, False]
     assert replay_lib.nbytes(spec, 10) == 10 * (16 + 8 + 4 + 3)
+
+
+@pytest.mark.slow
+def test_the_host_runner_and_the_chunk_run_the_same_training(tmp_path):
+    """The host runner (``experiments.run.loop``, with the keyed replay sampler) and the
+    compiled chunk, from the same config, seeds and keys: the same transitions stored, the same
+    number of updates at the same steps, and the same parameters bit for bit (one CPU device:
+    the update compiled inside the scan computes what the runner's jitted update does)."""
+    import contextlib
+
+    from experiments import envs as envs_lib
+    from experiments.run.loop import Runner
+
+    args = ["--preset", "debug", "--task", "gymnax:CartPole-v1", "--envs", str(N)]
+    args += ["--steps", str(N * STEPS), "--run.prefill", str(PREFILL), "--run.train_ratio", "32"]
+    args += ["--run.replay_sampler", "keyed", "--run.eval_every", "0", "--run.report_every", "0"]
+    args += ["--run.batch_size", "4", "--run.batch_length", "16", "--logdir", str(tmp_path)]
+    cfg = config_lib.parse_args(args)[0]
+    with contextlib.closing(Runner(cfg, tmp_path)) as runner:
+        runner.run()
+        env = jax_envs.make_jax_env(cfg.env.task, 1, 0)
+        settings = dp.Settings(N, 4, 16, 32.0, PREFILL, 1, cfg.model.replay_context, 0)
+        keys = (runner.init_key, runner.policy_key, runner.sample_key)
+        seeds = envs_lib.env_seeds(cfg.run.seed, N, 1, 0)
+        env_keys = jnp.stack([jax_envs.seed_key(s) for s in seeds])
+        carry = dp.init_carry(runner.single, env, settings, cfg.run.replay_capacity, keys, env_keys)
+        carry, _ = jax.jit(dp.make_chunk(runner.single, env, settings, STEPS))(carry)
+        host_steps = [runner.replay.stream_steps(i) for i in range(N)]
+        host_updates, host_state = runner.counters["updates"], jax.device_get(runner.state)
+    carry = jax.device_get(carry)
+    assert int(carry.updates) == host_updates == STEPS - 47
+    for i in range(N):
+        for k, v in host_steps[i].items():
+            np.testing.assert_array_equal(carry.replay.data[k][i, :STEPS], v, err_msg=k)
+    host_leaves = jax.tree.leaves(host_state.params)
+    device_leaves = jax.tree.leaves(carry.state.params)
+    for h, d in zip(host_leaves, device_leaves, strict=True):
+        np.testing.assert_array_equal(d, h)

@@ -152,3 +152,9 @@ class CrafterEnv:
 
     def close(self) -> None:
         self._started = False
+
+    def __enter__(self) -> CrafterEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -5,6 +5,7 @@ over the state ``RunSetup`` builds)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import sys
@@ -80,7 +81,9 @@ class Reports:
         run, env_steps = self.cfg.run, self.env_steps
         for k in range(self.n_seeds):
             if k not in self.eval_envs:
-                self.eval_envs[k] = self.stack.enter_context(self.make_eval_env(k))
+                # closing(): the Env protocol promises close(), not a context manager.
+                env = self.make_eval_env(k)
+                self.eval_envs[k] = self.stack.enter_context(contextlib.closing(env))
                 if run.eval_video:
                     self.cameras[k] = Camera(self.eval_envs[k])
             one = self.seed_slice(k)

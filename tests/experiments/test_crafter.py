@@ -125,3 +125,11 @@ def test_gray_size_render_and_bad_input():
     with pytest.raises(ValueError, match="'reward', 'noreward'"):
         CrafterEnv("score")
     env.close()
+
+
+def test_the_env_is_a_context_manager_as_evaluation_enters_it():
+    """The runner's evaluation enters its env (``stack.enter_context``) like every other."""
+    from experiments import envs as envs_lib
+
+    with envs_lib.make_env("crafter:reward", "pixels", seed=0) as env:
+        assert env.reset()["image"].shape == (64, 64, 3)

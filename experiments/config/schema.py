@@ -87,6 +87,9 @@ class RunConfig:
     # 'numpy': a seeded generator draws sample positions; 'keyed': the device loop's draws,
     # randint(fold_in(sample key, update), [B]), so both loops sample the same windows.
     replay_sampler: str = "numpy"
+    # 'device': collect and train in compiled chunks (experiments/run/device_loop.py; JAX tasks
+    # only); 'host': the host runner; 'auto': device for mjx:/gymnax: tasks, host otherwise.
+    loop: str = "auto"
     overlap: bool = True  # dispatch updates before stepping the envs (same results, faster)
     eval_every: int = 10_000  # environment steps between evaluations (0: never)
     eval_episodes: int = 1  # episodes per evaluation (policy mode 'eval')

@@ -290,6 +290,15 @@ def _check_replay(cfg: Config, repeat: int) -> None:
         f"and each must hold one training sequence; raise --run.replay_capacity to >= {n * window}",
     )
     need(
+        r.loop in ("auto", "device", "host"),
+        f"run.loop={r.loop!r}; expected 'auto', 'device' or 'host'",
+    )
+    need(
+        r.loop != "device" or envs.is_jax_task(cfg.env.task),
+        f"run.loop=device runs JAX tasks (mjx:<task>, gymnax:<id>), not {cfg.env.task!r}; use "
+        "--run.loop host (or auto)",
+    )
+    need(
         r.replay_sampler in ("numpy", "keyed"),
         f"run.replay_sampler={r.replay_sampler!r}; expected 'numpy' or 'keyed'",
     )

@@ -325,6 +325,12 @@ class HostJaxEnv:
     def close(self) -> None:
         self._state = None
 
+    def __enter__(self) -> HostJaxEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _numpy(out: dict[str, jax.Array]) -> dict[str, Any]:
     """A step dict on the host, typed as `DMCEnv`'s: float32 reward, bool flags."""

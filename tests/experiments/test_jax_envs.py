@@ -203,7 +203,7 @@ def test_the_runner_takes_jax_tasks_by_name(tmp_path):
     assert envs_lib.task_action_repeat("mjx:cartpole-swingup") == 8
     args = ["--preset", "debug", "--agent", "random", "--task", "gymnax:CartPole-v1"]
     args += ["--logdir", str(tmp_path), "--steps", "200", "--run.prefill", "0"]
-    args += ["--env.time_limit", "20", "--run.eval_every", "0"]
+    args += ["--env.time_limit", "20", "--run.eval_every", "0", "--run.loop", "host"]
     summary = train(config_lib.parse_args(args)[0], tmp_path)
     rows = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "episode/return" in r]
     assert summary["env_steps"] == 200 and len(rows) >= 10

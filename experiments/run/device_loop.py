@@ -183,10 +183,15 @@ class DeviceRunner(RunSetup, Reports):
             for t in np.flatnonzero(last[k].any(-1)):
                 ended = np.flatnonzero(last[k, t])
                 self.counters["episodes"] += len(ended)
+                count = self.counters["episodes"]
+                if self.n_seeds > 1:  # each seed counts its own, as the host runner's rows
+                    per_seed = self.counters.setdefault("seed_episodes", [0] * self.n_seeds)
+                    per_seed[k] += len(ended)
+                    count = per_seed[k]
                 row = {
                     "episode/return": float(np.mean(ret[k, t, ended])),
                     "episode/length": float(np.mean(length[k, t, ended])) * self.repeat,
-                    "episode/count": self.counters["episodes"],
+                    "episode/count": count,
                 }
                 step = before + (t + 1) * self.n * self.repeat
                 self.logger.scalars(step, row, **({"seed": k} if self.n_seeds > 1 else {}))

@@ -81,7 +81,7 @@ def check_jax_task(task: str) -> None:
 def _dmc_task_names() -> list[str]:
     from experiments.envs.dmc import dmc_tasks
 
-    return [f"{d}-{t}" for d, t in dmc_tasks()]
+    return list(dmc_tasks())
 
 
 class Core(NamedTuple):

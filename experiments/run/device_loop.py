@@ -68,6 +68,16 @@ class DeviceRunner(RunSetup, Reports):
                 "; use --run.loop host"
             )
         envs_lib.check_obs(cfg.env.task, cfg.env.obs)
+        unsupported = {
+            "several processes": jax.process_count() > 1,
+            "run.fsdp": bool(cfg.run.fsdp),
+            "run.prefill_to_batch": bool(cfg.run.prefill_to_batch),
+        }
+        for what, used in unsupported.items():
+            if used:
+                raise ConfigError(
+                    f"run.loop=device does not run with {what} yet; use --run.loop host"
+                )
         self.env = jax_envs.make_jax_env(
             cfg.env.task, cfg.env.action_repeat or None, cfg.env.time_limit
         )

@@ -154,6 +154,8 @@ def test_playground_cartpole_steps_as_dm_control_from_the_same_state():
 
     from experiments.envs.dmc import DMCEnv
 
+    # Every dm-control task Playground ports has its dm-control name (25 in playground 0.2).
+    assert len(jax_envs.jax_tasks("mjx:")) == 25
     env = jax_envs.make_jax_env("mjx:cartpole-swingup", action_repeat=1)
     assert (env.act_dim, env.discrete, env.time_limit, env.max_agent_steps) == (
         1,

@@ -35,6 +35,7 @@ from experiments.errors import ConfigError
 from experiments.replay import device as replay_lib
 from experiments.run import device_program as dp
 from experiments.run import seeds as seeds_lib
+from experiments.run.logging import drop_rows_after
 from experiments.run.metrics import NonFiniteLoss, params_digest
 from experiments.run.reports import Reports
 from experiments.run.setup import RunSetup
@@ -154,6 +155,9 @@ class DeviceRunner(RunSetup, Reports):
             self.counters.update(meta["counters"])
             self.run_id = meta["wandb_run_id"]
             print(f"resumed from checkpoint at env step {self.env_steps}", file=sys.stderr)
+            # Rows the interrupted run logged after this checkpoint come again from here.
+            for path in [self.logdir / "metrics.jsonl", *self.logdir.glob("seed*/metrics.jsonl")]:
+                drop_rows_after(path, self.env_steps)
         self.state = self.acting = self.carry.state
 
     # --- the loop --------------------------------------------------------------------------

@@ -43,6 +43,9 @@ def test_a_resumed_device_run_ends_where_the_uninterrupted_one_does(tmp_path):
     whole = train(_cfg(tmp_path / "whole", 1500), tmp_path / "whole")
     first = train(_cfg(tmp_path / "split", 1000), tmp_path / "split")
     assert first["env_steps"] == 1000
+    # As if the run had been killed after logging past its last checkpoint: those rows go.
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 1250, "episode/return": -1.0}\n')
     rest = train(_cfg(tmp_path / "split", 1500), tmp_path / "split")
     assert rest["counters"] == whole["counters"]
     assert rest["params_sha256"] == whole["params_sha256"]

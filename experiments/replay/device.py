@@ -4,7 +4,8 @@ online queue and stored context, as pure functions a compiled training loop carr
 N environments add one step each per agent step, in lockstep, so every stream holds the same
 number of steps and the host buffer's global ring (exact FIFO at step granularity) is N rings
 of S = capacity / N rows: ``data[k]: [N, S, *shape]``, step i of stream n in row i mod S.
-With ``count`` steps added per stream, the stored ones are [count - min(count, S), count).
+With ``count`` steps added per stream, the stored ones are [oldest, count), oldest = count - S
+once full (``resize`` grows S for a run that goes on longer than it was allocated for).
 
     add(replay, step [N, ...], context)        one step of every stream (the oldest evicted)
     sample(replay, key, B, T, context)         B windows of context + T steps -> Sample
@@ -38,6 +39,7 @@ class DeviceReplay(NamedTuple):
     data: dict[str, jax.Array]  # {key: [N, S, *shape]}
     context: dict[str, jax.Array]  # {key: [N, S, *shape]} (empty without context)
     count: jax.Array  # [] int32, steps added to each stream
+    oldest: jax.Array  # [] int32, the index of each stream's oldest stored step
     queue: jax.Array  # [Q, 2] int32 (stream, start) of queued windows, a ring
     pushed: jax.Array  # [] int32, windows ever queued
     popped: jax.Array  # [] int32, windows ever taken or skipped
@@ -77,6 +79,7 @@ def init(
         data=zeros(spec),
         context=zeros(context_spec or {}),
         count=jnp.int32(0),
+        oldest=jnp.int32(0),
         queue=jnp.zeros((q, 2), jnp.int32),
         pushed=jnp.int32(0),
         popped=jnp.int32(0),
@@ -95,8 +98,8 @@ def nbytes(spec: Spec, capacity: int, context_spec: Spec | None = None) -> int:
 
 
 def stored(replay: DeviceReplay) -> jax.Array:
-    """Steps stored per stream, min(count, S)."""
-    return jnp.minimum(replay.count, rows_per_stream(replay))
+    """Steps stored per stream: count - oldest (min(count, S) for a replay never resized)."""
+    return replay.count - replay.oldest
 
 
 def add(
@@ -118,7 +121,10 @@ def add(
 
     count = replay.count + 1
     replay = replay._replace(
-        data=put(replay.data, step), context=put(replay.context, context), count=count
+        data=put(replay.data, step),
+        context=put(replay.context, context),
+        count=count,
+        oldest=jnp.maximum(replay.oldest, count - rows),
     )
     if not online:
         return replay
@@ -179,6 +185,39 @@ def sample(
     elif "is_first" in batch:
         batch["is_first"] = batch["is_first"].at[:, 0].set(True)
     return replay, Sample(batch, stream, start + context, take)
+
+
+def resize(replay: DeviceReplay, rows: int, online: int = 0) -> DeviceReplay:
+    """The same stored steps in rings of ``rows`` >= the stored count per stream (a run that
+    goes on longer than the one that allocated it): step i moves to row i mod ``rows``; the
+    queue (``online``: its window W, as at ``init``) keeps its windows, which name steps."""
+    have = int(stored(replay))
+    if rows < have:
+        raise ValueError(f"cannot shrink replay to {rows} rows a stream: it stores {have}")
+    old = rows_per_stream(replay)
+    n = next(iter(replay.data.values())).shape[0]
+    steps = np.arange(int(replay.count) - have, int(replay.count))
+
+    def move(store: dict) -> dict:
+        out = {}
+        for k, v in store.items():
+            new = jnp.zeros((n, rows, *v.shape[2:]), v.dtype)
+            out[k] = new.at[:, steps % rows].set(v[:, steps % old])
+        return out
+
+    q = replay.queue.shape[0]
+    live = int(replay.pushed) - int(replay.popped)
+    entries = np.asarray(replay.queue)[(int(replay.popped) + np.arange(live)) % q]
+    size = n * (-(-rows // online) + 1) if online else 1
+    queue = np.zeros((max(size, live), 2), np.int32)
+    queue[:live] = entries
+    return replay._replace(
+        data=move(replay.data),
+        context=move(replay.context),
+        queue=jnp.asarray(queue),
+        pushed=jnp.int32(live),
+        popped=jnp.int32(0),
+    )
 
 
 def write_context(

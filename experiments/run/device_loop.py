@@ -18,6 +18,7 @@ so a resumed run goes on exactly as the uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from pathlib import Path
@@ -49,9 +50,6 @@ class DeviceRunner(RunSetup, Reports):
 
     def __init__(self, cfg: Any, logdir: str | Path, run_id: str | None = None):
         super().__init__(cfg, logdir, COUNTERS, run_id)
-        run = cfg.run
-        per_iteration = self.n * self.repeat  # environment steps of one agent step
-        self.chunk_steps = max(1, run.log_every // per_iteration)
         chunk = dp.make_chunk(self.single, self.env, self.settings, self.chunk_steps)
         self.chunk = jax.jit(chunk if self.n_seeds == 1 else jax.vmap(chunk), donate_argnums=0)
         self.eval_envs: dict[int, Any] = {}
@@ -103,7 +101,18 @@ class DeviceRunner(RunSetup, Reports):
             context=cfg.model.replay_context,
             online=run.batch_length + cfg.model.replay_context if run.replay_online else 0,
         )
+        per_iteration = self.n * env.action_repeat  # environment steps of one agent step
+        self.chunk_steps = max(1, run.log_every // per_iteration)
+        self.rows = self._replay_rows(run.steps)
         self._check_device_memory()
+
+    def _replay_rows(self, steps: int) -> int:
+        """Replay rows per stream: run.replay_capacity / N, or fewer when the run stores fewer
+        steps (whole chunks up to ``steps``): the same FIFO, never full, allocated only as
+        large as it gets. A resumed run that goes on longer grows it (``replay.resize``)."""
+        iterations = -(-steps // (self.n * self.repeat))
+        stored = -(-iterations // self.chunk_steps) * self.chunk_steps
+        return min(self.cfg.run.replay_capacity // self.n, stored)
 
     def _check_device_memory(self) -> None:
         """The replay at capacity (every seed's) against the device's memory, before anything
@@ -115,7 +124,7 @@ class DeviceRunner(RunSetup, Reports):
                 f"{self.n} environments' streams; use a multiple of {self.n}"
             )
         spec = dp.replay_spec(self.env, self.env.act_dim)
-        need = replay_lib.nbytes(spec, run.replay_capacity) * self.n_seeds
+        need = replay_lib.nbytes(spec, self.rows * self.n) * self.n_seeds
         stats = jax.devices()[0].memory_stats() or {}
         limit = stats.get("bytes_limit")
         if limit and need > 0.8 * limit:
@@ -127,7 +136,7 @@ class DeviceRunner(RunSetup, Reports):
     def _make_replay(self) -> None:
         self.replay, self.replay_missing = None, False  # in the carry
 
-    def _fresh_carry(self) -> dp.Carry:
+    def _fresh_carry(self, rows: int) -> dp.Carry:
         run = self.cfg.run
         seeds = [run.seed + k for k in range(self.n_seeds)]
 
@@ -137,7 +146,7 @@ class DeviceRunner(RunSetup, Reports):
             env_seeds = envs_lib.env_seeds(seeds[k], self.n, 1, 0)
             env_keys = jnp.stack([jax_envs.seed_key(s) for s in env_seeds])
             return dp.init_carry(
-                self.single, self.env, self.settings, run.replay_capacity, keys, env_keys,
+                self.single, self.env, self.settings, rows * self.n, keys, env_keys,
                 jnp.dtype(run.context_dtype),
             )  # fmt: skip
 
@@ -148,10 +157,22 @@ class DeviceRunner(RunSetup, Reports):
 
     def _init_state(self) -> None:
         self.run_id = None
-        self.carry = self._fresh_carry()
-        if self.meta is not None:
-            abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), self.carry)
-            self.carry, meta = self.ckpt.restore(abstract, self.resume_step)
+        if self.meta is None:
+            self.carry = self._fresh_carry(self.rows)
+        else:
+            saved_rows = int(self.meta.get("replay_rows", self.rows))
+            fresh = jax.eval_shape(lambda: self._fresh_carry(saved_rows))
+            self.carry, meta = self.ckpt.restore(fresh, self.resume_step)
+            if saved_rows < self.rows:  # this run goes on longer than the saved one planned
+                grow = functools.partial(
+                    replay_lib.resize, rows=self.rows, online=self.settings.online
+                )
+                replay = self.carry.replay
+                self.carry = self.carry._replace(
+                    replay=grow(replay)
+                    if self.n_seeds == 1
+                    else _per_seed(grow, replay, self.n_seeds)
+                )
             self.counters.update(meta["counters"])
             self.run_id = meta["wandb_run_id"]
             print(f"resumed from checkpoint at env step {self.env_steps}", file=sys.stderr)
@@ -262,6 +283,7 @@ class DeviceRunner(RunSetup, Reports):
             "step_unit": "env_steps",
             "state_layout": STATE_LAYOUT,
             "loop": "device",
+            "replay_rows": replay_lib.rows_per_stream(self._first(self.carry.replay)),
         }
         self.ckpt.save(self.env_steps, self.carry, meta)
 
@@ -281,6 +303,12 @@ class DeviceRunner(RunSetup, Reports):
             "loop": "device",
             "params_sha256": digest,
         }
+
+
+def _per_seed(fn: Any, tree: Any, seeds: int) -> Any:
+    """``fn`` on each seed's part of ``tree`` (leading axis K), stacked again."""
+    parts = [fn(jax.tree.map(lambda x, k=k: x[k], tree)) for k in range(seeds)]
+    return jax.tree.map(lambda *x: jnp.stack(x), *parts)
 
 
 def train_on_device(cfg: Any, logdir: str | Path, run_id: str | None = None) -> dict[str, Any]:

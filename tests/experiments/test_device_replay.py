@@ -102,3 +102,24 @@ def test_context_is_the_step_before_the_window_and_write_back_lands_on_the_batch
 
 def test_nbytes_counts_data_and_context():
     assert dr.nbytes(SPEC, 100, {"deter": ((4,), np.float16)}) == 100 * (8 + 1 + 8)
+
+
+def test_resize_keeps_every_stored_step_the_queue_and_the_sampling():
+    """Replay of 3 streams x 4 rows grown to 10 rows: the stored steps (5..8), their context
+    and the queued windows come along; later adds fill the new rows before evicting."""
+    small = _fill(steps=9, n=3, capacity=12, online=2, ctx=True)
+    big = dr.resize(small, 10, online=2)
+    assert int(dr.stored(big)) == 4 and dr.rows_per_stream(big) == 10
+    for t in range(5, 9):
+        np.testing.assert_array_equal(big.data["vector"][:, t % 10, 1], t)
+        np.testing.assert_array_equal(big.context["deter"][:, t % 10, 0], 100.0 * t + np.arange(3))
+    _, a = dr.sample(small, jax.random.key(0), 6, 2, online=True)
+    _, b = dr.sample(big, jax.random.key(0), 6, 2, online=True)
+    assert int(a.queued) == int(b.queued) > 0
+    k = int(a.queued)
+    np.testing.assert_array_equal(a.batch["vector"][:k], b.batch["vector"][:k])
+    for t in range(9, 15):
+        big = dr.add(big, _step(t, 3), {"deter": np.zeros((3, 1), np.float32)}, 2)
+    assert int(dr.stored(big)) == 10  # steps 5..14: nothing evicted until the rows are full
+    with pytest.raises(ValueError, match="shrink"):
+        dr.resize(big, 4)

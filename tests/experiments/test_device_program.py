@@ -20,16 +20,21 @@ from experiments.run import device_program as dp
 N, STEPS, PREFILL = 2, 60, 40
 
 
-@pytest.fixture(scope="module")
-def run():
+def _debug_setup():
+    """The debug agent on CartPole, and the chunk's settings: B x T = 4 x 16 at ratio 32, so
+    per_update = 2 agent steps and 2 environments owe 1 update per iteration once prefill is
+    over and replay holds 64 windows of 17 steps."""
     cfg = config_lib.parse_args(
         ["--preset", "debug", "--task", "gymnax:CartPole-v1", "--logdir", "x"]
     )[0]
     env = jax_envs.make_jax_env("gymnax:CartPole-v1", 1, 0)
     agent = config_lib.make_agent(cfg, (("vector", (4,)),), env.act_dim, env.discrete)
-    # B x T = 4 x 16 at ratio 32: per_update = 2 agent steps, so 2 environments owe 1 update
-    # per iteration once prefill is over and replay holds 64 windows of 17 steps.
-    settings = dp.Settings(N, 4, 16, 32.0, PREFILL, 1, 1, 0)
+    return env, agent, dp.Settings(N, 4, 16, 32.0, PREFILL, 1, 1, 0)
+
+
+@pytest.fixture(scope="module")
+def run():
+    env, agent, settings = _debug_setup()
     keys = tuple(jax.random.split(jax.random.key(0), 3))
     env_keys = jnp.stack([jax_envs.seed_key(i) for i in range(N)])
     carry = dp.init_carry(agent, env, settings, 1000, keys, env_keys)
@@ -140,12 +145,7 @@ def test_seeds_vmapped_in_one_program_equal_each_seed_alone():
     count are those of its chunk run alone, its parameters too up to float rounding (vmap
     batches each matrix product over the seeds, which may sum in another order: after 13
     updates a few elements differ by ~1e-6)."""
-    cfg = config_lib.parse_args(
-        ["--preset", "debug", "--task", "gymnax:CartPole-v1", "--logdir", "x"]
-    )[0]
-    env = jax_envs.make_jax_env("gymnax:CartPole-v1", 1, 0)
-    agent = config_lib.make_agent(cfg, (("vector", (4,)),), env.act_dim, env.discrete)
-    settings = dp.Settings(N, 4, 16, 32.0, PREFILL, 1, 1, 0)
+    env, agent, settings = _debug_setup()
 
     def carry_of(seed: int) -> dp.Carry:
         keys = tuple(jax.random.split(jax.random.key(seed), 3))

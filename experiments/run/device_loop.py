@@ -206,6 +206,7 @@ class DeviceRunner(RunSetup, Reports):
                 while c["next_save"] <= self.env_steps:
                     c["next_save"] += run.save_every
                 self.save()
+        self.save()  # stopped by a signal between chunks: the state where it stopped
         self.ckpt.wait()
         return self.summary()
 

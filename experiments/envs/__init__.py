@@ -17,6 +17,8 @@ from experiments.envs import atari, crafter, gym
 from experiments.envs.contract import (
     DEFAULT_TIME_LIMIT,
     GYM_PREFIX,
+    GYMNAX_PREFIX,
+    MJX_PREFIX,
     OBS_MODES,
     Env,
     Spec,
@@ -24,6 +26,7 @@ from experiments.envs.contract import (
     env_seed,
     env_seeds,
     is_gym_task,
+    is_jax_task,
     spec_bytes,
 )
 from experiments.envs.dmc import (
@@ -75,15 +78,6 @@ def _image_suite(task: str) -> str | None:
         if task.startswith(prefix):
             return suite
     return None
-
-
-MJX_PREFIX = "mjx:"  # 'mjx:cartpole-swingup': MuJoCo Playground's dm-control suite (jax_envs)
-GYMNAX_PREFIX = "gymnax:"  # 'gymnax:CartPole-v1' (jax_envs)
-
-
-def is_jax_task(task: str) -> bool:
-    """Tasks whose environment is written in JAX (`jax_envs`): ``mjx:`` and ``gymnax:``."""
-    return isinstance(task, str) and task.startswith((MJX_PREFIX, GYMNAX_PREFIX))
 
 
 def task_action_repeat(task: str) -> int:

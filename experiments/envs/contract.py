@@ -21,6 +21,8 @@ import numpy as np
 
 Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
 GYM_PREFIX = "gym:"  # tasks 'gym:<id>' are Gymnasium environments
+MJX_PREFIX = "mjx:"  # 'mjx:cartpole-swingup': MuJoCo Playground's dm-control suite (jax_envs)
+GYMNAX_PREFIX = "gymnax:"  # 'gymnax:CartPole-v1' (jax_envs)
 OBS_MODES = ("proprio", "pixels")
 DEFAULT_TIME_LIMIT = 1000  # environment steps of an episode (dm-control's suite convention)
 
@@ -49,6 +51,11 @@ class Env(Protocol):
 
 def is_gym_task(task: str) -> bool:
     return isinstance(task, str) and task.startswith(GYM_PREFIX)
+
+
+def is_jax_task(task: str) -> bool:
+    """Tasks whose environment is written in JAX (`jax_envs`): ``mjx:`` and ``gymnax:``."""
+    return isinstance(task, str) and task.startswith((MJX_PREFIX, GYMNAX_PREFIX))
 
 
 def spec_bytes(spec: Spec) -> int:

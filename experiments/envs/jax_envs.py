@@ -32,8 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.envs import GYMNAX_PREFIX, MJX_PREFIX, is_jax_task
-from experiments.envs.contract import Spec, check_int
+from experiments.envs.contract import GYMNAX_PREFIX, MJX_PREFIX, Spec, check_int, is_jax_task
 from experiments.envs.dmc import default_action_repeat
 
 # Playground's names whose dm-control name is not its domain and task in CamelCase.

@@ -306,6 +306,13 @@ class DeviceRunner(RunSetup, Reports):
         }
 
 
+def uses_device_loop(cfg: Any) -> bool:
+    """run.loop 'device', or 'auto' on a JAX task (mjx:, gymnax:): their environments step
+    inside the compiled program, so the device never waits on the host."""
+    loop = cfg.run.loop
+    return loop == "device" or (loop == "auto" and envs_lib.is_jax_task(cfg.env.task))
+
+
 def _per_seed(fn: Any, tree: Any, seeds: int) -> Any:
     """``fn`` on each seed's part of ``tree`` (leading axis K), stacked again."""
     parts = [fn(jax.tree.map(lambda x, k=k: x[k], tree)) for k in range(seeds)]

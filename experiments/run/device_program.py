@@ -140,24 +140,11 @@ def _dummy(agent: Any, s: Settings) -> dict:
     return batch
 
 
-def make_chunk(
-    agent: Any, env: JaxEnv, settings: Settings, steps: int
-) -> Callable[[Carry], tuple[Carry, dict]]:
-    """``chunk(carry) -> (carry, outputs)``: ``steps`` agent steps as one scan (not jitted:
-    the caller jits or vmaps it). ``outputs`` holds, per agent step, ``is_last`` ``[steps,
-    N]`` and the episode's ``return`` and ``length`` (agent steps) at that step."""
-    s, keys = settings, tuple(env.obs_spec)
-    n = s.num_envs
-
-    def act(c: Carry) -> tuple[jax.Array, dict]:
-        key = jax.random.fold_in(c.policy_key, c.agent_steps)
-        obs = {k: c.obs[k] for k in (*keys, "is_first")}
-        prefill = c.agent_steps * s.action_repeat < s.prefill
-
-        def policy(mode: str) -> Callable[[], tuple[jax.Array, dict]]:
-            return lambda: agent._policy(c.state, c.policy, obs, key, mode)
-
-        return jax.lax.cond(prefill, policy("random"), policy("explore"))
+def make_train_owed(agent: Any, settings: Settings) -> Callable[[Carry], Carry]:
+    """``train_owed(carry)``: the updates owed after this agent step (``Runner.train_owed``):
+    once prefill is over and replay holds B x T windows, credit += N / per_update, then one
+    update (sample, train, write the context back) while credit >= 1."""
+    s = settings
 
     def one_update(c: Carry) -> Carry:
         key = jax.random.fold_in(c.sample_key, c.updates)
@@ -178,28 +165,49 @@ def make_chunk(
 
     def train_owed(c: Carry) -> Carry:
         window = s.batch_length + s.context
-        windows = n * jnp.maximum(replay_lib.stored(c.replay) - window + 1, 0)
+        windows = s.num_envs * jnp.maximum(replay_lib.stored(c.replay) - window + 1, 0)
         ready = windows >= s.batch_size * s.batch_length
         prefill = c.agent_steps * s.action_repeat < s.prefill
-        owed = jnp.where(ready & ~prefill, n / s.per_update, 0.0).astype(jnp.float32)
+        owed = jnp.where(ready & ~prefill, s.num_envs / s.per_update, 0.0).astype(jnp.float32)
         c = c._replace(credit=c.credit + owed)
         return jax.lax.while_loop(lambda c: c.credit >= 1.0, one_update, c)
 
+    return train_owed
+
+
+def make_chunk(
+    agent: Any, env: JaxEnv, settings: Settings, steps: int
+) -> Callable[[Carry], tuple[Carry, dict]]:
+    """``chunk(carry) -> (carry, outputs)``: ``steps`` agent steps as one scan (not jitted:
+    the caller jits or vmaps it). ``outputs`` holds, per agent step, ``is_last`` ``[steps,
+    N]`` and the episode's ``return`` and ``length`` (agent steps) at that step."""
+    s, keys = settings, tuple(env.obs_spec)
+    train_owed = make_train_owed(agent, settings)
+
+    def act(c: Carry) -> tuple[jax.Array, dict]:
+        key = jax.random.fold_in(c.policy_key, c.agent_steps)
+        obs = {k: c.obs[k] for k in (*keys, "is_first")}
+        prefill = c.agent_steps * s.action_repeat < s.prefill
+
+        def policy(mode: str) -> Callable[[], tuple[jax.Array, dict]]:
+            return lambda: agent._policy(c.state, c.policy, obs, key, mode)
+
+        return jax.lax.cond(prefill, policy("random"), policy("explore"))
+
     def agent_step(c: Carry, _: None) -> tuple[Carry, dict]:
         action, policy = act(c)
-        context = None
-        if s.context:
-            context = {k: policy["state"][k] for k in CONTEXT_KEYS}
+        action = action.astype(jnp.float32)
+        context = {k: policy["state"][k] for k in CONTEXT_KEYS} if s.context else None
         replay = replay_lib.add(c.replay, record(c.obs, c.prev_action, keys), context, s.online)
         c = train_owed(c._replace(policy=policy, replay=replay))
-        env_state, obs = jax.vmap(env.step)(c.env, action.astype(jnp.float32))
+        env_state, obs = jax.vmap(env.step)(c.env, action)
         ret = jnp.where(obs["is_first"], 0.0, c.ep_return + obs["reward"])
         length = jnp.where(obs["is_first"], 0, c.ep_length + 1)
         c = c._replace(
             env=env_state,
             obs=obs,
-            prev_action=action.astype(jnp.float32),
-            agent_steps=c.agent_steps + n,
+            prev_action=action,
+            agent_steps=c.agent_steps + s.num_envs,
             ep_return=ret,
             ep_length=length,
         )

@@ -390,20 +390,13 @@ class Runner(RunSetup, Reports):
         self.ep_logs.clear()
 
 
-def uses_device_loop(cfg: Any) -> bool:
-    """run.loop 'device', or 'auto' on a JAX task (mjx:, gymnax:): their environments step
-    inside the compiled program, so the device never waits on the host."""
-    loop = cfg.run.loop
-    return loop == "device" or (loop == "auto" and envs_lib.is_jax_task(cfg.env.task))
-
-
 def train(cfg: Any, logdir: str | Path, run_id: str | None = None) -> dict[str, Any]:
     """Run (or resume) an experiment in ``logdir``; returns the final counters and returns.
     ``run_id``: the wandb id of a new run (a resumed one keeps its own). ``run.loop`` picks
     the device loop (``device_loop``) or this host runner."""
-    if uses_device_loop(cfg):
-        from experiments.run.device_loop import train_on_device
+    from experiments.run.device_loop import train_on_device, uses_device_loop
 
+    if uses_device_loop(cfg):
         return train_on_device(cfg, logdir, run_id)
     with contextlib.closing(Runner(cfg, logdir, run_id)) as runner:
         return runner.run()

@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("gymnax")
 
 from experiments import config as config_lib
+from experiments.run.device_loop import uses_device_loop
 from experiments.run.logging import read_jsonl
-from experiments.run.loop import train, uses_device_loop
+from experiments.run.loop import train
 
 
 def _cfg(logdir, steps: int, *extra: str):

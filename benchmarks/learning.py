@@ -80,15 +80,19 @@ def main() -> None:
     summary = train(cfg, logdir)
     wall = time.time() - start
     rows = read_jsonl(logdir / "metrics.jsonl")
+    run = {"task": args.task, "agent": args.agent, "preset": args.preset, "seed": args.seed}
+    run["overrides"] = [*args.set, *passthrough]
+    print(json.dumps(curves(run, summary, rows, wall, args.steps, logdir)))
+
+
+def curves(run: dict, summary: dict, rows: list[dict], wall: float, steps: int, logdir) -> dict:
+    """The result: the run's settings, its counts, the evaluation and training-episode curves,
+    and the benchmarks' own (Atari scores, Crafter's achievements) where the rows have them."""
     evals = [(r["step"], r["eval/return"]) for r in rows if "eval/return" in r]
     episodes = [(r["step"], r["episode/return"]) for r in rows if "episode/return" in r]
     result = {
         "benchmark": "learning",
-        "task": args.task,
-        "agent": args.agent,
-        "preset": args.preset,
-        "seed": args.seed,
-        "overrides": [*args.set, *passthrough],
+        **run,
         "device": device_info(),
         "env_steps": summary["env_steps"],
         "updates": summary["counters"]["updates"],
@@ -101,8 +105,8 @@ def main() -> None:
     scores = [(r["step"], r["episode/score"]) for r in rows if "episode/score" in r]
     if scores:  # Atari: the unclipped game score of each training episode
         result["train_episode_score"] = [{"env_steps": s, "score": v} for s, v in scores]
-    result.update(achievement_summary(rows, args.steps))
-    print(json.dumps(result))
+    result.update(achievement_summary(rows, steps))
+    return result
 
 
 def achievement_summary(rows: list[dict], steps: int, tail: float = 0.25) -> dict:

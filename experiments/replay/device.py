@@ -220,6 +220,20 @@ def resize(replay: DeviceReplay, rows: int, online: int = 0) -> DeviceReplay:
     )
 
 
+def host_draws(key: jax.Array, batch_size: int, updates: Any) -> Any:
+    """The draws ``sample`` makes, for the host buffer (its ``draw``): ``draw(count, total)``
+    is the last ``count`` of randint(fold_in(key, updates()), [B], 0, total), the uniform
+    draws a sample makes after the online queue served B - count rows."""
+
+    def draw(count: int, total: int) -> np.ndarray:
+        step_key = jax.random.fold_in(key, updates())
+        return np.asarray(jax.random.randint(step_key, (batch_size,), 0, total))[
+            batch_size - count :
+        ]
+
+    return draw
+
+
 def write_context(
     replay: DeviceReplay, sampled: Sample, values: Mapping[str, jax.Array]
 ) -> DeviceReplay:

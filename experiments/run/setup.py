@@ -37,6 +37,7 @@ from experiments.config.validate import check_logdir, check_memory, validate
 from experiments.envs import vec
 from experiments.errors import ConfigError
 from experiments.replay import Replay, discard_replay_files
+from experiments.replay import device as device_replay
 from experiments.run import identity
 from experiments.run import seeds as seeds_lib
 from experiments.run.checkpoint import Checkpointer, TargetMismatch
@@ -319,23 +320,12 @@ class RunSetup:
             )
             for k in range(self.n_seeds)
         ]
-        if run.replay_sampler == "keyed":
+        if run.replay_sampler == "keyed":  # seed k's draws as the device loop makes them
             for k, replay in enumerate(replays):
-                replay.draw = self._keyed_draw(k)
+                key = self.sample_key if self.n_seeds == 1 else self.sample_key[k]
+                updates = lambda: self.counters["updates"]
+                replay.draw = device_replay.host_draws(key, self.local_batch, updates)
         self.replay = replays[0] if self.n_seeds == 1 else seeds_lib.ReplaySet(replays)
-
-    def _keyed_draw(self, k: int) -> Any:
-        """Seed k's replay draws as the device loop makes them: B = this process's batch
-        integers randint(fold_in(sample key, updates so far), [B], 0, total), of which a
-        sample that the online queue partly served uses the last ``count``."""
-        key = self.sample_key if self.n_seeds == 1 else self.sample_key[k]
-        size = self.local_batch
-
-        def draw(count: int, total: int) -> np.ndarray:
-            step_key = jax.random.fold_in(key, self.counters["updates"])
-            return np.asarray(jax.random.randint(step_key, (size,), 0, total))[size - count :]
-
-        return draw
 
     def _init_state(self) -> None:
         """A fresh state, or the checkpoint's restored into this run's shardings (whatever

@@ -162,7 +162,8 @@ class DeviceRunner(RunSetup, Reports):
         else:
             saved_rows = int(self.meta.get("replay_rows", self.rows))
             fresh = jax.eval_shape(lambda: self._fresh_carry(saved_rows))
-            self.carry, meta = self.ckpt.restore(fresh, self.resume_step)
+            stored, meta = self.ckpt.restore(without_empty(fresh), self.resume_step)
+            self.carry = with_empty(fresh, stored)
             if saved_rows < self.rows:  # this run goes on longer than the saved one planned
                 grow = functools.partial(
                     replay_lib.resize, rows=self.rows, online=self.settings.online
@@ -179,6 +180,7 @@ class DeviceRunner(RunSetup, Reports):
             # Rows the interrupted run logged after this checkpoint come again from here.
             for path in [self.logdir / "metrics.jsonl", *self.logdir.glob("seed*/metrics.jsonl")]:
                 drop_rows_after(path, self.env_steps)
+        self.carry = unshared(self.carry)
         self.state = self.acting = self.carry.state
 
     # --- the loop --------------------------------------------------------------------------
@@ -286,7 +288,7 @@ class DeviceRunner(RunSetup, Reports):
             "loop": "device",
             "replay_rows": replay_lib.rows_per_stream(self._first(self.carry.replay)),
         }
-        self.ckpt.save(self.env_steps, self.carry, meta)
+        self.ckpt.save(self.env_steps, without_empty(self.carry), meta)
 
     def summary(self) -> dict[str, Any]:
         """The final counters, whether a signal stopped the run and a digest of the
@@ -304,6 +306,42 @@ class DeviceRunner(RunSetup, Reports):
             "loop": "device",
             "params_sha256": digest,
         }
+
+
+def without_empty(tree: Any) -> Any:
+    """``tree`` with its zero-size arrays as None (MJX data holds some, e.g. ``act`` [0] of a
+    model without activations; orbax refuses to save them)."""
+    return jax.tree.map(lambda x: None if 0 in x.shape else x, tree)
+
+
+def with_empty(abstract: Any, stored: Any) -> Any:
+    """The tree of ``abstract`` (shapes and dtypes) from ``stored`` (``without_empty``'s
+    tree): its arrays in order, zeros where ``abstract`` has a zero-size array."""
+    leaves, treedef = jax.tree.flatten(abstract)
+    it = iter(jax.tree.leaves(stored))
+    filled = [jnp.zeros(x.shape, x.dtype) if 0 in x.shape else next(it) for x in leaves]
+    return jax.tree.unflatten(treedef, filled)
+
+
+def unshared(tree: Any) -> Any:
+    """``tree`` with every array that appears in it more than once copied (an agent's target
+    network starts as its network's very arrays): the chunk donates the carry, and one
+    buffer cannot be donated twice."""
+    seen: set[int] = set()
+
+    def once(x: Any) -> Any:
+        if not isinstance(x, jax.Array):
+            return x
+        try:  # two Array objects may hold one buffer (a program returning a value twice)
+            where = x.unsafe_buffer_pointer()
+        except Exception:  # no single buffer (sharded, PRNG keys): by identity
+            where = id(x)
+        if where in seen:
+            return jnp.copy(x)
+        seen.add(where)
+        return x
+
+    return jax.tree.map(once, tree)
 
 
 def uses_device_loop(cfg: Any) -> bool:

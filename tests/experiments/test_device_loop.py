@@ -53,3 +53,35 @@ def test_the_device_loop_learns_logs_as_the_host_and_resumes_exactly(tmp_path):
         return [{k: v for k, v in r.items() if not k.startswith("run/")} for r in rows]
 
     assert strip(read_jsonl(split_dir / "metrics.jsonl")) == strip(rows)
+
+
+def test_unshared_copies_an_array_that_appears_twice():
+    """The chunk donates its carry; an agent state whose target network is its network's
+    very arrays would donate one buffer twice (XLA refuses)."""
+    import jax.numpy as jnp
+
+    from experiments.run.device_loop import unshared
+
+    a, b = jnp.ones(3), jnp.zeros(2)
+    tree = unshared({"critic": a, "slow_critic": a, "other": b})
+    assert tree["critic"] is a and tree["other"] is b
+    assert tree["slow_critic"] is not a and tree["slow_critic"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_empty_arrays_leave_the_checkpoint_and_come_back():
+    """MJX data holds zero-size arrays, which orbax refuses to save: they are dropped before a
+    save and rebuilt from the carry's shapes on restore, in place."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from experiments.run.device_loop import with_empty, without_empty
+
+    tree = {"a": jnp.arange(3.0), "data": {"act": jnp.zeros((0,)), "q": jnp.ones((2, 2))}}
+    saved = without_empty(tree)
+    assert saved["data"]["act"] is None and len(jax.tree.leaves(saved)) == 2
+    abstract = jax.eval_shape(lambda: tree)
+    back = with_empty(abstract, saved)
+    assert back["data"]["act"].shape == (0,)
+    np.testing.assert_array_equal(back["a"], tree["a"])
+    np.testing.assert_array_equal(back["data"]["q"], tree["data"]["q"])

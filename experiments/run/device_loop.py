@@ -41,8 +41,9 @@ from experiments.run.metrics import NonFiniteLoss, params_digest
 from experiments.run.reports import Reports
 from experiments.run.setup import RunSetup
 
+# The host's mirror of the carry's counts and the periodic actions' next steps (the credit,
+# replay's fill and the update count's source live in the carry).
 COUNTERS = ("agent_steps", "updates", "episodes", "next_eval", "next_save", "next_log")
-COUNTERS += ("next_report", "prefilled", "stored_steps", "credit")
 
 
 class DeviceRunner(RunSetup, Reports):
@@ -55,7 +56,6 @@ class DeviceRunner(RunSetup, Reports):
         self.eval_envs: dict[int, Any] = {}
         self.cameras: dict[int, Any] = {}
         self.last_log: tuple[float, int, int] | None = None
-        self.ep_logs = SimpleNamespace(fields=lambda ended, k=0: {})
 
     # --- what RunSetup builds differently here -------------------------------------------
 

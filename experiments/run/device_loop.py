@@ -5,14 +5,17 @@ logdir and its lock, keys, agent, logger, checkpointer), but its environments, r
 counters live in one carry on the device (``device_program.Carry``, vmapped over K seeds),
 and ``run()`` only loops over chunks of ``run.log_every`` environment steps:
 
-    carry, steps = chunk(carry)    collect, store, train, step: one compiled program
-    log                            the chunk's episodes and the updates' mean metrics
-    evaluate, save                 when due (evaluation on the host: ``Reports.evaluate``)
+    carry, steps = chunk(carry)    collect, store, train, step, evaluate when due: one
+                                   compiled program (``device_program``, ``device_eval``)
+    log                            the chunk's episodes, evaluations and the updates' means
+    save                           when due
 
 Logs carry the host runner's names (``episode/return``, ``episode/length``, ``episode/count``,
-the agent's metrics, ``replay/steps``, ``run/updates``, ``run/env_steps_per_s``). A checkpoint
-is the whole carry (agent, environment states, replay, counters, keys) plus the host counters,
-so a resumed run goes on exactly as the uninterrupted one.
+``eval/return``, the agent's metrics, ``replay/steps``, ``run/updates``,
+``run/env_steps_per_s``). Evaluations record no video and no held-out gap (both need the
+episode on the host: use ``--run.loop host``). A checkpoint is the whole carry (agent,
+environment states, replay, counters, keys) plus the host counters, so a resumed run goes on
+exactly as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from experiments.errors import ConfigError
 from experiments.replay import device as replay_lib
 from experiments.run import device_program as dp
 from experiments.run import seeds as seeds_lib
+from experiments.run.eval import EVAL_SEED_OFFSET
 from experiments.run.logging import drop_rows_after
 from experiments.run.metrics import NonFiniteLoss, params_digest
 from experiments.run.reports import Reports
@@ -53,8 +57,6 @@ class DeviceRunner(RunSetup, Reports):
         super().__init__(cfg, logdir, COUNTERS, run_id)
         chunk = dp.make_chunk(self.single, self.env, self.settings, self.chunk_steps)
         self.chunk = jax.jit(chunk if self.n_seeds == 1 else jax.vmap(chunk), donate_argnums=0)
-        self.eval_envs: dict[int, Any] = {}
-        self.cameras: dict[int, Any] = {}
         self.last_log: tuple[float, int, int] | None = None
 
     # --- what RunSetup builds differently here -------------------------------------------
@@ -71,6 +73,8 @@ class DeviceRunner(RunSetup, Reports):
             "several processes": jax.process_count() > 1,
             "run.fsdp": bool(cfg.run.fsdp),
             "run.prefill_to_batch": bool(cfg.run.prefill_to_batch),
+            # The held-out gap needs an evaluation episode recorded on the host.
+            "run.gap_particles > 0": cfg.run.gap_particles > 0,
         }
         for what, used in unsupported.items():
             if used:
@@ -100,6 +104,8 @@ class DeviceRunner(RunSetup, Reports):
             action_repeat=env.action_repeat,
             context=cfg.model.replay_context,
             online=run.batch_length + cfg.model.replay_context if run.replay_online else 0,
+            eval_every=run.eval_every,
+            eval_episodes=run.eval_episodes,
         )
         per_iteration = self.n * env.action_repeat  # environment steps of one agent step
         self.chunk_steps = max(1, run.log_every // per_iteration)
@@ -143,6 +149,9 @@ class DeviceRunner(RunSetup, Reports):
         def one(k: int) -> dp.Carry:
             pick = self.seed_slice(k)
             keys = (pick(self.init_key), pick(self.policy_key), pick(self.sample_key))
+            # Evaluation: the host runner's policy key and its own environment seed per agent.
+            eval_env_key = jax_envs.seed_key(seeds[k] + EVAL_SEED_OFFSET)
+            keys += (pick(self.eval_key), eval_env_key)
             env_seeds = envs_lib.env_seeds(seeds[k], self.n, 1, 0)
             env_keys = jnp.stack([jax_envs.seed_key(s) for s in env_seeds])
             return dp.init_carry(
@@ -198,12 +207,10 @@ class DeviceRunner(RunSetup, Reports):
             steps = jax.device_get(steps)
             c["agent_steps"] += self.chunk_steps * self.n
             c["updates"] = int(np.max(jax.device_get(self.carry.updates)))
+            c["next_eval"] = int(np.max(jax.device_get(self.carry.next_eval)))
             self._log_episodes(steps, before)
+            self._log_evaluations(steps, before)
             self._log_metrics()
-            if run.eval_every and self.env_steps >= c["next_eval"]:
-                while c["next_eval"] <= self.env_steps:
-                    c["next_eval"] += run.eval_every
-                self.evaluate()
             if self.env_steps >= c["next_save"] or self.env_steps >= run.steps:
                 while c["next_save"] <= self.env_steps:
                     c["next_save"] += run.save_every
@@ -233,6 +240,18 @@ class DeviceRunner(RunSetup, Reports):
                 }
                 step = before + (t + 1) * self.n * self.repeat
                 self.logger.scalars(step, row, **({"seed": k} if self.n_seeds > 1 else {}))
+
+    def _log_evaluations(self, steps: dict, before: int) -> None:
+        """``eval/return`` at each agent step of the chunk where an evaluation ran, per seed."""
+        if "eval_return" not in steps:
+            return
+        returns = np.asarray(steps["eval_return"]).reshape(self.n_seeds, -1)
+        evaluated = np.asarray(steps["evaluated"]).reshape(self.n_seeds, -1)
+        for k in range(self.n_seeds):
+            for t in np.flatnonzero(evaluated[k]):
+                step = before + (t + 1) * self.n * self.repeat
+                to_seed = {"seed": k} if self.n_seeds > 1 else {}
+                self.logger.scalars(step, {"eval/return": float(returns[k, t])}, **to_seed)
 
     def _log_metrics(self) -> None:
         """The updates' mean metrics since the last log (then zeroed in the carry), replay's

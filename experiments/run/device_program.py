@@ -8,6 +8,7 @@ the host runner's iteration does (``experiments/run/loop.py``), on the device:
     train       the updates run.train_ratio owes by now: carried credit += N / per_update,
                 while credit >= 1: sample B windows, update, write the context back
     env step    o_{t+1} = step(env state, a_t), with the next-step auto-reset
+    evaluate    when run.eval_every is due: run.eval_episodes episodes (``device_eval``)
 
 The carry (``Carry``) is the whole state of a run: agent, policy carry, environment states,
 the last step, replay, counters and keys; ``chunk(carry) -> (carry, steps)`` returns it with
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 from agents.world_model import CONTEXT_KEYS
 from experiments.envs.jax_envs import EnvState, JaxEnv
 from experiments.replay import device as replay_lib
+from experiments.run.device_eval import make_evaluate
 
 FLAGS = ("is_first", "is_last", "is_terminal")
 
@@ -53,6 +55,9 @@ class Carry(NamedTuple):
     metric_count: jax.Array  # [] int32
     policy_key: jax.Array
     sample_key: jax.Array
+    next_eval: jax.Array  # [] int32, the env step of the next evaluation
+    eval_key: jax.Array  # evaluation policy keys: fold_in(eval_key, env step)
+    eval_env_key: jax.Array  # evaluation environments: fold_in(eval_env_key, env step)
 
 
 class Settings(NamedTuple):
@@ -66,6 +71,8 @@ class Settings(NamedTuple):
     action_repeat: int
     context: int  # steps of replay context (0 or 1)
     online: int  # the online queue's window (0: off)
+    eval_every: int = 0  # environment steps between evaluations (0: never)
+    eval_episodes: int = 0
 
     @property
     def per_update(self) -> float:
@@ -95,13 +102,13 @@ def init_carry(
     env: JaxEnv,
     settings: Settings,
     capacity: int,
-    keys: tuple[jax.Array, jax.Array, jax.Array],
+    keys: tuple[jax.Array, ...],
     env_keys: jax.Array,
     context_dtype: Any = jnp.float16,
 ) -> Carry:
-    """A fresh run: the agent from ``keys[0]``, policy and sampling keys ``keys[1:]``,
-    environment i started from ``env_keys[i]``."""
-    init_key, policy_key, sample_key = keys
+    """A fresh run: the agent from ``keys[0]``; policy, sampling, evaluation-policy and
+    evaluation-environment keys ``keys[1:]``; environment i started from ``env_keys[i]``."""
+    init_key, policy_key, sample_key, eval_key, eval_env_key = keys
     state = agent.init(init_key)
     policy = agent.init_carry(settings.num_envs)
     env_state, obs = jax.vmap(env.init)(env_keys)
@@ -129,6 +136,9 @@ def init_carry(
         metric_count=jnp.int32(0),
         policy_key=policy_key,
         sample_key=sample_key,
+        next_eval=jnp.int32(settings.eval_every),
+        eval_key=eval_key,
+        eval_env_key=eval_env_key,
     )
 
 
@@ -175,14 +185,46 @@ def make_train_owed(agent: Any, settings: Settings) -> Callable[[Carry], Carry]:
     return train_owed
 
 
+def make_eval_when_due(
+    agent: Any, env: JaxEnv, settings: Settings
+) -> Callable[[Carry], tuple[Carry, jax.Array, jax.Array]]:
+    """``eval_when_due(carry) -> (carry, due, mean return)``: once the run's environment steps
+    reach ``next_eval``, ``run.eval_episodes`` evaluation episodes (``device_eval``) with
+    keys folded with the env step, and next_eval += eval_every, as the host runner does
+    after an iteration (mean 0 when none was due). A ``while_loop`` of at most one iteration
+    gates it: a ``cond`` under a vmap over seeds would run the evaluation at every step."""
+    s = settings
+    evaluate = make_evaluate(agent, env, s.eval_episodes)
+
+    def eval_when_due(c: Carry) -> tuple[Carry, jax.Array, jax.Array]:
+        env_steps = c.agent_steps * s.action_repeat
+        due = env_steps >= c.next_eval
+
+        def body(loop: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            policy_key = jax.random.fold_in(c.eval_key, env_steps)
+            env_key = jax.random.fold_in(c.eval_env_key, env_steps)
+            returns, _ = evaluate(c.state, policy_key, env_key)
+            return jnp.bool_(False), jnp.mean(returns)
+
+        _, mean = jax.lax.while_loop(lambda loop: loop[0], body, (due, jnp.float32(0.0)))
+        next_eval = jnp.where(due, c.next_eval + s.eval_every, c.next_eval)
+        return c._replace(next_eval=next_eval), due, mean
+
+    return eval_when_due
+
+
 def make_chunk(
     agent: Any, env: JaxEnv, settings: Settings, steps: int
 ) -> Callable[[Carry], tuple[Carry, dict]]:
     """``chunk(carry) -> (carry, outputs)``: ``steps`` agent steps as one scan (not jitted:
     the caller jits or vmaps it). ``outputs`` holds, per agent step, ``is_last`` ``[steps,
-    N]`` and the episode's ``return`` and ``length`` (agent steps) at that step."""
+    N]``, the episode's ``return`` and ``length`` (agent steps) at that step and, with
+    evaluations on, ``evaluated`` and ``eval_return`` ``[steps]`` (where one ran, its mean
+    return)."""
     s, keys = settings, tuple(env.obs_spec)
     train_owed = make_train_owed(agent, settings)
+    evaluating = s.eval_every > 0 and s.eval_episodes > 0
+    eval_when_due = make_eval_when_due(agent, env, settings) if evaluating else None
 
     def act(c: Carry) -> tuple[jax.Array, dict]:
         key = jax.random.fold_in(c.policy_key, c.agent_steps)
@@ -211,7 +253,10 @@ def make_chunk(
             ep_return=ret,
             ep_length=length,
         )
-        return c, {"is_last": obs["is_last"], "return": ret, "length": length}
+        out = {"is_last": obs["is_last"], "return": ret, "length": length}
+        if eval_when_due is not None:
+            c, out["evaluated"], out["eval_return"] = eval_when_due(c)
+        return c, out
 
     def chunk(carry: Carry) -> tuple[Carry, dict]:
         return jax.lax.scan(agent_step, carry, None, length=steps)

@@ -85,3 +85,25 @@ def test_empty_arrays_leave_the_checkpoint_and_come_back():
     assert back["data"]["act"].shape == (0,)
     np.testing.assert_array_equal(back["a"], tree["a"])
     np.testing.assert_array_equal(back["data"]["q"], tree["data"]["q"])
+
+
+@pytest.mark.parametrize(
+    "extra, names",
+    [
+        (
+            ["--run.gap_particles", "4", "--model.vector_dist", "normal"]
+            + ["--model.reward_dist", "normal", "--dreamer.contdisc", "false"],
+            "run.gap_particles",
+        ),
+        (["--run.prefill_to_batch", "true"], "run.prefill_to_batch"),
+    ],
+)
+def test_what_the_device_loop_cannot_run_is_refused_before_the_logdir_exists(
+    tmp_path, extra, names
+):
+    from experiments.errors import ConfigError
+
+    logdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=f"{names}.*--run.loop host"):
+        train(_cfg(logdir, 1000, *extra), logdir)
+    assert not logdir.exists()

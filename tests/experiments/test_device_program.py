@@ -35,7 +35,7 @@ def _debug_setup():
 @pytest.fixture(scope="module")
 def run():
     env, agent, settings = _debug_setup()
-    keys = tuple(jax.random.split(jax.random.key(0), 3))
+    keys = tuple(jax.random.split(jax.random.key(0), 5))
     env_keys = jnp.stack([jax_envs.seed_key(i) for i in range(N)])
     carry = dp.init_carry(agent, env, settings, 1000, keys, env_keys)
     first_obs = carry.obs
@@ -121,7 +121,8 @@ def test_the_host_runner_and_the_chunk_run_the_same_training(tmp_path):
         runner.run()
         env = jax_envs.make_jax_env(cfg.env.task, 1, 0)
         settings = dp.Settings(N, 4, 16, 32.0, PREFILL, 1, cfg.model.replay_context, 0)
-        keys = (runner.init_key, runner.policy_key, runner.sample_key)
+        keys = (runner.init_key, runner.policy_key, runner.sample_key, runner.eval_key)
+        keys += (jax_envs.seed_key(0),)
         seeds = envs_lib.env_seeds(cfg.run.seed, N, 1, 0)
         env_keys = jnp.stack([jax_envs.seed_key(s) for s in seeds])
         carry = dp.init_carry(runner.single, env, settings, cfg.run.replay_capacity, keys, env_keys)
@@ -141,23 +142,27 @@ def test_the_host_runner_and_the_chunk_run_the_same_training(tmp_path):
 
 @pytest.mark.slow
 def test_seeds_vmapped_in_one_program_equal_each_seed_alone():
-    """K = 2 carries stacked and the chunk vmapped over them: each seed's replay and update
-    count are those of its chunk run alone, its parameters too up to float rounding (vmap
+    """K = 2 carries stacked and the chunk vmapped over them: each seed's replay, update
+    count and evaluation steps are those of its chunk run alone, its parameters too up to float rounding (vmap
     batches each matrix product over the seeds, which may sum in another order: after 13
     updates a few elements differ by ~1e-6)."""
     env, agent, settings = _debug_setup()
+    settings = settings._replace(eval_every=40, eval_episodes=2)
 
     def carry_of(seed: int) -> dp.Carry:
-        keys = tuple(jax.random.split(jax.random.key(seed), 3))
+        keys = tuple(jax.random.split(jax.random.key(seed), 5))
         env_keys = jnp.stack([jax_envs.seed_key(100 * seed + i) for i in range(N)])
         return dp.init_carry(agent, env, settings, 1000, keys, env_keys)
 
     chunk = dp.make_chunk(agent, env, settings, STEPS)
-    alone = [jax.device_get(jax.jit(chunk)(carry_of(k))[0]) for k in range(2)]
+    alone, alone_out = zip(*[jax.device_get(jax.jit(chunk)(carry_of(k))) for k in range(2)])
     stacked = jax.tree.map(lambda *x: jnp.stack(x), carry_of(0), carry_of(1))
-    both = jax.device_get(jax.jit(jax.vmap(chunk))(stacked)[0])
+    both, both_out = jax.device_get(jax.jit(jax.vmap(chunk))(stacked))
     for k in range(2):
         mine = jax.tree.map(lambda x, k=k: x[k], both)
+        # Evaluations (gated by a while_loop, not a cond) at the same steps: 40, 80, 120.
+        assert np.flatnonzero(both_out["evaluated"][k]).tolist() == [19, 39, 59]
+        assert np.array_equal(both_out["evaluated"][k], alone_out[k]["evaluated"])
         assert int(mine.updates) == int(alone[k].updates) == STEPS - 47
         for key in alone[k].replay.data:
             np.testing.assert_array_equal(mine.replay.data[key], alone[k].replay.data[key])

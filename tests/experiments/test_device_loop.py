@@ -91,8 +91,10 @@ def test_empty_arrays_leave_the_checkpoint_and_come_back():
     "extra, names",
     [
         (
-            ["--run.gap_particles", "4", "--model.vector_dist", "normal"]
-            + ["--model.reward_dist", "normal", "--dreamer.contdisc", "false"],
+            [
+                *("--run.gap_particles", "4", "--model.vector_dist", "normal"),
+                *("--model.reward_dist", "normal", "--dreamer.contdisc", "false"),
+            ],
             "run.gap_particles",
         ),
         (["--run.prefill_to_batch", "true"], "run.prefill_to_batch"),

@@ -143,9 +143,9 @@ def test_the_host_runner_and_the_chunk_run_the_same_training(tmp_path):
 @pytest.mark.slow
 def test_seeds_vmapped_in_one_program_equal_each_seed_alone():
     """K = 2 carries stacked and the chunk vmapped over them: each seed's replay, update
-    count and evaluation steps are those of its chunk run alone, its parameters too up to float rounding (vmap
-    batches each matrix product over the seeds, which may sum in another order: after 13
-    updates a few elements differ by ~1e-6)."""
+    count and evaluation steps are those of its chunk run alone, its parameters too up to
+    float rounding (vmap batches each matrix product over the seeds, which may sum in another
+    order: after 13 updates a few elements differ by ~1e-6)."""
     env, agent, settings = _debug_setup()
     settings = settings._replace(eval_every=40, eval_episodes=2)
 
@@ -155,7 +155,8 @@ def test_seeds_vmapped_in_one_program_equal_each_seed_alone():
         return dp.init_carry(agent, env, settings, 1000, keys, env_keys)
 
     chunk = dp.make_chunk(agent, env, settings, STEPS)
-    alone, alone_out = zip(*[jax.device_get(jax.jit(chunk)(carry_of(k))) for k in range(2)])
+    runs = [jax.device_get(jax.jit(chunk)(carry_of(k))) for k in range(2)]
+    alone, alone_out = [r[0] for r in runs], [r[1] for r in runs]
     stacked = jax.tree.map(lambda *x: jnp.stack(x), carry_of(0), carry_of(1))
     both, both_out = jax.device_get(jax.jit(jax.vmap(chunk))(stacked))
     for k in range(2):

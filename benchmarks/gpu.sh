@@ -12,22 +12,26 @@
 #   train   a short run of the dreamerv3 preset on TASK (default walker-walk; gym:Pendulum-v1
 #           needs no MuJoCo): its summary and metrics, env steps/s and updates/s among them
 #                                                   -> train.json, train_metrics.jsonl
+#   loop    env steps/s while training on mjx:cartpole-swingup (size1m), host runner against
+#           the device loop, at train ratios LOOP_RATIOS (default 32,512) and K = LOOP_SEEDS
+#           (default 1,8) seeds (benchmarks/loop.py; MJX on the GPU)          -> loop.json
 # STEPS (default 20) timed updates per case; TRAIN_STEPS (default 5000) env steps of the run
 # (16 environments at train ratio 1024: one update per env step, about 5000 updates).
 # Progress and every part's stderr go to OUTDIR/gpu.log. Each part is cut off after
 # PART_TIMEOUT seconds (default 300; the run stops gracefully and its summary still comes back)
 # and the next one runs; the exit status is 1 if any part failed. The update parts compile
 # afresh each time, so their compile_s is a compilation's. Expected on one H100/H200:
-# update + unroll about 6 minutes, seeds + train about 6.
+# update + unroll about 6 minutes, seeds + train about 6; loop compiles one program per
+# setting (8 by default) and needs its own PART_TIMEOUT of about 600.
 set -uo pipefail
 
-out=${1:?usage: bash benchmarks/gpu.sh OUTDIR [update,unroll,seeds,train] [TASK]}
+out=${1:?usage: bash benchmarks/gpu.sh OUTDIR [update,unroll,seeds,train,loop] [TASK]}
 parts=${2:-update,unroll,seeds,train}
 for p in ${parts//,/ }; do
   case $p in
-    update | unroll | seeds | train) ;;
+    update | unroll | seeds | train | loop) ;;
     *)
-      echo "unknown part $p; expected some of update,unroll,seeds,train" >&2
+      echo "unknown part $p; expected some of update,unroll,seeds,train,loop" >&2
       exit 2
       ;;
   esac
@@ -88,6 +92,10 @@ for p in ${parts//,/ }; do
       echo "== train: exit status $status after $((SECONDS - start)) s" >>"$log"
       [ "$status" -eq 0 ] || failed=1
       cp "$run_dir/metrics.jsonl" "$out/train_metrics.jsonl" 2>>"$log"
+      ;;
+    loop)
+      part loop "$py" benchmarks/loop.py --ratios "${LOOP_RATIOS:-32,512}" \
+        --seeds "${LOOP_SEEDS:-1,8}" --steps "${LOOP_STEPS:-6000}"
       ;;
   esac
 done

@@ -1,9 +1,12 @@
 """The compiled collect-and-train chunk (experiments/run/device_program.py) on gymnax's
 CartPole with the debug agent: the updates fall where the host runner's counting puts them,
-replay holds exactly the transitions the environments produced under the stored actions, and
-the episode outputs are the stored rewards' sums."""
+replay holds exactly the transitions the environments produced under the stored actions, the
+episode outputs are the stored rewards' sums, and evaluations (experiments/run/device_eval.py)
+play the host loop's episodes when they are due."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +19,8 @@ from experiments import config as config_lib
 from experiments.envs import jax_envs
 from experiments.replay import device as replay_lib
 from experiments.run import device_program as dp
+from experiments.run.device_eval import make_evaluate
+from experiments.run.eval import EPISODE_KEYS
 
 N, STEPS, PREFILL = 2, 60, 40
 
@@ -23,13 +28,14 @@ N, STEPS, PREFILL = 2, 60, 40
 def _debug_setup():
     """The debug agent on CartPole, and the chunk's settings: B x T = 4 x 16 at ratio 32, so
     per_update = 2 agent steps and 2 environments owe 1 update per iteration once prefill is
-    over and replay holds 64 windows of 17 steps."""
+    over and replay holds 64 windows of 17 steps; 2 evaluation episodes every 40 env steps."""
     cfg = config_lib.parse_args(
         ["--preset", "debug", "--task", "gymnax:CartPole-v1", "--logdir", "x"]
     )[0]
     env = jax_envs.make_jax_env("gymnax:CartPole-v1", 1, 0)
     agent = config_lib.make_agent(cfg, (("vector", (4,)),), env.act_dim, env.discrete)
-    return env, agent, dp.Settings(N, 4, 16, 32.0, PREFILL, 1, 1, 0)
+    settings = dp.Settings(N, 4, 16, 32.0, PREFILL, 1, 1, 0, eval_every=40, eval_episodes=2)
+    return env, agent, settings
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +44,18 @@ def run():
     keys = tuple(jax.random.split(jax.random.key(0), 5))
     env_keys = jnp.stack([jax_envs.seed_key(i) for i in range(N)])
     carry = dp.init_carry(agent, env, settings, 1000, keys, env_keys)
-    first_obs = carry.obs
+    first_obs, first_state = carry.obs, carry.state
     carry, out = jax.jit(dp.make_chunk(agent, env, settings, STEPS))(carry)
-    return env, env_keys, first_obs, jax.device_get(carry), jax.device_get(out)
+    return SimpleNamespace(
+        env=env, agent=agent, keys=keys, env_keys=env_keys, first_obs=first_obs,
+        first_state=jax.device_get(first_state), carry=jax.device_get(carry),
+        out=jax.device_get(out),
+    )  # fmt: skip
 
 
 @pytest.mark.slow
 def test_updates_fall_where_the_host_counting_puts_them(run):
-    _, _, _, carry, _ = run
+    carry = run.carry
     # Iteration i (0-based) has agent_steps = 2 i before it: prefill is over from i = 20; 64
     # windows of 17 steps over 2 streams need 48 stored steps each, stored after i = 47.
     # Iterations 47..59 owe one update each.
@@ -58,7 +68,7 @@ def test_updates_fall_where_the_host_counting_puts_them(run):
 
 @pytest.mark.slow
 def test_replay_holds_the_environments_transitions_under_the_stored_actions(run):
-    env, env_keys, first_obs, carry, out = run
+    env, env_keys, first_obs, carry, out = run.env, run.env_keys, run.first_obs, run.carry, run.out
     data = carry.replay.data
     step = jax.jit(env.step)
     for i in range(N):
@@ -82,6 +92,51 @@ def test_replay_holds_the_environments_transitions_under_the_stored_actions(run)
     assert len(ended)
     for t, i in ended:
         assert out["return"][t, i] == out["length"][t, i] > 0
+
+
+def _host_episode(agent, state, env, env_key, policy_key, e: int) -> tuple[float, int]:
+    """Evaluation episode e as a host loop plays it: the environment from fold_in(env_key, e),
+    one jitted policy call (batch 1, key fold_in(policy_key, e * EPISODE_KEYS + t)) and one
+    jitted env step per agent step, until is_last."""
+    init, step = jax.jit(env.init), jax.jit(env.step)
+    env_state, obs = init(jax.random.fold_in(env_key, e))
+    carry, total, t = agent.init_carry(1), 0.0, 0
+    while not bool(obs["is_last"]):
+        batch = {k: obs[k][None] for k in ("vector", "is_first")}
+        key = jax.random.fold_in(policy_key, e * EPISODE_KEYS + t)
+        action, carry = agent.policy(state, carry, batch, key, "eval")
+        env_state, obs = step(env_state, jnp.asarray(action[0], jnp.float32))
+        total += float(obs["reward"])
+        t += 1
+    return total, t
+
+
+@pytest.mark.slow
+def test_evaluation_episodes_side_by_side_equal_the_host_loops_episodes():
+    env, agent, _ = _debug_setup()
+    state = agent.init(jax.random.key(1))
+    policy_key, env_key = jax.random.key(2), jax.random.key(3)
+    returns, lengths = jax.jit(make_evaluate(agent, env, 3))(state, policy_key, env_key)
+    host = [_host_episode(agent, state, env, env_key, policy_key, e) for e in range(3)]
+    # CartPole pays 1 per step: return == length; each episode has its own keys.
+    np.testing.assert_array_equal(lengths, [n for _, n in host])
+    np.testing.assert_array_equal(returns, [r for r, _ in host])
+    assert len(set(lengths.tolist())) > 1
+
+
+@pytest.mark.slow
+def test_evaluations_run_when_due_with_the_agent_of_that_step(run):
+    """eval_every 40 env steps, 2 environments: agent step i ends at env step 2 (i + 1), so
+    evaluations follow steps 19, 39 and 59; the first sees the initial agent (no update yet),
+    the last the final one (after that step's update); keys are folded with the env step."""
+    out, carry = run.out, run.carry
+    assert np.flatnonzero(out["evaluated"]).tolist() == [19, 39, 59]
+    assert int(carry.next_eval) == 160
+    for i, state in ((19, run.first_state), (59, carry.state)):
+        steps = 2 * (i + 1)
+        policy_key, env_key = (jax.random.fold_in(k, steps) for k in run.keys[3:])
+        host = [_host_episode(run.agent, state, run.env, env_key, policy_key, e) for e in (0, 1)]
+        assert float(out["eval_return"][i]) == np.mean([r for r, _ in host])
 
 
 def test_replay_spec_and_record_keep_the_host_layout():
@@ -147,7 +202,6 @@ def test_seeds_vmapped_in_one_program_equal_each_seed_alone():
     float rounding (vmap batches each matrix product over the seeds, which may sum in another
     order: after 13 updates a few elements differ by ~1e-6)."""
     env, agent, settings = _debug_setup()
-    settings = settings._replace(eval_every=40, eval_episodes=2)
 
     def carry_of(seed: int) -> dp.Carry:
         keys = tuple(jax.random.split(jax.random.key(seed), 5))

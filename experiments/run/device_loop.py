@@ -8,7 +8,7 @@ and ``run()`` only loops over chunks of ``run.log_every`` environment steps:
     carry, steps = chunk(carry)    collect, store, train, step, evaluate when due: one
                                    compiled program (``device_program``, ``device_eval``)
     log                            the chunk's episodes, evaluations and the updates' means
-    save                           when due
+    report, save                   when due (open-loop reports on a batch drawn from replay)
 
 Logs carry the host runner's names (``episode/return``, ``episode/length``, ``episode/count``,
 ``eval/return``, the agent's metrics, ``replay/steps``, ``run/updates``,
@@ -47,7 +47,9 @@ from experiments.run.setup import RunSetup
 
 # The host's mirror of the carry's counts and the periodic actions' next steps (the credit,
 # replay's fill and the update count's source live in the carry).
-COUNTERS = ("agent_steps", "updates", "episodes", "next_eval", "next_save", "next_log")
+COUNTERS = (
+    "agent_steps", "updates", "episodes", "next_eval", "next_save", "next_log", "next_report",
+)  # fmt: skip
 
 
 class DeviceRunner(RunSetup, Reports):
@@ -57,6 +59,8 @@ class DeviceRunner(RunSetup, Reports):
         super().__init__(cfg, logdir, COUNTERS, run_id)
         chunk = dp.make_chunk(self.single, self.env, self.settings, self.chunk_steps)
         self.chunk = jax.jit(chunk if self.n_seeds == 1 else jax.vmap(chunk), donate_argnums=0)
+        draw = functools.partial(_report_batch, settings=self.settings)
+        self.report_batch = jax.jit(draw if self.n_seeds == 1 else jax.vmap(draw, (0, 0, None)))
         self.last_log: tuple[float, int, int] | None = None
 
     # --- what RunSetup builds differently here -------------------------------------------
@@ -211,6 +215,7 @@ class DeviceRunner(RunSetup, Reports):
             self._log_episodes(steps, before)
             self._log_evaluations(steps, before)
             self._log_metrics()
+            self._report()
             if self.env_steps >= c["next_save"] or self.env_steps >= run.steps:
                 while c["next_save"] <= self.env_steps:
                     c["next_save"] += run.save_every
@@ -281,6 +286,22 @@ class DeviceRunner(RunSetup, Reports):
             row.update(base)
             self.logger.scalars(env_steps, row, **({"seed": k} if self.n_seeds > 1 else {}))
         self.progress_line()
+
+    def _report(self) -> None:
+        """The open-loop report (``Reports.log_openloop``) when run.report_every is due and
+        replay holds a window: on B windows drawn uniformly from each seed's replay with a key
+        of the env step (the host runner reports on the batch of the update at that step; the
+        chunk keeps none)."""
+        run, c = self.cfg.run, self.counters
+        if not run.report_every or self.env_steps < c["next_report"]:
+            return
+        window = self.settings.batch_length + self.settings.context
+        if int(np.min(jax.device_get(replay_lib.stored(self.carry.replay)))) < window:
+            return  # no batch yet: the host runner's first report also follows an update
+        while c["next_report"] <= self.env_steps:  # one report, however late
+            c["next_report"] += run.report_every
+        batch = self.report_batch(self.carry.replay, self.carry.sample_key, self.env_steps)
+        self.log_openloop(jax.device_get(batch), self.env_steps)
 
     def _first(self, tree: Any) -> Any:
         return tree if self.n_seeds == 1 else jax.tree.map(lambda x: x[0], tree)
@@ -368,6 +389,21 @@ def uses_device_loop(cfg: Any) -> bool:
     inside the compiled program, so the device never waits on the host."""
     loop = cfg.run.loop
     return loop == "device" or (loop == "auto" and envs_lib.is_jax_task(cfg.env.task))
+
+
+# Open-loop report batches draw with fold_in(fold_in(sample key, REPORT_DRAWS), env step):
+# apart from the updates' draws, fold_in(sample key, update count).
+REPORT_DRAWS = 2**31 - 1
+
+
+def _report_batch(
+    replay: replay_lib.DeviceReplay, key: jax.Array, env_steps: Any, settings: dp.Settings
+) -> dict:
+    """B uniform windows of T steps ([B, T, ...], with their context) for an open-loop
+    report; the online queue is left as it is."""
+    key = jax.random.fold_in(jax.random.fold_in(key, REPORT_DRAWS), env_steps)
+    s = settings
+    return replay_lib.sample(replay, key, s.batch_size, s.batch_length, s.context)[1].batch
 
 
 def _per_seed(fn: Any, tree: Any, seeds: int) -> Any:

@@ -35,6 +35,9 @@ def test_the_device_loop_learns_logs_as_the_host_and_resumes_exactly(tmp_path):
     assert {"replay/steps", "run/updates", "run/env_steps_per_s"} <= set(logs[-1])
     assert [r["episode/count"] for r in episodes] == list(range(1, len(episodes) + 1))
     assert all(r["episode/return"] == r["episode/length"] for r in episodes)  # CartPole: 1/step
+    # Open-loop reports (the debug preset's report_every 1000) once replay holds a window.
+    reports = [r["step"] for r in rows if "openloop/vector_mse_h1" in r]
+    assert reports == [1000, 2000]
     evals = [r["eval/return"] for r in rows if "eval/return" in r]
     # The debug agent balances the pole by 2000 steps (random play lasts ~20 steps).
     assert len(evals) == 2 and evals[-1] >= 150

@@ -124,7 +124,12 @@ class LoadedPolicy:
                 f"--member {member}: the run trained {seeds} agent(s) (run.seeds); pick one "
                 f"in [0, {seeds})"
             )
-        if seeds == 1:
+        if meta.get("loop") == "device":  # the device loop's checkpoint: its whole carry
+            from experiments.run.device_loop import checkpointed_state
+
+            states = checkpointed_state(ckpt, at, meta, self.agent, self.cfg)
+            self.state = states if seeds == 1 else take(states, member)
+        elif seeds == 1:
             target = jax.eval_shape(self.agent.init, jax.random.key(0))
             self.state, meta = restore_state(ckpt, target, at, self.layout)
         else:  # agent `member` of a --run.seeds K run: the run with seed run.seed + member

@@ -99,18 +99,7 @@ class DeviceRunner(RunSetup, Reports):
         self.repeat = env.action_repeat
         self.obs_keys = tuple(env.obs_spec)
         run = cfg.run
-        self.settings = dp.Settings(
-            num_envs=self.n,
-            batch_size=run.batch_size,
-            batch_length=run.batch_length,
-            train_ratio=run.train_ratio,
-            prefill=run.prefill,
-            action_repeat=env.action_repeat,
-            context=cfg.model.replay_context,
-            online=run.batch_length + cfg.model.replay_context if run.replay_online else 0,
-            eval_every=run.eval_every,
-            eval_episodes=run.eval_episodes,
-        )
+        self.settings = device_settings(cfg, env)
         per_iteration = self.n * env.action_repeat  # environment steps of one agent step
         self.chunk_steps = max(1, run.log_every // per_iteration)
         self.rows = self._replay_rows(run.steps)
@@ -346,6 +335,46 @@ class DeviceRunner(RunSetup, Reports):
             "loop": "device",
             "params_sha256": digest,
         }
+
+
+def device_settings(cfg: Any, env: jax_envs.JaxEnv) -> dp.Settings:
+    """The compiled program's settings of config ``cfg`` on ``env``."""
+    run = cfg.run
+    return dp.Settings(
+        num_envs=cfg.env.envs,
+        batch_size=run.batch_size,
+        batch_length=run.batch_length,
+        train_ratio=run.train_ratio,
+        prefill=run.prefill,
+        action_repeat=env.action_repeat,
+        context=cfg.model.replay_context,
+        online=run.batch_length + cfg.model.replay_context if run.replay_online else 0,
+        eval_every=run.eval_every,
+        eval_episodes=run.eval_episodes,
+    )
+
+
+def checkpointed_state(ckpt: Any, step: int, meta: dict, agent: Any, cfg: Any) -> Any:
+    """The agent state (all K seeds' with run.seeds K) of a device-loop checkpoint (the
+    whole carry, ``meta['loop'] == 'device'``): the carry's structure rebuilt from ``cfg``
+    and the saved replay rows, restored, and its agent state taken."""
+    env = jax_envs.make_jax_env(cfg.env.task, cfg.env.action_repeat or None, cfg.env.time_limit)
+    settings = device_settings(cfg, env)
+    capacity = int(meta["replay_rows"]) * settings.num_envs
+
+    def one() -> dp.Carry:
+        keys = (*jax.random.split(jax.random.key(0), 4), jax_envs.seed_key(0))
+        env_keys = jnp.stack([jax_envs.seed_key(i) for i in range(settings.num_envs)])
+        dtype = jnp.dtype(cfg.run.context_dtype)
+        return dp.init_carry(agent, env, settings, capacity, keys, env_keys, dtype)
+
+    abstract = jax.eval_shape(one)
+    if cfg.run.seeds > 1:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((cfg.run.seeds, *x.shape), x.dtype), abstract
+        )
+    stored, _ = ckpt.restore(without_empty(abstract), step)
+    return with_empty(abstract, stored).state
 
 
 def without_empty(tree: Any) -> Any:

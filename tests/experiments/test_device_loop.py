@@ -9,9 +9,11 @@ import pytest
 pytest.importorskip("gymnax")
 
 from experiments import config as config_lib
+from experiments.evaluate import LoadedPolicy
 from experiments.run.device_loop import uses_device_loop
 from experiments.run.logging import read_jsonl
 from experiments.run.loop import train
+from experiments.run.metrics import params_digest
 
 
 def _cfg(logdir, steps: int, *extra: str):
@@ -42,6 +44,10 @@ def test_the_device_loop_learns_logs_as_the_host_and_resumes_exactly(tmp_path):
     # The debug agent balances the pole by 2000 steps (random play lasts ~20 steps).
     assert len(evals) == 2 and evals[-1] >= 150
 
+    # The evaluation API restores the agent from the device loop's checkpoint (its carry).
+    policy = LoadedPolicy(whole_dir)
+    assert params_digest(policy.state) == whole["params_sha256"]
+
     # The same run stopped at its checkpoint at 1500 and resumed (its replay, allocated for
     # 1500 steps, grows), after logging past the checkpoint as a killed run might have.
     first = train(_cfg(split_dir, 1500), split_dir)
@@ -56,6 +62,23 @@ def test_the_device_loop_learns_logs_as_the_host_and_resumes_exactly(tmp_path):
         return [{k: v for k, v in r.items() if not k.startswith("run/")} for r in rows]
 
     assert strip(read_jsonl(split_dir / "metrics.jsonl")) == strip(rows)
+
+
+@pytest.mark.slow
+def test_seeds_on_the_device_loop_log_apart_and_restore_each_agent(tmp_path):
+    """--run.seeds 2: one vmapped program, each seed's rows in seed<k>/metrics.jsonl, and
+    each agent k restored from the checkpoint (LoadedPolicy member k) as the run ended it."""
+    cfg = _cfg(tmp_path, 1000, "--run.seeds", "2", "--run.eval_every", "500")
+    summary = train(cfg, tmp_path)
+    assert summary["loop"] == "device" and len(summary["params_sha256"]) == 2
+    assert summary["params_sha256"][0] != summary["params_sha256"][1]
+    for k in range(2):
+        rows = read_jsonl(tmp_path / f"seed{k}" / "metrics.jsonl")
+        assert [r["step"] for r in rows if "eval/return" in r] == [500, 1000]
+        episodes = [r["episode/count"] for r in rows if "episode/count" in r]
+        assert episodes == list(range(1, len(episodes) + 1))  # each seed counts its own
+        policy = LoadedPolicy(tmp_path, member=k)
+        assert params_digest(policy.state) == summary["params_sha256"][k]
 
 
 def test_unshared_copies_an_array_that_appears_twice():

@@ -185,7 +185,7 @@ def make_env(
 
         check_obs(task, obs)
         env = jax_envs.make_jax_env(task, kwargs.get("action_repeat"), kwargs.get("time_limit", 0))
-        return jax_envs.HostJaxEnv(env, seed)
+        return jax_envs.HostJaxEnv(env, seed, task)
     if is_gym_task(task):
         check_obs(task, obs)
         return gym.make(

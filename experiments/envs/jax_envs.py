@@ -289,8 +289,8 @@ class HostJaxEnv:
     ``reset()`` and ``step`` go on along the state's keys (the same stream a compiled loop
     draws), one jitted call each, returning numpy."""
 
-    def __init__(self, env: JaxEnv, seed: int = 0) -> None:
-        self.env = env
+    def __init__(self, env: JaxEnv, seed: int = 0, task: str = "a JAX task") -> None:
+        self.env, self.task = env, task  # the task's name in messages
         self.obs_spec, self.act_dim, self.discrete = env.obs_spec, env.act_dim, env.discrete
         self.action_repeat = env.action_repeat
         self._seed = seed

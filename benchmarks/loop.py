@@ -9,7 +9,10 @@ Runs the real runner (``experiments.train``) for every (loop, train ratio, seeds
 (``run/env_steps_per_s``: one seed's environment steps per wall-clock second between two logs)
 from every log after training started and after the first (compiling) one. ``total`` is that
 rate times K: the environment steps of all seeds. The device loop compiles one program per
-setting; its logs come once per chunk (``run.log_every`` env steps).
+setting; its logs come once per chunk (``run.log_every`` env steps). The first update needs
+16 x 64 windows (1087 env steps with one environment): --steps must reach past it by a few
+logs. With K = 8 the preset's replay capacity (5M steps per seed) exceeds a 24 GiB machine's
+memory check: add --set run.replay_capacity=100000 (the figure does not depend on it).
 """
 
 from __future__ import annotations

@@ -68,13 +68,15 @@ def test_the_device_loop_learns_logs_as_the_host_and_resumes_exactly(tmp_path):
 def test_seeds_on_the_device_loop_log_apart_and_restore_each_agent(tmp_path):
     """--run.seeds 2: one vmapped program, each seed's rows in seed<k>/metrics.jsonl, and
     each agent k restored from the checkpoint (LoadedPolicy member k) as the run ended it."""
-    cfg = _cfg(tmp_path, 1000, "--run.seeds", "2", "--run.eval_every", "500")
+    args = ["--run.seeds", "2", "--run.eval_every", "300", "--run.prefill", "200"]
+    cfg = _cfg(tmp_path, 600, *args, "--run.report_every", "0", "--run.log_every", "300")
     summary = train(cfg, tmp_path)
     assert summary["loop"] == "device" and len(summary["params_sha256"]) == 2
+    assert summary["counters"]["updates"] > 0
     assert summary["params_sha256"][0] != summary["params_sha256"][1]
     for k in range(2):
         rows = read_jsonl(tmp_path / f"seed{k}" / "metrics.jsonl")
-        assert [r["step"] for r in rows if "eval/return" in r] == [500, 1000]
+        assert [r["step"] for r in rows if "eval/return" in r] == [300, 600]
         episodes = [r["episode/count"] for r in rows if "episode/count" in r]
         assert episodes == list(range(1, len(episodes) + 1))  # each seed counts its own
         policy = LoadedPolicy(tmp_path, member=k)

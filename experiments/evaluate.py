@@ -125,7 +125,7 @@ class LoadedPolicy:
                 f"in [0, {seeds})"
             )
         if meta.get("loop") == "device":  # the device loop's checkpoint: its whole carry
-            from experiments.run.device_loop import checkpointed_state
+            from experiments.run.device_carry import checkpointed_state
 
             states = checkpointed_state(ckpt, at, meta, self.agent, self.cfg)
             self.state = states if seeds == 1 else take(states, member)

@@ -88,7 +88,7 @@ def test_unshared_copies_an_array_that_appears_twice():
     very arrays would donate one buffer twice (XLA refuses)."""
     import jax.numpy as jnp
 
-    from experiments.run.device_loop import unshared
+    from experiments.run.device_carry import unshared
 
     a, b = jnp.ones(3), jnp.zeros(2)
     tree = unshared({"critic": a, "slow_critic": a, "other": b})
@@ -103,7 +103,7 @@ def test_empty_arrays_leave_the_checkpoint_and_come_back():
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments.run.device_loop import with_empty, without_empty
+    from experiments.run.device_carry import with_empty, without_empty
 
     tree = {"a": jnp.arange(3.0), "data": {"act": jnp.zeros((0,)), "q": jnp.ones((2, 2))}}
     saved = without_empty(tree)
